@@ -1,0 +1,92 @@
+"""Bearer-token authentication: JWTs verified in code.
+
+* ``hs256``: a shared secret (local and simple deployments).
+* ``jwks``: RS256 (or ES256) keys from the issuer's JWKS, Cognito-compatible: issuer, audience (``aud``, or
+  ``client_id`` on Cognito access tokens) and expiry are checked.
+
+The user id is the ``sub`` claim. Every failure is an ``Unauthorized`` with a short reason; PyJWT's exceptions
+do not leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from chatcore.config import Settings
+from chatcore.errors import Unauthorized
+
+MAX_TOKEN_BYTES = 8192
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    claims: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthorized("token too large")
+    return token
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self._mode = settings.auth_mode
+        self._secret = settings.jwt_secret
+        self._issuer = settings.jwt_issuer or None
+        self._audience = settings.jwt_audience or None
+        self._jwks: jwt.PyJWKClient | None = None
+        if self._mode == "jwks":
+            self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=5)
+        elif not self._secret:
+            raise ValueError("AUTH_MODE=hs256 needs JWT_SECRET")
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        try:
+            if self._jwks is not None:
+                key: Any = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+                algorithms = ["RS256", "ES256"]
+            else:
+                key, algorithms = self._secret, ["HS256"]
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.PyJWKClientError as exc:
+            raise Unauthorized("token signed by an unknown key") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized("invalid token") from exc
+        self._check_audience(claims)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 256:
+            raise Unauthorized("invalid token subject")
+        return Principal(user_id=sub, claims=claims)
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        if self._audience is None:
+            return
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        # Cognito access tokens carry the app client in client_id instead of aud.
+        if self._audience in audiences or claims.get("client_id") == self._audience:
+            return
+        raise Unauthorized("token is for another audience")

@@ -1,0 +1,160 @@
+"""Redis: the session cache (and, later, replay logs and guards). Always optional, never the only copy.
+
+``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
+compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
+Invalidation keeps ``v`` and drops ``d``: the next read goes to DynamoDB, and a slow writer still holding an older
+version cannot put it back.
+
+Every Redis failure is logged, counted (``CacheErrors``) and answered as a miss: a request that DynamoDB can serve
+never fails because of Redis. After a failure the cache is skipped for ``retry_after`` seconds, so a dead Redis
+does not add a connect timeout to every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from chatcore.models import ChatSession
+from chatcore.observability import count, logger
+
+T = TypeVar("T")
+
+SESSION_KEY = "chat:session:{session_id}"
+
+# KEYS[1] session key; ARGV: version, json, ttl. Returns 1 if written.
+_CAS_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'v')
+local incoming = tonumber(ARGV[1])
+if current then
+  current = tonumber(current)
+  if incoming < current then return 0 end
+  if incoming == current and redis.call('HEXISTS', KEYS[1], 'd') == 1 then return 0 end
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+# KEYS[1] session key; ARGV: version (or -1 when unknown), ttl. Drops the data, keeps the highest version seen.
+_INVALIDATE_SCRIPT = """
+redis.call('HDEL', KEYS[1], 'd')
+local incoming = tonumber(ARGV[1])
+if incoming >= 0 then
+  local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+  if incoming > current then redis.call('HSET', KEYS[1], 'v', ARGV[1]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return 1
+"""
+
+
+def session_key(session_id: str) -> str:
+    return SESSION_KEY.format(session_id=session_id)
+
+
+class RedisConnector:
+    """One ``redis.asyncio`` client per event loop (Mangum may run invocations on a fresh loop), plus the
+    fail-open circuit shared by every Redis user."""
+
+    def __init__(self, url: str, *, timeout: float = 0.5, retry_after: float = 5.0) -> None:
+        self.url = url
+        self._timeout = timeout
+        self._retry_after = retry_after
+        self._clients: dict[int, aioredis.Redis] = {}
+        self._down_until = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def client(self) -> aioredis.Redis:
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                health_check_interval=30,
+            )
+            self._clients = {loop_id: client}
+        return client
+
+    def available(self) -> bool:
+        return self.enabled and time.monotonic() >= self._down_until
+
+    async def run(self, operation: str, call: Callable[[aioredis.Redis], Awaitable[T]], fallback: T) -> T:
+        """Run ``call`` against Redis; on any Redis failure log, count, open the circuit and return ``fallback``."""
+        if not self.available():
+            return fallback
+        try:
+            return await call(self.client())
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + self._retry_after
+            count("CacheErrors")
+            logger.warning("redis unavailable, continuing without it", operation=operation, error=repr(exc))
+            return fallback
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+
+class SessionCache:
+    def __init__(self, connector: RedisConnector, *, ttl_seconds: int) -> None:
+        self._redis = connector
+        self._ttl = ttl_seconds
+
+    @property
+    def enabled(self) -> bool:
+        return self._redis.enabled
+
+    async def close(self) -> None:
+        await self._redis.close()
+
+    async def get(self, session_id: str) -> ChatSession | None:
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.hget(session_key(session_id), "d")
+
+        raw = await self._redis.run("cache.get", call, None)
+        if raw is None:
+            count("CacheMisses")
+            return None
+        try:
+            session = ChatSession.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("unreadable cache entry dropped", session_id=session_id)
+            await self.invalidate(session_id)
+            return None
+        count("CacheHits")
+        return session
+
+    async def put(self, session: ChatSession) -> bool:
+        """Write the session if its version is newer than the cached one; True if written."""
+        payload = session.model_dump_json()
+
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.eval(
+                _CAS_SCRIPT, 1, session_key(session.session_id), session.version, payload, self._ttl
+            )
+
+        return bool(await self._redis.run("cache.put", call, 0))
+
+    async def invalidate(self, session_id: str, *, version: int | None = None) -> None:
+        """Make the next read go to DynamoDB. Pass the version just written, when known, so a slower writer
+        holding an older copy cannot re-populate the cache with it."""
+
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.eval(
+                _INVALIDATE_SCRIPT, 1, session_key(session_id), -1 if version is None else version, self._ttl
+            )
+
+        await self._redis.run("cache.invalidate", call, None)

@@ -1,0 +1,125 @@
+"""Settings, read once from the environment into a typed, frozen object.
+
+This is the only module that reads ``os.environ``. Everything else receives a ``Settings`` (or calls
+``get_settings()``), so tests inject their own with ``Settings.from_env({...})``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+AuthMode = Literal["hs256", "jwks"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; raised at start-up, never per request."""
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be a boolean (true/false), got {raw!r}")
+
+
+def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str = "ChatTable"
+    redis_url: str = ""
+    cache_ttl_seconds: int = 900
+    redis_timeout_seconds: float = 0.5
+    redis_retry_after_seconds: float = 5.0
+
+    auth_mode: AuthMode = "hs256"
+    jwt_secret: str = field(default="", repr=False)
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwks_url: str = ""
+    allow_anonymous: bool = False
+
+    session_ttl_days: int = 0
+    max_title_chars: int = 200
+    max_metadata_bytes: int = 2048
+    max_message_chars: int = 32_000
+    max_body_bytes: int = 262_144
+    cors_allow_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        auth_mode = env.get("AUTH_MODE", "hs256").strip().lower()
+        if auth_mode not in ("hs256", "jwks"):
+            raise ConfigError(f"AUTH_MODE must be 'hs256' or 'jwks', got {auth_mode!r}")
+        jwt_issuer = env.get("JWT_ISSUER", "").strip()
+        jwks_url = env.get("JWKS_URL", "").strip()
+        if auth_mode == "jwks" and not jwks_url:
+            if not jwt_issuer:
+                raise ConfigError("AUTH_MODE=jwks needs JWKS_URL or JWT_ISSUER")
+            jwks_url = jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
+        origins = tuple(o.strip() for o in env.get("CORS_ALLOW_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            table_name=env.get("CHAT_TABLE_NAME", "ChatTable"),
+            redis_url=env.get("REDIS_URL", "").strip(),
+            cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 900, minimum=1),
+            redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.5),
+            redis_retry_after_seconds=_float(env, "REDIS_RETRY_AFTER_SECONDS", 5.0),
+            auth_mode=auth_mode,  # type: ignore[arg-type]  # checked above
+            jwt_secret=env.get("JWT_SECRET", ""),
+            jwt_issuer=jwt_issuer,
+            jwt_audience=env.get("JWT_AUDIENCE", "").strip(),
+            jwks_url=jwks_url,
+            allow_anonymous=_bool(env, "ALLOW_ANONYMOUS", False),
+            session_ttl_days=_int(env, "SESSION_TTL_DAYS", 0),
+            max_title_chars=_int(env, "MAX_TITLE_CHARS", 200, minimum=1),
+            max_metadata_bytes=_int(env, "MAX_METADATA_BYTES", 2048, minimum=2),
+            max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 262_144, minimum=1024),
+            cors_allow_origins=origins,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,79 @@
+"""The one error tree of chatcore.
+
+    ChatError                    root; never raised itself
+    ├── BadRequest               the caller sent something we refuse (400)
+    │   └── ValidationFailed     well-formed but invalid fields (422)
+    ├── Unauthorized             missing, malformed, forged or expired credentials (401)
+    ├── NotFound                 no such resource *for this caller*: another user's session is one (404)
+    ├── Conflict                 the state changed under the caller; retry later or reload (409)
+    │   └── ConcurrentWriteError a conditional write kept losing its race and gave up
+    ├── PayloadTooLarge          body or field over its limit (413)
+    └── ServiceUnavailable       a backend we cannot do without failed (503)
+
+Third-party errors (botocore ``ClientError``, ``redis.exceptions.*``, ``jwt.*``) are translated at the store,
+cache and auth boundaries and chained with ``from exc``; nothing outside those modules sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChatError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class BadRequest(ChatError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    status = 422
+    code = "validation_error"
+
+
+class Unauthorized(ChatError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ChatError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ChatError):
+    status = 409
+    code = "conflict"
+
+
+class ConcurrentWriteError(Conflict):
+    code = "concurrent_write"
+
+
+class PayloadTooLarge(ChatError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(ChatError):
+    status = 503
+    code = "service_unavailable"
+
+
+class DuplicateClientMessage(Conflict):
+    """A message with this ``client_message_id`` is already stored in the session."""
+
+    code = "duplicate_message"
+
+    def __init__(self, message: str, *, client_message_id: str, seq: int | None) -> None:
+        super().__init__(message)
+        self.client_message_id = client_message_id
+        self.seq = seq

@@ -1,0 +1,152 @@
+"""The domain models: a chat session, its messages, token usage and tool calls.
+
+``ChatSession.model_dump_json()`` -> ``ChatSession.model_validate_json()`` round-trips exactly; that JSON is what the
+cache holds. ``to_openai_messages()`` gives the history in the shape the OpenAI chat API accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+
+Role = Literal["system", "user", "assistant", "tool"]
+# complete: a normal message; partial: cut short by an error or a stop; pending: a tool message waiting for a
+# long-running tool's result; error: a tool message that holds a failure.
+MessageStatus = Literal["complete", "partial", "pending", "error"]
+SessionStatus = Literal["active", "archived"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str = "") -> str:
+    """An unguessable url-safe id (128 random bits)."""
+    return prefix + secrets.token_urlsafe(16)
+
+
+def is_valid_session_id(value: str) -> bool:
+    return SESSION_ID_RE.fullmatch(value) is not None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ToolCallFunction(_Model):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCall(_Model):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ChatMessage(_Model):
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    message_id: str = Field(default_factory=lambda: new_id("msg_"))
+    # Position in the session, assigned by the store when the message is persisted (1-based, dense).
+    seq: int | None = None
+    client_message_id: str | None = None
+    status: MessageStatus = "complete"
+    created_at: datetime = Field(default_factory=utcnow)
+    usage: Usage | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        if self.role == "tool":
+            return {"role": "tool", "tool_call_id": self.tool_call_id or "", "content": self.content or ""}
+        if self.role == "assistant":
+            message: dict[str, Any] = {"role": "assistant", "content": self.content}
+            if self.tool_calls:
+                message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+            elif message["content"] is None:
+                message["content"] = ""
+            return message
+        return {"role": self.role, "content": self.content or ""}
+
+
+EDITABLE_FIELDS = ("title", "chat_type", "status", "metadata")
+
+
+class ChatSession(_Model):
+    session_id: str
+    user_id: str | None = None
+    title: str = ""
+    chat_type: str = "chat"
+    status: SessionStatus = "active"
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    messages: list[ChatMessage] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    # Number of messages persisted and the optimistic-concurrency version of the stored record;
+    # both 0 for a session that was never saved.
+    message_count: int = 0
+    version: int = 0
+    # The editable fields as they were when this object was built or last saved; an upsert writes only the
+    # fields that differ, so it never reverts a concurrent rename with a stale value.
+    _clean: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.mark_clean()
+
+    def mark_clean(self) -> None:
+        self._clean = {field: getattr(self, field) for field in EDITABLE_FIELDS}
+        self._clean["metadata"] = copy.deepcopy(self.metadata)
+
+    def changed_fields(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in EDITABLE_FIELDS if getattr(self, field) != self._clean[field]}
+
+    @classmethod
+    def new(
+        cls,
+        user_id: str | None,
+        *,
+        title: str = "",
+        chat_type: str = "chat",
+        metadata: dict[str, JsonValue] | None = None,
+        session_id: str | None = None,
+    ) -> ChatSession:
+        return cls(
+            session_id=session_id or new_id(),
+            user_id=user_id,
+            title=title,
+            chat_type=chat_type,
+            metadata=metadata or {},
+        )
+
+    def to_openai_messages(self) -> list[dict[str, Any]]:
+        return [message.to_openai() for message in self.messages]
+
+    def is_complete(self) -> bool:
+        """True when ``messages`` is exactly the stored history 1..message_count (safe to cache)."""
+        if len(self.messages) != self.message_count:
+            return False
+        return all(message.seq == index for index, message in enumerate(self.messages, start=1))

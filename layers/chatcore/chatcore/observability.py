@@ -1,0 +1,21 @@
+"""Powertools Logger, Metrics and Tracer shared by chatcore and the handlers.
+
+One instance of each, so a metric counted deep in the cache module is flushed by the handler's
+``@metrics.log_metrics`` decorator, and log lines carry the handler's correlation id.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+NAMESPACE = "ChatBackend"
+
+# Service names come from POWERTOOLS_SERVICE_NAME (set per function in template.yaml).
+logger = Logger()
+metrics = Metrics(namespace=NAMESPACE)
+tracer = Tracer()
+
+
+def count(name: str, value: int = 1) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

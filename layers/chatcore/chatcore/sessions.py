@@ -1,0 +1,238 @@
+"""The session service: the API the rest of the product (and the design documents) use.
+
+Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
+A session of another user reads as ``None`` / ``NotFound``, never as "forbidden".
+
+Module-level functions (``get_chat_session`` …) use a default service built from ``get_settings()``;
+tests and other entry points can build their own ``SessionService`` with injected parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from pydantic import JsonValue
+
+from chatcore.cache import RedisConnector, SessionCache
+from chatcore.config import Settings, get_settings
+from chatcore.errors import BadRequest, NotFound
+from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
+from chatcore.store import SessionStore
+
+_CURSOR_MAX = 512
+DELETED_VERSION = 2**53  # above any real version: no copy of a deleted session is cached again
+_CHAT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+def is_valid_chat_type(value: str) -> bool:
+    return _CHAT_TYPE_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    sessions: list[ChatSession]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    messages: list[ChatMessage]
+    next_cursor: str | None
+
+
+def _encode_cursor(payload: dict[str, Any]) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    if len(cursor) > _CURSOR_MAX:
+        raise BadRequest("invalid cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest("invalid cursor") from exc
+    if not isinstance(payload, dict):
+        raise BadRequest("invalid cursor")
+    return payload
+
+
+def _session_cursor(cursor: str) -> tuple[str, str]:
+    payload = _decode_cursor(cursor)
+    updated, sid = payload.get("u"), payload.get("s")
+    if set(payload) != {"u", "s"} or not isinstance(updated, str) or not isinstance(sid, str):
+        raise BadRequest("invalid cursor")
+    if not is_valid_session_id(sid):
+        raise BadRequest("invalid cursor")
+    try:
+        datetime.fromisoformat(updated)
+    except ValueError as exc:
+        raise BadRequest("invalid cursor") from exc
+    return updated, sid
+
+
+def _message_cursor(cursor: str) -> int:
+    payload = _decode_cursor(cursor)
+    after = payload.get("a")
+    if set(payload) != {"a"} or type(after) is not int or not 0 <= after < 10**9:
+        raise BadRequest("invalid cursor")
+    return after
+
+
+class SessionService:
+    def __init__(self, store: SessionStore, cache: SessionCache) -> None:
+        self.store = store
+        self.cache = cache
+
+    async def aclose(self) -> None:
+        await self.cache.close()
+
+    # -- the design-document API ----------------------------------------------------------------------------
+
+    async def get_chat_session(self, session_id: str, user_id: str | None = None) -> ChatSession | None:
+        """The whole session, or None when it does not exist or ``user_id`` is given and is not the owner."""
+        if not is_valid_session_id(session_id):
+            return None
+        session = await self.cache.get(session_id)
+        if session is None:
+            session = await self.store.load(session_id)
+            if session is None:
+                return None
+            await self.cache.put(session)
+        if user_id is not None and session.user_id != user_id:
+            return None
+        return session
+
+    async def upsert_chat_session(self, session: ChatSession) -> ChatSession:
+        """Create the session or append its new messages / changed fields; returns the saved session."""
+        saved = await self.store.save(session)
+        if saved.is_complete():
+            await self.cache.put(saved)
+        else:
+            await self.cache.invalidate(saved.session_id, version=saved.version)
+        return saved
+
+    async def invalidate_session_cache(self, session_id: str) -> None:
+        await self.cache.invalidate(session_id)
+
+    async def update_session_title(self, session_id: str, title: str, user_id: str | None = None) -> ChatSession | None:
+        return await self.update_session(session_id, {"title": title}, user_id=user_id)
+
+    async def assign_user_to_session(self, session_id: str, user_id: str) -> ChatSession | None:
+        """Claim an anonymous session for ``user_id``. Never takes over a session someone else owns:
+        returns None then (and when the session does not exist)."""
+        meta = await self.store.assign_owner(session_id, user_id)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
+        return meta
+
+    # -- CRUD for the HTTP API ------------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        chat_type: str = "chat",
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> ChatSession:
+        session = ChatSession.new(user_id, title=title, chat_type=chat_type, metadata=metadata)
+        return await self.upsert_chat_session(session)
+
+    async def update_session(
+        self, session_id: str, changes: dict[str, Any], *, user_id: str | None = None
+    ) -> ChatSession | None:
+        """Apply field changes (title, chat_type, status, metadata); None if not found for ``user_id``."""
+        meta = await self.store.update_fields(session_id, changes, owner=user_id)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
+        return meta
+
+    async def list_sessions(
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        status: str | None = None,
+        chat_type: str | None = None,
+    ) -> SessionPage:
+        start_after = _session_cursor(cursor) if cursor else None
+        sessions, last = await self.store.list_for_user(
+            user_id, limit=limit, start_after=start_after, status=status, chat_type=chat_type
+        )
+        next_cursor = _encode_cursor({"u": last[0], "s": last[1]}) if last else None
+        return SessionPage(sessions, next_cursor)
+
+    async def list_messages(
+        self, session_id: str, user_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> MessagePage:
+        after = _message_cursor(cursor) if cursor else 0
+        session = await self.get_chat_session(session_id, user_id)
+        if session is None:
+            raise NotFound("session not found")
+        page = session.messages[after : after + limit]
+        end = after + len(page)
+        next_cursor = _encode_cursor({"a": end}) if end < len(session.messages) else None
+        return MessagePage(page, next_cursor)
+
+    async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
+        """Delete the session and every item of it; False when it does not exist for ``user_id``."""
+        if not is_valid_session_id(session_id):
+            return False
+        deleted = await self.store.delete(session_id, owner=user_id)
+        if deleted:
+            # A reader that loaded the session just before the delete must not cache it afterwards.
+            await self.cache.invalidate(session_id, version=DELETED_VERSION)
+        return deleted
+
+    async def delete_sessions(self, session_ids: list[str], user_id: str) -> tuple[list[str], list[str]]:
+        """Delete several sessions (each with the full cascade); returns (deleted, not_found)."""
+        deleted: list[str] = []
+        missing: list[str] = []
+        for session_id in dict.fromkeys(session_ids):
+            (deleted if await self.delete_session(session_id, user_id) else missing).append(session_id)
+        return deleted, missing
+
+
+def build_service(settings: Settings) -> SessionService:
+    store = SessionStore(settings.table_name, session_ttl_days=settings.session_ttl_days)
+    connector = RedisConnector(
+        settings.redis_url,
+        timeout=settings.redis_timeout_seconds,
+        retry_after=settings.redis_retry_after_seconds,
+    )
+    return SessionService(store, SessionCache(connector, ttl_seconds=settings.cache_ttl_seconds))
+
+
+@cache
+def default_service() -> SessionService:
+    return build_service(get_settings())
+
+
+async def get_chat_session(session_id: str, user_id: str | None = None) -> ChatSession | None:
+    return await default_service().get_chat_session(session_id, user_id)
+
+
+async def upsert_chat_session(session: ChatSession) -> ChatSession:
+    return await default_service().upsert_chat_session(session)
+
+
+async def invalidate_session_cache(session_id: str) -> None:
+    await default_service().invalidate_session_cache(session_id)
+
+
+async def update_session_title(session_id: str, title: str, user_id: str | None = None) -> ChatSession | None:
+    return await default_service().update_session_title(session_id, title, user_id)
+
+
+async def assign_user_to_session(session_id: str, user_id: str) -> ChatSession | None:
+    return await default_service().assign_user_to_session(session_id, user_id)

@@ -1,0 +1,129 @@
+"""Wire models of the sessions API: request bodies (strict, no unknown fields) and response shapes.
+
+These models are also the source of the OpenAPI document (``openapi.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+
+from chatcore.models import ChatMessage, ChatSession, ToolCall, Usage
+
+ChatType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]
+SessionStatusIn = Literal["active", "archived"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateSessionIn(_In):
+    title: str = ""
+    chat_type: ChatType = "chat"
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class UpdateSessionIn(_In):
+    title: str | None = None
+    chat_type: ChatType | None = None
+    status: SessionStatusIn | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+
+class DeleteSessionsIn(_In):
+    session_ids: list[str] = Field(min_length=1, max_length=25)
+
+
+class SessionOut(BaseModel):
+    id: str
+    user_id: str | None
+    title: str
+    chat_type: str
+    status: str
+    metadata: dict[str, JsonValue]
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    usage: Usage
+    version: int
+
+    @classmethod
+    def of(cls, session: ChatSession) -> SessionOut:
+        return cls(
+            id=session.session_id,
+            user_id=session.user_id,
+            title=session.title,
+            chat_type=session.chat_type,
+            status=session.status,
+            metadata=session.metadata,
+            created_at=session.created_at,
+            updated_at=session.updated_at,
+            message_count=session.message_count,
+            usage=session.usage,
+            version=session.version,
+        )
+
+
+class MessageOut(BaseModel):
+    id: str
+    seq: int | None
+    role: str
+    content: str | None
+    tool_calls: list[ToolCall] | None
+    tool_call_id: str | None
+    name: str | None
+    status: str
+    created_at: datetime
+    usage: Usage | None
+
+    @classmethod
+    def of(cls, message: ChatMessage) -> MessageOut:
+        return cls(
+            id=message.message_id,
+            seq=message.seq,
+            role=message.role,
+            content=message.content,
+            tool_calls=message.tool_calls,
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            status=message.status,
+            created_at=message.created_at,
+            usage=message.usage,
+        )
+
+
+class SessionListOut(BaseModel):
+    sessions: list[SessionOut]
+    next_cursor: str | None
+
+
+class MessageListOut(BaseModel):
+    messages: list[MessageOut]
+    next_cursor: str | None
+
+
+class DeleteSessionsOut(BaseModel):
+    deleted: list[str]
+    not_found: list[str]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+def dump(model: BaseModel) -> Any:
+    return model.model_dump(mode="json")

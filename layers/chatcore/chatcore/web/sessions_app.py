@@ -1,0 +1,179 @@
+"""The sessions HTTP API (SessionsFunction): session CRUD for the authenticated user.
+
+Routes are disjoint from the chat app's, so the local stack serves both on one origin.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatcore.auth import Authenticator, Principal
+from chatcore.config import Settings
+from chatcore.errors import BadRequest, NotFound, ValidationFailed
+from chatcore.sessions import SessionService, is_valid_chat_type
+from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.inputs import int_query, known_query, parse_model, read_json, session_id_param
+from chatcore.web.openapi import sessions_openapi
+from chatcore.web.schemas import (
+    CreateSessionIn,
+    DeleteSessionsIn,
+    DeleteSessionsOut,
+    MessageListOut,
+    MessageOut,
+    SessionListOut,
+    SessionOut,
+    UpdateSessionIn,
+    dump,
+)
+
+
+def clean_title(title: str, max_chars: int) -> str:
+    title = title.strip()
+    if len(title) > max_chars:
+        raise ValidationFailed(
+            "invalid request body", details=[{"loc": ["title"], "msg": f"at most {max_chars} characters"}]
+        )
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in title):
+        raise ValidationFailed(
+            "invalid request body", details=[{"loc": ["title"], "msg": "control characters are not allowed"}]
+        )
+    return title
+
+
+def check_metadata(metadata: dict[str, Any], max_bytes: int) -> None:
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise ValidationFailed(
+            "invalid request body",
+            details=[{"loc": ["metadata"], "msg": f"at most {max_bytes} bytes as JSON"}],
+        )
+
+
+class SessionsApi:
+    def __init__(self, service: SessionService, authenticator: Authenticator, settings: Settings) -> None:
+        self.service = service
+        self.auth = authenticator
+        self.settings = settings
+
+    async def _principal(self, request: Request) -> Principal:
+        return await self.auth.authenticate(request.headers.get("authorization"))
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "cache": "enabled" if self.service.cache.enabled else "disabled"})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(sessions_openapi())
+
+    async def create(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        body = parse_model(
+            CreateSessionIn,
+            await read_json(request, max_bytes=self.settings.max_body_bytes, allow_empty=True),
+        )
+        title = clean_title(body.title, self.settings.max_title_chars)
+        check_metadata(body.metadata, self.settings.max_metadata_bytes)
+        session = await self.service.create_session(
+            principal.user_id, title=title, chat_type=body.chat_type, metadata=body.metadata
+        )
+        return JSONResponse(dump(SessionOut.of(session)), status_code=201)
+
+    async def list(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        known_query(request, {"limit", "cursor", "status", "chat_type"})
+        limit = int_query(request, "limit", default=20, minimum=1, maximum=100)
+        status = request.query_params.get("status")
+        if status is not None and status not in ("active", "archived"):
+            raise BadRequest("status must be 'active' or 'archived'")
+        chat_type = request.query_params.get("chat_type")
+        if chat_type is not None and not is_valid_chat_type(chat_type):
+            raise BadRequest("invalid chat_type")
+        page = await self.service.list_sessions(
+            principal.user_id,
+            limit=limit,
+            cursor=request.query_params.get("cursor"),
+            status=status,
+            chat_type=chat_type,
+        )
+        out = SessionListOut(sessions=[SessionOut.of(s) for s in page.sessions], next_cursor=page.next_cursor)
+        return JSONResponse(dump(out))
+
+    async def get(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        known_query(request, set())
+        session_id = session_id_param(request)
+        session = await self.service.get_chat_session(session_id, principal.user_id)
+        if session is None:
+            raise NotFound("session not found")
+        return JSONResponse(dump(SessionOut.of(session)))
+
+    async def messages(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        known_query(request, {"limit", "cursor"})
+        session_id = session_id_param(request)
+        limit = int_query(request, "limit", default=50, minimum=1, maximum=200)
+        page = await self.service.list_messages(
+            session_id, principal.user_id, limit=limit, cursor=request.query_params.get("cursor")
+        )
+        out = MessageListOut(messages=[MessageOut.of(m) for m in page.messages], next_cursor=page.next_cursor)
+        return JSONResponse(dump(out))
+
+    async def update(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        session_id = session_id_param(request)
+        body = parse_model(UpdateSessionIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        changes = body.model_dump(exclude_none=True)
+        if not changes:
+            raise ValidationFailed("nothing to update: give title, chat_type, status or metadata")
+        if "title" in changes:
+            changes["title"] = clean_title(changes["title"], self.settings.max_title_chars)
+        if "metadata" in changes:
+            check_metadata(changes["metadata"], self.settings.max_metadata_bytes)
+        session = await self.service.update_session(session_id, changes, user_id=principal.user_id)
+        if session is None:
+            raise NotFound("session not found")
+        return JSONResponse(dump(SessionOut.of(session)))
+
+    async def delete(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        session_id = session_id_param(request)
+        if not await self.service.delete_session(session_id, principal.user_id):
+            raise NotFound("session not found")
+        return Response(status_code=204)
+
+    async def delete_many(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        body = parse_model(DeleteSessionsIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        deleted, missing = await self.service.delete_sessions(body.session_ids, principal.user_id)
+        return JSONResponse(dump(DeleteSessionsOut(deleted=deleted, not_found=missing)))
+
+
+def create_sessions_app(service: SessionService, authenticator: Authenticator, settings: Settings) -> Starlette:
+    api = SessionsApi(service, authenticator, settings)
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/sessions/openapi.json", api.openapi, methods=["GET"]),
+        Route("/sessions", api.create, methods=["POST"]),
+        Route("/sessions", api.list, methods=["GET"]),
+        Route("/sessions/batch-delete", api.delete_many, methods=["POST"]),
+        Route("/sessions/{session_id}", api.get, methods=["GET"]),
+        Route("/sessions/{session_id}", api.update, methods=["PATCH"]),
+        Route("/sessions/{session_id}", api.delete, methods=["DELETE"]),
+        Route("/sessions/{session_id}/messages", api.messages, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def default_sessions_app() -> Starlette:
+    """The app as SessionsFunction runs it: settings, store and cache from the environment."""
+    from chatcore.config import get_settings
+    from chatcore.sessions import default_service
+
+    settings = get_settings()
+    return create_sessions_app(default_service(), Authenticator(settings), settings)

@@ -1,0 +1,106 @@
+"""Shared fixtures: moto over loopback HTTP, a real redis-server, a fresh table per test built from template.yaml."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import boto3
+import pytest
+import redis
+
+from chatcore.aws import reset_clients
+from chatcore.config import Settings, reset_settings
+from chatcore.sessions import SessionService, build_service, default_service
+from local.moto_server import MotoServer
+from local.template import create_table_kwargs
+from tests.support.redis_server import RedisServer
+from tests.support.tokens import SECRET
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "ChatBackendTests",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_environment(moto_server: MotoServer) -> Iterator[None]:
+    patch = pytest.MonkeyPatch()
+    for key, value in _AWS_ENV.items():
+        patch.setenv(key, value)
+    patch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    for key in ("AWS_PROFILE", "REDIS_URL", "CHAT_TABLE_NAME"):
+        patch.delenv(key, raising=False)
+    reset_clients()
+    yield
+    patch.undo()
+    reset_clients()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def table_name() -> Iterator[str]:
+    name = f"chat-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    client.create_table(**create_table_kwargs(name))
+    yield name
+    client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def settings(table_name: str, redis_url: str) -> Settings:
+    return Settings(table_name=table_name, redis_url=redis_url, auth_mode="hs256", jwt_secret=SECRET)
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[SessionService]:
+    svc = build_service(settings)
+    yield svc
+    await svc.aclose()
+
+
+@pytest.fixture
+def lambda_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Environment for running the real Lambda handlers: their settings come from os.environ."""
+    monkeypatch.setenv("CHAT_TABLE_NAME", settings.table_name)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("AUTH_MODE", "hs256")
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    reset_settings()
+    default_service.cache_clear()
+    yield settings
+    reset_settings()
+    default_service.cache_clear()

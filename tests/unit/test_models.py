@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage, is_valid_session_id
+
+
+def _conversation() -> ChatSession:
+    session = ChatSession.new("user-1", title="Trip", metadata={"tags": ["a", 1, None, {"x": 1.5}]})
+    call = ToolCall(id="call_1", function=ToolCallFunction(name="current_time", arguments='{"tz":"UTC"}'))
+    session.messages = [
+        ChatMessage(role="system", content="be brief"),
+        ChatMessage(role="user", content="what time is it?", client_message_id="c1"),
+        ChatMessage(role="assistant", content=None, tool_calls=[call], usage=Usage(prompt_tokens=3, total_tokens=3)),
+        ChatMessage(role="tool", tool_call_id="call_1", content='{"now":"12:00"}'),
+        ChatMessage(role="assistant", content="It is noon. 🕛"),
+    ]
+    return session
+
+
+def test_new_session_has_fresh_unguessable_id():
+    ids = {ChatSession.new("u").session_id for _ in range(200)}
+    assert len(ids) == 200
+    assert all(is_valid_session_id(i) and len(i) >= 20 for i in ids)
+    session = ChatSession.new(None)
+    assert session.user_id is None and session.version == 0 and session.messages == []
+
+
+def test_json_round_trip_is_exact():
+    session = _conversation()
+    restored = ChatSession.model_validate_json(session.model_dump_json())
+    assert restored == session
+    assert restored.model_dump_json() == session.model_dump_json()
+
+
+def test_to_openai_messages_keeps_tool_calls_and_results():
+    messages = _conversation().to_openai_messages()
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    assert messages[1] == {"role": "user", "content": "what time is it?"}
+    assert messages[2] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "current_time", "arguments": '{"tz":"UTC"}'}}
+        ],
+    }
+    assert messages[3] == {"role": "tool", "tool_call_id": "call_1", "content": '{"now":"12:00"}'}
+    assert messages[4] == {"role": "assistant", "content": "It is noon. 🕛"}
+
+
+def test_usage_adds_up():
+    total = Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3) + Usage(prompt_tokens=4, total_tokens=4)
+    assert total == Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
+
+
+def test_changed_fields_tracks_edits_since_last_clean_state():
+    session = _conversation()
+    assert session.changed_fields() == {}
+    session.title = "New"
+    session.metadata["tags"].append("b")  # type: ignore[union-attr]
+    assert set(session.changed_fields()) == {"title", "metadata"}
+    session.mark_clean()
+    assert session.changed_fields() == {}
+
+
+def test_is_complete_requires_dense_seqs_matching_the_count():
+    session = _conversation()
+    assert not session.is_complete()
+    for seq, message in enumerate(session.messages, start=1):
+        message.seq = seq
+    session.message_count = len(session.messages)
+    assert session.is_complete()
+    session.messages[2].seq = 7
+    assert not session.is_complete()
+
+
+def test_session_id_validation():
+    assert is_valid_session_id("abcdEFGH1234_-")
+    for bad in ["", "short", "has space here", "a" * 129, "../../etc", "ünïcödé-id-x", "id#with#hash"]:
+        assert not is_valid_session_id(bad)
