@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -94,13 +95,20 @@ async def service(settings: Settings) -> AsyncIterator[SessionService]:
 
 @pytest.fixture
 def lambda_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Environment for running the real Lambda handlers: their settings come from os.environ."""
+    """Environment for running the real Lambda handlers: settings from os.environ, and one event loop that
+    Mangum reuses across invocations (as in a warm Lambda) and that is closed cleanly afterwards."""
     monkeypatch.setenv("CHAT_TABLE_NAME", settings.table_name)
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("AUTH_MODE", "hs256")
     monkeypatch.setenv("JWT_SECRET", SECRET)
     reset_settings()
     default_service.cache_clear()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     yield settings
+    if default_service.cache_info().currsize:
+        loop.run_until_complete(default_service().aclose())
+    loop.close()
+    asyncio.set_event_loop(None)
     reset_settings()
     default_service.cache_clear()
