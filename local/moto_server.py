@@ -28,9 +28,7 @@ class _Serialized:
 class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         app = _Serialized(DomainDispatcherApplication(create_backend_app))
-        self._server: BaseWSGIServer = make_server(
-            host, port, app, threaded=True, request_handler=MotoRequestHandler
-        )
+        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
 
     @property

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mangum import Mangum
-
 from chatcore.observability import logger, metrics, tracer
 from chatcore.web.sessions_app import default_sessions_app
+from mangum import Mangum
 
 
 @cache
@@ -23,5 +22,6 @@ def _adapter() -> Mangum:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response: dict[str, Any] = _adapter()(event, context)
+    # Mangum types the context with its own protocol; Powertools' LambdaContext is the same object.
+    response: dict[str, Any] = _adapter()(event, cast(Any, context))
     return response

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.sessions import SessionService
 from chatcore.web.sessions_app import create_sessions_app
+
 from tests.support.tokens import SECRET, auth_header, make_token
 
 pytestmark = pytest.mark.anyio
@@ -141,6 +141,7 @@ BAD_INPUTS = [
     ("POST", "/sessions", ALICE | JSON, b'{"title": "' + b"x" * 300_000 + b'"}', 413, "payload_too_large"),
     ("PUT", "/sessions", ALICE, None, 405, "method_not_allowed"),
     ("GET", "/nowhere", ALICE, None, 404, "not_found"),
+    ("GET", "/sessions/", ALICE, None, 404, "not_found"),  # found by the fuzzer: was a bodiless redirect
     ("GET", "/sessions/bad%20id", ALICE, None, 400, "bad_request"),
     ("GET", "/sessions/x", ALICE, None, 400, "bad_request"),
     ("GET", "/sessions?limit=0", ALICE, None, 400, "bad_request"),
@@ -163,8 +164,14 @@ BAD_INPUTS = [
     ("PATCH", "/sessions/{sid}", BOB | JSON, b'{"title": "mine now"}', 404, "not_found"),
     ("DELETE", "/sessions/{sid}", BOB, None, 404, "not_found"),
     ("POST", "/sessions/batch-delete", ALICE | JSON, b'{"session_ids": []}', 422, "validation_error"),
-    ("POST", "/sessions/batch-delete", ALICE | JSON, json.dumps({"session_ids": ["a" * 12] * 26}).encode(), 422,
-     "validation_error"),
+    (
+        "POST",
+        "/sessions/batch-delete",
+        ALICE | JSON,
+        json.dumps({"session_ids": ["a" * 12] * 26}).encode(),
+        422,
+        "validation_error",
+    ),
     ("POST", "/sessions/{sid}", ALICE | JSON, b"{}", 405, "method_not_allowed"),
 ]
 

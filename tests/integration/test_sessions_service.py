@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import redis
-
 from chatcore.cache import session_key
 from chatcore.config import Settings
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
@@ -24,7 +23,9 @@ def _history() -> list[ChatMessage]:
         ChatMessage(role="assistant", content=None, tool_calls=calls, usage=Usage(prompt_tokens=10, total_tokens=10)),
         ChatMessage(role="tool", tool_call_id="call_a", content="42"),
         ChatMessage(role="tool", tool_call_id="call_b", content="2026-11-23T10:00:00Z"),
-        ChatMessage(role="assistant", content="42, and it is 10:00 UTC.", usage=Usage(completion_tokens=9, total_tokens=9)),
+        ChatMessage(
+            role="assistant", content="42, and it is 10:00 UTC.", usage=Usage(completion_tokens=9, total_tokens=9)
+        ),
     ]
 
 

@@ -7,7 +7,6 @@ import os
 
 import boto3
 import pytest
-
 from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
 from chatcore.store import SessionStore, pk
@@ -41,7 +40,9 @@ async def test_create_and_load_round_trip(store: SessionStore):
     call = ToolCall(id="c1", function=ToolCallFunction(name="calc", arguments='{"e":"1+1"}'))
     session.messages = [
         ChatMessage(role="user", content="hi", client_message_id="m-1"),
-        ChatMessage(role="assistant", tool_calls=[call], usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)),
+        ChatMessage(
+            role="assistant", tool_calls=[call], usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
+        ),
         ChatMessage(role="tool", tool_call_id="c1", content="2"),
     ]
     saved = await store.save(session)
@@ -74,7 +75,7 @@ async def test_load_pages_through_many_large_messages(store: SessionStore):
     await store.save(session)
     loaded = await store.load(session.session_id)
     assert loaded is not None and loaded.message_count == 120
-    assert [m.content[:4] for m in loaded.messages] == [f"{i:04d}" for i in range(120)]  # type: ignore[index]
+    assert [m.content[:4] for m in loaded.messages] == [f"{i:04d}" for i in range(120)]
 
 
 async def test_twenty_concurrent_writers_lose_nothing(store: SessionStore):

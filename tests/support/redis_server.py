@@ -21,9 +21,7 @@ class RedisServer:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError(
-                "redis-server is not installed: `apt-get install redis-server` (CI's .ci/run does this)"
-            )
+            raise RuntimeError("redis-server is not installed: `apt-get install redis-server` (CI's .ci/run does this)")
         self.binary = binary
         self.port = free_port()
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
@@ -34,9 +32,20 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed arguments
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir],
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -55,7 +55,7 @@ def test_changed_fields_tracks_edits_since_last_clean_state():
     session = _conversation()
     assert session.changed_fields() == {}
     session.title = "New"
-    session.metadata["tags"].append("b")  # type: ignore[union-attr]
+    session.metadata["tags"].append("b")
     assert set(session.changed_fields()) == {"title", "metadata"}
     session.mark_clean()
     assert session.changed_fields() == {}

@@ -167,7 +167,9 @@ def create_sessions_app(service: SessionService, authenticator: Authenticator, s
         Route("/sessions/{session_id}", api.delete, methods=["DELETE"]),
         Route("/sessions/{session_id}/messages", api.messages, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.router.redirect_slashes = False  # an API answers "/sessions/" with a JSON 404, not a redirect
+    return app
 
 
 def default_sessions_app() -> Starlette:

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+from chatcore.config import ConfigError, Settings
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.table_name == "ChatTable" and settings.redis_url == "" and settings.auth_mode == "hs256"
+    assert settings.allow_anonymous is False and settings.cache_ttl_seconds == 900
+
+
+def test_values_are_parsed():
+    settings = Settings.from_env(
+        {
+            "CHAT_TABLE_NAME": "T",
+            "REDIS_URL": " redis://h:6379/0 ",
+            "CACHE_TTL_SECONDS": "60",
+            "ALLOW_ANONYMOUS": "yes",
+            "AUTH_MODE": "JWKS",
+            "JWT_ISSUER": "https://cognito-idp.eu-west-1.amazonaws.com/pool/",
+            "CORS_ALLOW_ORIGINS": "http://a, http://b",
+            "REDIS_TIMEOUT_SECONDS": "0.25",
+        }
+    )
+    assert settings.table_name == "T" and settings.redis_url == "redis://h:6379/0"
+    assert settings.cache_ttl_seconds == 60 and settings.allow_anonymous is True
+    assert settings.jwks_url == "https://cognito-idp.eu-west-1.amazonaws.com/pool/.well-known/jwks.json"
+    assert settings.cors_allow_origins == ("http://a", "http://b") and settings.redis_timeout_seconds == 0.25
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AUTH_MODE": "basic"},
+        {"AUTH_MODE": "jwks"},
+        {"ALLOW_ANONYMOUS": "maybe"},
+        {"CACHE_TTL_SECONDS": "ten"},
+        {"CACHE_TTL_SECONDS": "0"},
+        {"REDIS_TIMEOUT_SECONDS": "-1"},
+    ],
+)
+def test_bad_values_fail_at_start(env):
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_secret_is_not_in_repr():
+    assert "s3cret" not in repr(Settings(jwt_secret="s3cret"))
