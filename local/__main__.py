@@ -1,0 +1,42 @@
+"""``python -m local``: run the whole stack on 127.0.0.1 (see local/stack.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import uvicorn
+
+from local.stack import LocalStack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m local", description="Run the chat backend locally.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--aws", choices=["auto", "embedded", "external"], default="auto",
+                        help="embedded = moto in-process; external = AWS_ENDPOINT_URL or your AWS account")
+    args = parser.parse_args()
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    stack = LocalStack(aws=args.aws).start()
+    base = f"http://{args.host}:{args.port}"
+    print("Chat backend running locally", flush=True)
+    for part in stack.parts:
+        print(f"  {part.name:<9} {part.mode:<9} {part.detail}")
+    print(f"  sessions API  {base}/sessions   (OpenAPI: {base}/sessions/openapi.json)")
+    print(f"  dev tokens    curl -s -XPOST {base}/dev/token -d '{{\"user_id\":\"me\"}}' -H 'content-type: application/json'")
+    print("Ctrl-C stops everything.", flush=True)
+    server = uvicorn.Server(uvicorn.Config(stack.app, host=args.host, port=args.port, log_level="warning"))
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        print("stopped.")
+
+
+if __name__ == "__main__":
+    main()

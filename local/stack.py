@@ -1,0 +1,165 @@
+"""The local stack: every function's routes on one origin at 127.0.0.1, on embedded defaults.
+
+* DynamoDB: moto in-process (or a real endpoint/account when ``AWS_ENDPOINT_URL`` is set / ``--aws external``);
+  the table is created from ``template.yaml``'s own definition.
+* Redis: ``REDIS_URL`` when set, else an embedded in-process server (fakeredis over TCP, Lua and streams included).
+* Auth: HS256 with a secret generated at start (or ``JWT_SECRET``); ``POST /dev/token`` issues tokens for local
+  users. That route exists only here, never in the template.
+
+The same ``chatcore`` code runs as in Lambda; only the wiring below is local.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatcore.auth import Authenticator
+from chatcore.aws import reset_clients
+from chatcore.config import Settings
+from chatcore.errors import ValidationFailed
+from chatcore.sessions import SessionService, build_service
+from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.inputs import read_json
+from chatcore.web.sessions_app import create_sessions_app
+from local.moto_server import MotoServer
+from local.template import create_table_kwargs
+
+DEFAULT_TABLE = "ChatTable"
+_FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Part:
+    name: str
+    mode: str
+    detail: str
+
+
+@dataclass
+class LocalStack:
+    """Start with ``start()``; ``app`` is the ASGI app to serve; ``stop()`` releases the embedded services."""
+
+    aws: str = "auto"  # auto | embedded | external
+    settings: Settings | None = None
+    parts: list[Part] = field(default_factory=list)
+    app: Any = None
+    service: SessionService | None = None
+    _moto: MotoServer | None = None
+    _redis: Any = None
+    _redis_thread: threading.Thread | None = None
+
+    def start(self) -> LocalStack:
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
+        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+        table = os.environ.get("CHAT_TABLE_NAME", DEFAULT_TABLE)
+        self._start_aws(table)
+        redis_url = self._start_redis()
+        secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32)
+        self.parts.append(
+            Part("auth", "embedded", "HS256, secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "HS256, "
+                 "secret generated at start; POST /dev/token")
+        )
+        self.settings = Settings(
+            table_name=table,
+            redis_url=redis_url,
+            auth_mode="hs256",
+            jwt_secret=secret,
+            cors_allow_origins=("*",),
+        )
+        self.service = build_service(self.settings)
+        self.app = self._build_app(self.settings, self.service)
+        return self
+
+    def _start_aws(self, table: str) -> None:
+        external = self.aws == "external" or (self.aws == "auto" and os.environ.get("AWS_ENDPOINT_URL"))
+        if not external:
+            for key, value in _FAKE_AWS.items():
+                os.environ[key] = value
+            os.environ.pop("AWS_PROFILE", None)
+            self._moto = MotoServer().start()
+            os.environ["AWS_ENDPOINT_URL"] = self._moto.url
+            self.parts.append(Part("dynamodb", "embedded", f"moto at {self._moto.url}, table {table}"))
+        else:
+            where = os.environ.get("AWS_ENDPOINT_URL", "AWS account from the default credential chain")
+            self.parts.append(Part("dynamodb", "real", f"{where}, table {table}"))
+        reset_clients()
+        client = boto3.client("dynamodb")
+        try:
+            client.create_table(**create_table_kwargs(table))
+            client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+
+    def _start_redis(self) -> str:
+        url = os.environ.get("REDIS_URL", "").strip()
+        if url:
+            self.parts.append(Part("redis", "real", url))
+            return url
+        from fakeredis import TcpFakeServer
+
+        self._redis = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        self._redis_thread = threading.Thread(target=self._redis.serve_forever, name="redis", daemon=True)
+        self._redis_thread.start()
+        host, port = self._redis.server_address[:2]
+        url = f"redis://{host}:{port}/0"
+        self.parts.append(Part("redis", "embedded", f"in-process server at {url}"))
+        return url
+
+    @staticmethod
+    def _build_app(settings: Settings, service: SessionService) -> Starlette:
+        import jwt
+
+        sessions = create_sessions_app(service, Authenticator(settings), settings)
+
+        async def dev_token(request: Request) -> Response:
+            body = await read_json(request, max_bytes=4096)
+            user_id = body.get("user_id") if isinstance(body, dict) else None
+            if not isinstance(user_id, str) or not 1 <= len(user_id) <= 64 or not user_id.isprintable():
+                raise ValidationFailed("user_id must be a string of 1 to 64 printable characters")
+            import time
+
+            now = int(time.time())
+            claims = {"sub": user_id, "iat": now, "exp": now + 12 * 3600}
+            return JSONResponse({"token": jwt.encode(claims, settings.jwt_secret, algorithm="HS256")})
+
+        # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON).
+        app = Starlette(
+            routes=[Route("/dev/token", dev_token, methods=["POST"]), *sessions.router.routes],
+            exception_handlers=EXCEPTION_HANDLERS,
+            middleware=[
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(settings.cors_allow_origins),
+                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                    allow_headers=["authorization", "content-type", "last-event-id"],
+                )
+            ],
+        )
+        app.router.redirect_slashes = False
+        return app
+
+    def stop(self) -> None:
+        if self._redis is not None:
+            self._redis.shutdown()
+            self._redis.server_close()
+        if self._moto is not None:
+            self._moto.stop()
