@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
 from chatcore.aws import reset_clients
 from chatcore.config import Settings
 from chatcore.models import ChatMessage, ChatSession, Role
 from chatcore.observability import metrics
 from chatcore.sessions import SessionService, build_service
-
 from local.moto_server import MotoServer
 from local.template import create_table_kwargs
 from tests.support.redis_server import RedisServer

@@ -15,8 +15,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local", description="Run the chat backend locally.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
-    parser.add_argument("--aws", choices=["auto", "embedded", "external"], default="auto",
-                        help="embedded = moto in-process; external = AWS_ENDPOINT_URL or your AWS account")
+    parser.add_argument(
+        "--aws",
+        choices=["auto", "embedded", "external"],
+        default="auto",
+        help="embedded = moto in-process; external = AWS_ENDPOINT_URL or your AWS account",
+    )
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -26,7 +30,8 @@ def main() -> None:
     for part in stack.parts:
         print(f"  {part.name:<9} {part.mode:<9} {part.detail}")
     print(f"  sessions API  {base}/sessions   (OpenAPI: {base}/sessions/openapi.json)")
-    print(f"  dev tokens    curl -s -XPOST {base}/dev/token -d '{{\"user_id\":\"me\"}}' -H 'content-type: application/json'")
+    user_json = '{"user_id":"me"}'
+    print(f"  dev tokens    curl -s -XPOST {base}/dev/token -H 'content-type: application/json' -d '{user_json}'")
     print("Ctrl-C stops everything.", flush=True)
     server = uvicorn.Server(uvicorn.Config(stack.app, host=args.host, port=args.port, log_level="warning"))
     try:

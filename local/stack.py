@@ -74,8 +74,13 @@ class LocalStack:
         redis_url = self._start_redis()
         secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32)
         self.parts.append(
-            Part("auth", "embedded", "HS256, secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "HS256, "
-                 "secret generated at start; POST /dev/token")
+            Part(
+                "auth",
+                "embedded",
+                "HS256, secret from JWT_SECRET"
+                if "JWT_SECRET" in os.environ
+                else "HS256, secret generated at start; POST /dev/token",
+            )
         )
         self.settings = Settings(
             table_name=table,

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 import boto3
 import pytest
 import redis
+
 from chatcore.aws import reset_clients
 from chatcore.config import Settings, reset_settings
 from chatcore.sessions import SessionService, build_service, default_service
-
 from local.moto_server import MotoServer
 from local.template import create_table_kwargs
 from tests.support.redis_server import RedisServer

@@ -7,9 +7,10 @@ from typing import Any, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from mangum import Mangum
+
 from chatcore.observability import logger, metrics, tracer
 from chatcore.web.sessions_app import default_sessions_app
-from mangum import Mangum
 
 
 @cache

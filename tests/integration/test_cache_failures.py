@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from chatcore.config import Settings
 from chatcore.models import ChatMessage, ChatSession
 from chatcore.sessions import build_service
-
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -44,9 +44,9 @@ async def test_unreachable_redis_opens_the_circuit(table_name: str):
 
 async def test_every_route_works_with_redis_stopped(table_name: str):
     import httpx
+
     from chatcore.auth import Authenticator
     from chatcore.web.sessions_app import create_sessions_app
-
     from tests.support.tokens import SECRET, auth_header
 
     server = RedisServer().start()

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.sessions import SessionService
 from chatcore.web.sessions_app import create_sessions_app
-
 from tests.support.tokens import SECRET, auth_header, make_token
 
 pytestmark = pytest.mark.anyio

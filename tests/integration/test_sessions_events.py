@@ -7,10 +7,10 @@ import json
 import os
 
 import pytest
+
 from chatcore.config import Settings, reset_settings
 from chatcore.models import ChatMessage, ChatSession
 from chatcore.sessions import build_service, default_service
-
 from tests.support.handlers import EVENTS, FakeLambdaContext, load_event, load_handler_module
 
 SAMPLE_ENV = json.loads((EVENTS / "env.json").read_text())["Parameters"]

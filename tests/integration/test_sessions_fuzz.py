@@ -8,13 +8,13 @@ import json
 import boto3
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.sessions import build_service
 from chatcore.web.sessions_app import create_sessions_app
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.support.tokens import SECRET, auth_header
 
 JSON_VALUES = st.recursive(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+
 from chatcore.cache import session_key
 from chatcore.config import Settings
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage

@@ -7,6 +7,7 @@ import os
 
 import boto3
 import pytest
+
 from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
 from chatcore.store import SessionStore, pk

@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from chatcore.auth import Authenticator, bearer_token
 from chatcore.config import Settings
 from chatcore.errors import Unauthorized
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from tests.support.tokens import SECRET, make_token
 
 pytestmark = pytest.mark.anyio
