@@ -7,7 +7,7 @@ boto3 is imported here and in the store only. Region and endpoint come from the 
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -28,6 +28,28 @@ def dynamodb_client() -> DynamoDBClient:
     return boto3.client("dynamodb", config=_CONFIG)
 
 
+@cache
+def secrets_client() -> Any:
+    return boto3.client("secretsmanager", config=_CONFIG)
+
+
+@cache
+def ssm_client() -> Any:
+    return boto3.client("ssm", config=_CONFIG)
+
+
+def read_secret(arn: str) -> str:
+    """A Secrets Manager secret's string value (cached by the caller)."""
+    value: str = secrets_client().get_secret_value(SecretId=arn)["SecretString"]
+    return value
+
+
+def read_parameter(name: str) -> str:
+    value: str = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    return value
+
+
 def reset_clients() -> None:
     """Drop cached clients (tests switch endpoints between cases)."""
-    dynamodb_client.cache_clear()
+    for factory in (dynamodb_client, secrets_client, ssm_client):
+        factory.cache_clear()

@@ -67,35 +67,46 @@ class RedisConnector:
         self.url = url
         self._timeout = timeout
         self._retry_after = retry_after
-        self._clients: dict[int, aioredis.Redis] = {}
+        self._clients: dict[tuple[int, bool], aioredis.Redis] = {}
         self._down_until = 0.0
 
     @property
     def enabled(self) -> bool:
         return bool(self.url)
 
-    def client(self) -> aioredis.Redis:
+    def client(self, *, blocking: bool = False) -> aioredis.Redis:
+        """The client for this event loop; ``blocking`` gives one without a socket timeout, for XREAD BLOCK."""
         loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
+        key = (loop_id, blocking)
+        client = self._clients.get(key)
         if client is None:
+            if any(k[0] != loop_id for k in self._clients):
+                self._clients = {}  # a new loop: connections of the old one cannot be used
             client = aioredis.Redis.from_url(
                 self.url,
-                socket_timeout=self._timeout,
+                socket_timeout=None if blocking else self._timeout,
                 socket_connect_timeout=self._timeout,
                 health_check_interval=30,
             )
-            self._clients = {loop_id: client}
+            self._clients[key] = client
         return client
 
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until
 
-    async def run(self, operation: str, call: Callable[[aioredis.Redis], Awaitable[T]], fallback: T) -> T:
+    async def run(
+        self,
+        operation: str,
+        call: Callable[[aioredis.Redis], Awaitable[T]],
+        fallback: T,
+        *,
+        blocking: bool = False,
+    ) -> T:
         """Run ``call`` against Redis; on any Redis failure log, count, open the circuit and return ``fallback``."""
         if not self.available():
             return fallback
         try:
-            return await call(self.client())
+            return await call(self.client(blocking=blocking))
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self._retry_after
             count("CacheErrors")

@@ -82,6 +82,23 @@ class Settings:
     max_body_bytes: int = 262_144
     cors_allow_origins: tuple[str, ...] = ()
 
+    llm_base_url: str = ""
+    llm_api_key: str = field(default="", repr=False)
+    llm_api_key_secret_arn: str = ""
+    llm_model: str = "gpt-4o-mini"
+    llm_title_model: str = ""
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 2
+    llm_context_tokens: int = 16_000
+    max_tool_rounds: int = 4
+    system_prompt: str = "You are a helpful assistant."
+    system_prompt_parameter: str = ""
+    turn_lease_seconds: int = 900
+    replay_ttl_seconds: int = 1800
+    heartbeat_seconds: float = 15.0
+    title_timeout_seconds: float = 8.0
+    stream_finish_reason: bool = False
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         auth_mode = env.get("AUTH_MODE", "hs256").strip().lower()
@@ -112,6 +129,22 @@ class Settings:
             max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 262_144, minimum=1024),
             cors_allow_origins=origins,
+            llm_base_url=env.get("LLM_BASE_URL", "").strip(),
+            llm_api_key=env.get("LLM_API_KEY", ""),
+            llm_api_key_secret_arn=env.get("LLM_API_KEY_SECRET_ARN", "").strip(),
+            llm_model=env.get("LLM_MODEL", "gpt-4o-mini").strip() or "gpt-4o-mini",
+            llm_title_model=env.get("LLM_TITLE_MODEL", "").strip(),
+            llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 60.0),
+            llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
+            llm_context_tokens=_int(env, "LLM_CONTEXT_TOKENS", 16_000, minimum=1000),
+            max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 4, minimum=1),
+            system_prompt=env.get("SYSTEM_PROMPT", "You are a helpful assistant."),
+            system_prompt_parameter=env.get("SYSTEM_PROMPT_PARAMETER", "").strip(),
+            turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 900, minimum=10),
+            replay_ttl_seconds=_int(env, "REPLAY_TTL_SECONDS", 1800, minimum=60),
+            heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
+            title_timeout_seconds=_float(env, "TITLE_TIMEOUT_SECONDS", 8.0),
+            stream_finish_reason=_bool(env, "STREAM_FINISH_REASON", False),
         )
 
 

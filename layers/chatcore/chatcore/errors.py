@@ -6,7 +6,10 @@
     ├── Unauthorized             missing, malformed, forged or expired credentials (401)
     ├── NotFound                 no such resource *for this caller*: another user's session is one (404)
     ├── Conflict                 the state changed under the caller; retry later or reload (409)
-    │   └── ConcurrentWriteError a conditional write kept losing its race and gave up
+    │   ├── ConcurrentWriteError a conditional write kept losing its race and gave up
+    │   ├── TurnInProgress       another chat turn holds the session's lease
+    │   ├── TurnLost             this turn's lease was taken over after it expired
+    │   └── DuplicateClientMessage  the client message id is already stored
     ├── PayloadTooLarge          body or field over its limit (413)
     └── ServiceUnavailable       a backend we cannot do without failed (503)
 
@@ -66,6 +69,18 @@ class PayloadTooLarge(ChatError):
 class ServiceUnavailable(ChatError):
     status = 503
     code = "service_unavailable"
+
+
+class TurnInProgress(Conflict):
+    """Another chat turn holds the session's lease."""
+
+    code = "turn_in_progress"
+
+
+class TurnLost(Conflict):
+    """The turn's lease expired and was taken over; its writes are refused."""
+
+    code = "turn_lost"
 
 
 class DuplicateClientMessage(Conflict):

@@ -78,6 +78,8 @@ class ChatMessage(_Model):
     status: MessageStatus = "complete"
     created_at: datetime = Field(default_factory=utcnow)
     usage: Usage | None = None
+    # The chat turn that produced the message (assistant and tool messages of one turn form one UI message).
+    turn_id: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
         if self.role == "tool":
@@ -110,6 +112,11 @@ class ChatSession(_Model):
     # both 0 for a session that was never saved.
     message_count: int = 0
     version: int = 0
+    # The turn holding the session's lease, if any (a second concurrent turn gets 409).
+    active_turn_id: str | None = None
+    # Context-window summary of messages 1..summary_seq (so it is not recomputed every turn).
+    context_summary: str = ""
+    summary_seq: int = 0
     # The editable fields as they were when this object was built or last saved; an upsert writes only the
     # fields that differ, so it never reverts a concurrent rename with a stale value.
     _clean: dict[str, Any] = PrivateAttr(default_factory=dict)

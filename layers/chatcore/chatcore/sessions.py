@@ -24,7 +24,7 @@ from chatcore.cache import RedisConnector, SessionCache
 from chatcore.config import Settings, get_settings
 from chatcore.errors import BadRequest, NotFound
 from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
-from chatcore.store import SessionStore
+from chatcore.store import SessionStore, TurnGuard
 
 _CURSOR_MAX = 512
 DELETED_VERSION = 2**53  # above any real version: no copy of a deleted session is cached again
@@ -111,9 +111,10 @@ class SessionService:
             return None
         return session
 
-    async def upsert_chat_session(self, session: ChatSession) -> ChatSession:
-        """Create the session or append its new messages / changed fields; returns the saved session."""
-        saved = await self.store.save(session)
+    async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
+        """Create the session or append its new messages / changed fields; returns the saved session.
+        With ``turn``, the write succeeds only while that chat turn holds the session's lease."""
+        saved = await self.store.save(session, turn=turn)
         if saved.is_complete():
             await self.cache.put(saved)
         else:

@@ -18,6 +18,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,8 @@ from chatcore.errors import (
     DuplicateClientMessage,
     NotFound,
     ServiceUnavailable,
+    TurnInProgress,
+    TurnLost,
 )
 from chatcore.models import ChatMessage, ChatSession, Usage, utcnow
 
@@ -76,8 +79,15 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
-class _VersionMismatch(Exception):
-    pass
+@dataclass(frozen=True)
+class TurnGuard:
+    """Make a write conditional on ``turn_id`` holding the session's lease; ``release`` gives it back."""
+
+    turn_id: str
+    release: bool = False
+
+    def keep(self) -> TurnGuard:
+        return TurnGuard(self.turn_id, release=False)
 
 
 def _translate(exc: Exception) -> ChatError:
@@ -113,7 +123,16 @@ def decode_meta(item: Item) -> ChatSession:
         ),
         message_count=int(item["message_count"]["N"]),
         version=int(item["version"]["N"]),
+        active_turn_id=_active_turn(item),
+        context_summary=item.get("summary", {}).get("S", ""),
+        summary_seq=int(item.get("summary_seq", {}).get("N", "0")),
     )
+
+
+def _active_turn(item: Item) -> str | None:
+    turn = item.get("active_turn_id", {}).get("S")
+    expires = int(item.get("active_turn_expires", {}).get("N", "0"))
+    return turn if turn and expires > int(utcnow().timestamp()) else None
 
 
 def decode_message(item: Item) -> ChatMessage:
@@ -341,11 +360,12 @@ class SessionStore:
 
     # -- writes ---------------------------------------------------------------------------------------------
 
-    async def save(self, session: ChatSession) -> ChatSession:
+    async def save(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
         """Create the session or append its unsaved messages (``seq is None``) and changed fields.
 
         Returns the stored state: seqs assigned, counters and version updated. When another writer got in
-        first, the session is reloaded from the table so the result is never a partial picture.
+        first, the session is reloaded from the table so the result is never a partial picture. With ``turn``,
+        the write only succeeds while that turn holds the session's lease (and may release it).
         """
         new_messages = [message for message in session.messages if message.seq is None]
         if session.version == 0:
@@ -356,7 +376,8 @@ class SessionStore:
         raced = False
         while True:
             chunk = new_messages[:MESSAGES_PER_TRANSACTION]
-            raced |= await self._append(session, chunk)
+            last = len(new_messages) <= MESSAGES_PER_TRANSACTION
+            raced |= await self._append(session, chunk, turn if last else (turn and turn.keep()))
             new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
             if not new_messages:
                 break
@@ -420,19 +441,21 @@ class SessionStore:
         session.usage = usage
         session.mark_clean()
 
-    async def _append(self, session: ChatSession, messages: list[ChatMessage]) -> bool:
+    async def _append(self, session: ChatSession, messages: list[ChatMessage], turn: TurnGuard | None) -> bool:
         """Append ``messages`` and write changed fields; returns True when it had to retry after a race."""
         expected_version, first_seq = session.version, session.message_count + 1
         raced = False
         for attempt in range(MAX_WRITE_ATTEMPTS):
             now = utcnow()
             try:
-                await self._transact(self._append_items(session, messages, expected_version, first_seq, now))
+                await self._transact(self._append_items(session, messages, expected_version, first_seq, now, turn))
             except ClientError as exc:
                 await self._after_failed_append(session, messages, exc)
                 fresh = await self.load_meta(session.session_id)
                 if fresh is None:
                     raise NotFound("session was deleted") from exc
+                if turn is not None and fresh.active_turn_id != turn.turn_id:
+                    raise TurnLost("this turn no longer holds the session's lease") from exc
                 expected_version, first_seq = fresh.version, fresh.message_count + 1
                 raced = True
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter
@@ -444,6 +467,8 @@ class SessionStore:
             session.version = expected_version + 1
             session.updated_at = now
             session.usage = session.usage + added
+            if turn is not None and turn.release:
+                session.active_turn_id = None
             session.mark_clean()
             return raced
         raise ConcurrentWriteError("too many concurrent writers on this session; try again")
@@ -465,6 +490,7 @@ class SessionStore:
         expected_version: int,
         first_seq: int,
         now: datetime,
+        turn: TurnGuard | None = None,
     ) -> list[TransactWriteItemTypeDef]:
         usage = sum((m.usage for m in messages if m.usage), Usage())
         values: Item = {
@@ -491,17 +517,88 @@ class SessionStore:
             values[":exp"] = expires
             sets.append("expires_at = :exp")
         update = "SET " + ", ".join(sets) + " ADD usage_prompt :up, usage_completion :uc, usage_total :ut"
+        condition = "attribute_exists(PK) AND attribute_not_exists(deleted_at) AND #v = :v"
+        if turn is not None:
+            condition += " AND active_turn_id = :turn"
+            values[":turn"] = _s(turn.turn_id)
+            if turn.release:
+                update += " REMOVE active_turn_id, active_turn_expires"
         meta_update: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self.table_name,
                 "Key": {"PK": _s(pk(session.session_id)), "SK": _s(META)},
                 "UpdateExpression": update,
-                "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleted_at) AND #v = :v",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
         }
         return [meta_update, *self._message_items(session.session_id, messages, first_seq, now)]
+
+    async def acquire_turn(
+        self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int
+    ) -> ChatSession:
+        """Take the session's turn lease (one conditional write). Raises ``NotFound`` (missing, deleted, another
+        user's) or ``TurnInProgress`` (an unexpired lease is held). Returns META as updated."""
+        now = int(utcnow().timestamp())
+        values: Item = {":one": _n(1), ":turn": _s(turn_id), ":exp": _n(now + lease_seconds), ":now": _n(now)}
+        condition = "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
+        if owner is not None:
+            condition += " AND user_id = :owner"
+            values[":owner"] = _s(owner)
+        free = "(attribute_not_exists(active_turn_id) OR active_turn_expires < :now)"
+        try:
+            result = await self._call(
+                self._db.update_item,
+                TableName=self.table_name,
+                Key={"PK": _s(pk(session_id)), "SK": _s(META)},
+                UpdateExpression="SET #v = #v + :one, active_turn_id = :turn, active_turn_expires = :exp",
+                ConditionExpression=f"{condition} AND {free}",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise _translate(exc) from exc
+            await self._lease_refused(session_id, owner, exc.response.get("Item"))  # type: ignore[arg-type]
+            raise
+        return decode_meta(result["Attributes"])
+
+    async def _lease_refused(self, session_id: str, owner: str | None, old: Item | None) -> None:
+        """Raise NotFound or TurnInProgress for a refused lease (``old`` is META as the condition saw it)."""
+        if old is not None:
+            owner_now = old.get("user_id", {}).get("S")
+            missing = "deleted_at" in old
+        else:  # no item, or an endpoint that does not return it on failure
+            meta = await self.load_meta(session_id)
+            missing = meta is None
+            owner_now = None if meta is None else meta.user_id
+        if missing or (owner is not None and owner_now != owner):
+            raise NotFound("session not found")
+        raise TurnInProgress("another reply is still being generated in this session")
+
+    async def release_turn(self, session_id: str, turn_id: str) -> ChatSession | None:
+        """Give the lease back if this turn still holds it; None when it did not."""
+        return await self._update_meta(
+            session_id,
+            "SET #v = #v + :one REMOVE active_turn_id, active_turn_expires",
+            "active_turn_id = :turn",
+            {"#v": "version"},
+            {":one": _n(1), ":turn": _s(turn_id)},
+        )
+
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
+        """Store the context summary covering messages 1..seq, unless a summary covering more exists."""
+        await self._update_meta(
+            session_id,
+            "SET summary = :s, summary_seq = :q, #v = #v + :one",
+            "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
+            " AND (attribute_not_exists(summary_seq) OR summary_seq < :q)",
+            {"#v": "version"},
+            {":s": _s(summary), ":q": _n(seq), ":one": _n(1)},
+        )
 
     async def update_fields(
         self, session_id: str, changes: dict[str, Any], *, owner: str | None = None

@@ -1,0 +1,182 @@
+"""The LLM: any OpenAI-compatible chat-completions endpoint, through the official ``openai`` async client.
+
+``stream()`` yields text deltas, tool-call fragments (keyed by index, as OpenAI streams them) and a final
+``Finished`` with the finish reason and usage. Transient failures (429, 5xx, timeouts, connection errors) are
+retried with backoff **only before anything was yielded**: once output reached the caller, a failure is raised
+as ``LLMError`` and the turn decides what to keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from chatcore.aws import read_secret
+from chatcore.config import Settings
+from chatcore.errors import ChatError
+from chatcore.models import Usage
+from chatcore.observability import logger
+
+
+class LLMError(ChatError):
+    status = 502
+    code = "llm_error"
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str | None
+    usage: Usage | None
+
+
+LLMDelta = TextDelta | ToolCallDelta | Finished
+
+_RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError)
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, _RETRYABLE):  # APITimeoutError is an APIConnectionError
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _usage(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(
+        prompt_tokens=raw.prompt_tokens or 0,
+        completion_tokens=raw.completion_tokens or 0,
+        total_tokens=raw.total_tokens or 0,
+    )
+
+
+async def _closing(stream: Any) -> AsyncIterator[Any]:
+    """Iterate an OpenAI stream and always close its HTTP response (also when the consumer stops early)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.close()
+
+
+@cache
+def _secret_key(arn: str) -> str:
+    return read_secret(arn)
+
+
+class LLM:
+    def __init__(self, settings: Settings, *, client: openai.AsyncOpenAI | None = None) -> None:
+        self.model = settings.llm_model
+        self.title_model = settings.llm_title_model or settings.llm_model
+        self._settings = settings
+        self._client = client
+        self._max_retries = settings.llm_max_retries
+        self.backoff: Callable[[int], float] = lambda attempt: min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1)  # noqa: S311
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            key = self._settings.llm_api_key
+            if not key and self._settings.llm_api_key_secret_arn:
+                key = _secret_key(self._settings.llm_api_key_secret_arn)
+            self._client = openai.AsyncOpenAI(
+                api_key=key or "not-needed",
+                base_url=self._settings.llm_base_url or None,
+                timeout=self._settings.llm_timeout_seconds,
+                max_retries=0,  # retries are ours: only before any output
+            )
+        return self._client
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[LLMDelta]:
+        kwargs: dict[str, Any] = {
+            "model": model or self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            kwargs["tools"] = tools
+            if tool_choice:
+                kwargs["tool_choice"] = tool_choice
+        attempt = 0
+        while True:
+            produced = False
+            try:
+                stream = await self.client.chat.completions.create(**kwargs)
+                reason: str | None = None
+                usage: Usage | None = None
+                async for chunk in _closing(stream):
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        produced = True
+                        yield TextDelta(delta.content)
+                    for call in (delta.tool_calls if delta is not None else None) or []:
+                        produced = True
+                        function = call.function
+                        yield ToolCallDelta(
+                            index=call.index,
+                            id=call.id,
+                            name=function.name if function else None,
+                            arguments=(function.arguments or "") if function else "",
+                        )
+                    if choice.finish_reason:
+                        reason = choice.finish_reason
+                yield Finished(reason, usage)
+                return
+            except openai.OpenAIError as exc:
+                if produced or not _retryable(exc) or attempt >= self._max_retries:
+                    logger.warning("llm request failed", error=repr(exc), attempt=attempt, after_output=produced)
+                    raise LLMError("the language model failed") from exc
+                delay = self.backoff(attempt)
+                logger.info("llm request retried", error=repr(exc), attempt=attempt, delay=delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def complete(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256
+    ) -> tuple[str, Usage | None]:
+        """One non-streamed answer (titles, summaries)."""
+        try:
+            kwargs: dict[str, Any] = {"model": model or self.model, "messages": messages, "max_tokens": max_tokens}
+            response: ChatCompletion = await self.client.chat.completions.create(**kwargs, stream=False)
+        except openai.OpenAIError as exc:
+            raise LLMError("the language model failed") from exc
+        content = response.choices[0].message.content if response.choices else None
+        return (content or "").strip(), _usage(response.usage)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,227 @@
+"""Replay logs of chat turns in Redis, and the per-turn pointers that resume and stop need.
+
+    chat:turn:{turn_id}:log          a Redis Stream: one entry per chunk ({c: json}), then an end entry ({end: 1})
+    chat:active:{session_id}         the session's active turn id (what GET /chat/{id}/stream resumes)
+    chat:cmid:{session_id}:{cmid}    the turn a client message id started (an idempotent resend attaches to it)
+    chat:cancel:{turn_id}            set by POST /chat/{id}/stop; the turn polls it
+
+All of it expires: the log outlives its turn by ``ttl`` seconds. Without Redis every call is a no-op and resume
+answers 204; the turn itself still runs and is persisted in DynamoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chatcore.cache import RedisConnector
+from chatcore.stream import StreamEvent, encode_json
+
+_DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def log_key(turn_id: str) -> str:
+    return f"chat:turn:{turn_id}:log"
+
+
+def active_key(session_id: str) -> str:
+    return f"chat:active:{session_id}"
+
+
+def cmid_key(session_id: str, client_message_id: str) -> str:
+    return f"chat:cmid:{session_id}:{client_message_id}"
+
+
+def cancel_key(turn_id: str) -> str:
+    return f"chat:cancel:{turn_id}"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    entry_id: str
+    chunk: str | None  # None marks the end of the turn
+
+
+class ReplayLog:
+    def __init__(self, connector: RedisConnector, *, ttl_seconds: int) -> None:
+        self._redis = connector
+        self._ttl = ttl_seconds
+
+    @property
+    def enabled(self) -> bool:
+        return self._redis.enabled
+
+    def available(self) -> bool:
+        return self._redis.available()
+
+    async def begin(self, session_id: str, turn_id: str, client_message_id: str | None) -> bool:
+        """Point the session at this turn; True when the log is being kept."""
+
+        async def call(client: aioredis.Redis) -> bool:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(active_key(session_id), turn_id, ex=self._ttl)
+                if client_message_id:
+                    pipe.set(cmid_key(session_id, client_message_id), turn_id, ex=self._ttl)
+                await pipe.execute()
+            return True
+
+        return await self._redis.run("replay.begin", call, False)
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None:
+        async def call(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    pipe.xadd(log_key(turn_id), {"c": chunk})
+                pipe.expire(log_key(turn_id), self._ttl)
+                await pipe.execute()
+
+        await self._redis.run("replay.append", call, None)
+
+    async def end(self, session_id: str, turn_id: str) -> None:
+        async def call(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xadd(log_key(turn_id), {"end": "1"})
+                pipe.expire(log_key(turn_id), self._ttl)
+                pipe.eval(_DELETE_IF_EQUAL, 1, active_key(session_id), turn_id)
+                pipe.delete(cancel_key(turn_id))
+                await pipe.execute()
+
+        await self._redis.run("replay.end", call, None)
+
+    async def active_turn(self, session_id: str) -> str | None:
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.get(active_key(session_id))
+
+        raw = await self._redis.run("replay.active", call, None)
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    async def turn_of_client_message(self, session_id: str, client_message_id: str) -> str | None:
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.get(cmid_key(session_id, client_message_id))
+
+        raw = await self._redis.run("replay.cmid", call, None)
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    async def read(self, turn_id: str, after: str, *, block_ms: int) -> list[LogEntry] | None:
+        """Entries after ``after`` ("0-0" = from the start), waiting up to ``block_ms`` for new ones.
+        None when Redis failed (the reader should stop)."""
+
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.xread({log_key(turn_id): after}, count=500, block=block_ms)
+
+        result = await self._redis.run("replay.read", call, None, blocking=True)
+        if result is None:
+            return None
+        entries: list[LogEntry] = []
+        for _key, items in result:
+            for entry_id, fields in items:
+                chunk = fields.get(b"c")
+                entries.append(LogEntry(entry_id.decode(), chunk.decode() if chunk is not None else None))
+        return entries
+
+    async def exists(self, turn_id: str) -> bool:
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.exists(log_key(turn_id))
+
+        return bool(await self._redis.run("replay.exists", call, 0))
+
+    async def request_cancel(self, turn_id: str) -> bool:
+        async def call(client: aioredis.Redis) -> bool:
+            await client.set(cancel_key(turn_id), "1", ex=self._ttl)
+            return True
+
+        return await self._redis.run("replay.cancel", call, False)
+
+    async def cancel_requested(self, turn_id: str) -> bool:
+        async def call(client: aioredis.Redis) -> Any:
+            return await client.exists(cancel_key(turn_id))
+
+        return bool(await self._redis.run("replay.cancelled", call, 0))
+
+
+@dataclass(frozen=True)
+class Published:
+    event: StreamEvent
+    json: str
+
+
+class TurnChannel:
+    """Fan-out of one turn's events, in order: to live listeners (in-process queues) and, batched, to the
+    replay log. Publishing never waits on Redis; ``close()`` flushes and writes the end entry."""
+
+    def __init__(
+        self,
+        log: ReplayLog,
+        session_id: str,
+        turn_id: str,
+        *,
+        encode: Callable[[StreamEvent], str] = lambda event: encode_json(event.chunk()),
+    ) -> None:
+        self._log = log
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self._encode = encode
+        self._listeners: list[asyncio.Queue[Published | None]] = []
+        self._history: list[Published] = []
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._writer: asyncio.Task[None] | None = None
+        if log.enabled:
+            self._writer = asyncio.create_task(self._write_loop())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def listen(self) -> asyncio.Queue[Published | None]:
+        """A queue that receives every event published so far and from now on; None marks the end."""
+        queue: asyncio.Queue[Published | None] = asyncio.Queue()
+        for item in self._history:
+            queue.put_nowait(item)
+        if self._closed:
+            queue.put_nowait(None)
+        else:
+            self._listeners.append(queue)
+        return queue
+
+    def publish(self, event: StreamEvent) -> None:
+        if self._closed:
+            return
+        item = Published(event, self._encode(event))
+        self._history.append(item)
+        for queue in self._listeners:
+            queue.put_nowait(item)
+        if self._writer is not None:
+            self._pending.append(item.json)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._log.append(self.turn_id, batch)
+            if self._closed and not self._pending:
+                return
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for queue in self._listeners:
+            queue.put_nowait(None)
+        if self._writer is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            await self._log.end(self.session_id, self.turn_id)

@@ -1,0 +1,126 @@
+"""Tools the LLM can call: a typed Python function with a pydantic argument model is a tool.
+
+The argument model's JSON schema is what the LLM sees. Arguments are validated; invalid JSON or invalid
+arguments become an error *result* the LLM reads (so it can correct itself), never an exception in the turn.
+Adding a tool is a few lines::
+
+    class WeatherArgs(BaseModel):
+        city: str
+
+    @registry.tool("Current weather of a city.")
+    async def weather(args: WeatherArgs, ctx: ToolContext) -> dict[str, Any]:
+        ...
+
+``kind`` says where a tool runs: ``sync`` in the chat turn; ``long_running`` and ``callback`` tools run outside
+the request (Step Functions).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from chatcore.observability import logger
+
+ToolKind = Literal["sync", "long_running", "callback"]
+MAX_RESULT_CHARS = 16_000
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    user_id: str | None
+    session_id: str
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    output: Any  # JSON-able; on failure {"error": "..."}
+
+    def content(self) -> str:
+        """The tool message content the LLM reads."""
+        text = json.dumps(self.output, ensure_ascii=False, default=str, allow_nan=False)
+        return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…(truncated)"
+
+
+ToolFn = Callable[[Any, ToolContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    fn: ToolFn
+    kind: ToolKind = "sync"
+
+    def openai_schema(self) -> dict[str, Any]:
+        schema = self.args_model.model_json_schema()
+        schema.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": schema},
+        }
+
+    def parse(self, arguments: str) -> BaseModel:
+        raw = json.loads(arguments or "{}")
+        return self.args_model.model_validate(raw)
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def tool(self, description: str, *, name: str | None = None, kind: ToolKind = "sync") -> Callable[[ToolFn], ToolFn]:
+        def register(fn: ToolFn) -> ToolFn:
+            hints = typing.get_type_hints(fn)
+            args_model = next(iter(hints.values()))
+            if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+                raise TypeError(f"the first parameter of tool {fn.__name__} must be a pydantic model")
+            self.add(Tool(name or fn.__name__, description, args_model, fn, kind))
+            return fn
+
+        return register
+
+    def add(self, tool: Tool) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name} is already registered")
+        self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        return [tool.openai_schema() for tool in self._tools.values()]
+
+    async def run(self, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
+        tool = self._tools.get(name)
+        if tool is None:
+            return ToolResult(False, {"error": f"unknown tool {name!r}; available: {', '.join(self.names())}"})
+        try:
+            args = tool.parse(arguments)
+        except json.JSONDecodeError as exc:
+            return ToolResult(False, {"error": f"arguments are not valid JSON: {exc.msg}"})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            return ToolResult(False, {"error": f"invalid arguments: {problems}"})
+        try:
+            return ToolResult(True, await tool.fn(args, ctx))
+        except ToolFailure as exc:
+            return ToolResult(False, {"error": str(exc)})
+        except Exception:
+            logger.exception("tool failed", tool=name)
+            return ToolResult(False, {"error": f"tool {name} failed unexpectedly"})
+
+
+class ToolFailure(Exception):
+    """Raised by a tool for an expected failure; its message is shown to the LLM."""

@@ -1,0 +1,533 @@
+"""One chat turn, from the user's message to the persisted answer.
+
+1. Load the session through the cache (another user's is ``NotFound``); a resent client message id attaches to
+   the turn it started instead of starting a second one.
+2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
+   expires, so a crashed function never locks a session.
+3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
+   write, but nothing is streamed (acknowledged) before the write succeeded.
+4. Stream: every event goes, in order, to the live listeners and to the turn's replay log. Sync tools run here and
+   loop back to the LLM (bounded rounds); each round's tool calls and results are persisted together, so the
+   history never holds a tool call without its result.
+5. Persist the answer and usage and release the lease in the same transaction; emit ``finish``.
+6. Failures: the LLM client retries only before output. After output, what was produced is persisted as
+   ``partial``, an ``error`` chunk and ``finish`` follow. A stop request does the same without the error.
+
+The turn runs as its own task: a client that goes away does not stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatcore.config import Settings
+from chatcore.context import build_context
+from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInProgress
+from chatcore.llm import LLM, Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
+from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage, new_id
+from chatcore.observability import logger
+from chatcore.replay import ReplayLog, TurnChannel
+from chatcore.sessions import SessionService
+from chatcore.store import TurnGuard
+from chatcore.stream import (
+    ProtocolProfile,
+    StreamData,
+    StreamError,
+    StreamEvent,
+    StreamFinish,
+    StreamFinishStep,
+    StreamStart,
+    StreamStartStep,
+    StreamTextDelta,
+    StreamTextEnd,
+    StreamTextStart,
+    StreamToolInputAvailable,
+    StreamToolInputDelta,
+    StreamToolInputStart,
+    StreamToolOutputAvailable,
+    StreamToolOutputError,
+    encode_json,
+)
+from chatcore.tools import ToolContext, ToolRegistry
+
+ERROR_TEXT = "The assistant could not finish this reply. Please try again."
+TITLE_PROMPT = (
+    "Write a short title (at most 6 words) for a conversation that starts with the message below. "
+    "Answer with the title only, no quotes."
+)
+CANCEL_POLL_SECONDS = 0.5
+
+
+@dataclass
+class ChatDeps:
+    settings: Settings
+    sessions: SessionService
+    llm: LLM
+    tools: ToolRegistry
+    replay: ReplayLog
+    system_prompt: Callable[[], str]
+    profile: ProtocolProfile = field(default_factory=ProtocolProfile)
+
+
+@dataclass
+class TurnHandle:
+    """A running turn of this process: listen to ``channel`` for its events."""
+
+    session_id: str
+    turn_id: str
+    channel: TurnChannel
+    accepted: asyncio.Future[None]
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class ExistingTurn:
+    """A resent message whose turn already exists: replay that turn's log instead of starting another."""
+
+    session_id: str
+    turn_id: str
+
+
+@dataclass
+class _Call:
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    announced: bool = False
+
+
+class _Prefetch:
+    """Start consuming an async iterator now (the LLM request goes out) and hand the items over later."""
+
+    def __init__(self, source: AsyncIterator[LLMDelta]) -> None:
+        self._source = source
+        self._first: asyncio.Task[LLMDelta] = asyncio.create_task(anext(source))  # type: ignore[arg-type]
+
+    def __aiter__(self) -> AsyncIterator[LLMDelta]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[LLMDelta]:
+        try:
+            yield await self._first
+        except StopAsyncIteration:
+            return
+        async for item in self._source:
+            yield item
+
+    async def aclose(self) -> None:
+        self._first.cancel()
+        with contextlib.suppress(BaseException):
+            await self._first
+        with contextlib.suppress(BaseException):
+            await self._source.aclose()  # type: ignore[attr-defined]
+
+
+async def _close(stream: AsyncIterable[LLMDelta]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+def clean_title(raw: str) -> str:
+    title = raw.strip().splitlines()[0] if raw.strip() else ""
+    title = title.strip().strip("\"'“”*#").strip()
+    return title[:80]
+
+
+def _parse_input(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return arguments
+
+
+class ChatEngine:
+    def __init__(self, deps: ChatDeps) -> None:
+        self.deps = deps
+        self.running: dict[str, TurnHandle] = {}
+
+    # -- entry points ---------------------------------------------------------------------------------------
+
+    async def start_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        user_id: str | None,
+        client_message_id: str | None = None,
+        create: bool = False,
+    ) -> TurnHandle | ExistingTurn:
+        """Start a turn; raises ``ChatError`` (404, 409, ...) before anything is streamed."""
+        deps = self.deps
+        session = await self._load_or_create(session_id, user_id, create)
+        if client_message_id and any(m.client_message_id == client_message_id for m in session.messages):
+            return await self._existing(session_id, client_message_id)
+        turn_id = new_id("turn_")
+        try:
+            meta = await deps.sessions.store.acquire_turn(
+                session_id, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
+            )
+        except TurnInProgress:
+            if client_message_id:
+                with contextlib.suppress(NotFound):
+                    return await self._existing(session_id, client_message_id)
+            raise
+        if meta.message_count != session.message_count:
+            fresh = await deps.sessions.store.load(session_id)
+            if fresh is None:
+                raise NotFound("session not found")
+            session = fresh
+        session.version, session.active_turn_id = meta.version, turn_id
+        user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
+        session.messages.append(user_message)
+
+        profile = deps.profile
+        channel = TurnChannel(deps.replay, session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile)))
+        handle = TurnHandle(session_id, turn_id, channel, asyncio.get_running_loop().create_future())
+        self.running[turn_id] = handle
+        handle.task = asyncio.create_task(self._run(handle, session, user_id))
+        handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
+        try:
+            await asyncio.shield(handle.accepted)
+        except DuplicateClientMessage:
+            return await self._existing(session_id, client_message_id or "")
+        return handle
+
+    async def stream_chat_completion(
+        self, session_id: str, message: str, user_id: str | None = None, *, client_message_id: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """The turn as an async generator of stream events; the session is persisted when it ends."""
+        started = await self.start_turn(session_id, message, user_id=user_id, client_message_id=client_message_id)
+        if isinstance(started, ExistingTurn):
+            raise DuplicateClientMessage(
+                "this message was already sent", client_message_id=client_message_id or "", seq=None
+            )
+        queue = started.channel.listen()
+        while (item := await queue.get()) is not None:
+            yield item.event
+        if started.task is not None:
+            await started.task
+
+    async def stop(self, session_id: str, user_id: str | None) -> str | None:
+        """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
+        session = await self.deps.sessions.get_chat_session(session_id, user_id)
+        if session is None:
+            raise NotFound("session not found")
+        for handle in self.running.values():
+            if handle.session_id == session_id:
+                handle.cancel.set()
+                await self.deps.replay.request_cancel(handle.turn_id)
+                return handle.turn_id
+        turn_id = await self.deps.replay.active_turn(session_id)
+        if turn_id is None:
+            meta = await self.deps.sessions.store.load_meta(session_id)
+            turn_id = meta.active_turn_id if meta else None
+        if turn_id is not None and await self.deps.replay.request_cancel(turn_id):
+            return turn_id
+        return None
+
+    async def aclose(self) -> None:
+        tasks = [h.task for h in self.running.values() if h.task is not None]
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> ChatSession:
+        sessions = self.deps.sessions
+        session = await sessions.get_chat_session(session_id)
+        if session is None and create:
+            with contextlib.suppress(ChatError):  # lost a creation race, or a deleted id: decided below
+                session = await sessions.upsert_chat_session(ChatSession.new(user_id, session_id=session_id))
+            if session is None:
+                session = await sessions.get_chat_session(session_id)
+        if session is None or session.user_id != user_id:
+            raise NotFound("session not found")
+        return session
+
+    async def _existing(self, session_id: str, client_message_id: str) -> ExistingTurn:
+        turn_id = await self.deps.replay.turn_of_client_message(session_id, client_message_id)
+        if turn_id is None or not await self.deps.replay.exists(turn_id):
+            raise DuplicateClientMessage(
+                "this message was already sent and its reply is stored", client_message_id=client_message_id, seq=None
+            )
+        return ExistingTurn(session_id, turn_id)
+
+    async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None) -> None:
+        deps = self.deps
+        guard = TurnGuard(handle.turn_id)
+        is_first = session.message_count == 0 and not session.title
+        user_text = session.messages[-1].content or ""
+        stream: _Prefetch | None = None
+        begin: asyncio.Task[bool] | None = None
+        try:
+            context = await build_context(
+                session,
+                deps.system_prompt(),
+                budget_tokens=deps.settings.llm_context_tokens,
+                summarise=self._summarise,
+            )
+            tool_schemas = deps.tools.openai_tools()
+            stream = _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None))
+            client_message_id = session.messages[-1].client_message_id
+            begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
+            session = await deps.sessions.upsert_chat_session(session, turn=guard)
+        except BaseException as exc:
+            if stream is not None:
+                await stream.aclose()
+            if begin is not None:
+                await begin
+            await self._release(handle)
+            await handle.channel.close()
+            failure = exc if isinstance(exc, ChatError) else ChatError("could not start the reply")
+            handle.accepted.set_exception(failure)
+            if not isinstance(exc, ChatError | Exception):
+                raise
+            if not isinstance(exc, ChatError):
+                logger.exception("turn could not start", turn_id=handle.turn_id)
+            return
+        handle.accepted.set_result(None)
+        await begin
+        summary: asyncio.Task[None] | None = None
+        if context.new_summary:
+            summary = asyncio.create_task(
+                deps.sessions.store.set_summary(session.session_id, context.new_summary, context.summary_seq)
+            )
+        watcher = asyncio.create_task(self._watch_cancel(handle))
+        title = asyncio.create_task(self._title(session.session_id, user_text)) if is_first else None
+        try:
+            await self._converse(handle, session, context.messages, stream, tool_schemas, title, user_id)
+        finally:
+            watcher.cancel()
+            await handle.channel.close()
+            if summary is not None:
+                with contextlib.suppress(ChatError):
+                    await summary
+
+    async def _converse(
+        self,
+        handle: TurnHandle,
+        session: ChatSession,
+        messages: list[dict[str, Any]],
+        stream: AsyncIterable[LLMDelta],
+        tool_schemas: list[dict[str, Any]],
+        title: asyncio.Task[str | None] | None,
+        user_id: str | None,
+    ) -> None:
+        deps, publish = self.deps, handle.channel.publish
+        usage = Usage()
+        finish_reason = "stop"
+        rounds = 0
+        released = False
+        publish(StreamStart(message_id=handle.turn_id))
+        try:
+            while True:
+                publish(StreamStartStep())
+                text_id: str | None = None
+                text = ""
+                calls: dict[int, _Call] = {}
+                failed: LLMError | None = None
+                try:
+                    async for delta in stream:
+                        if handle.cancel.is_set():
+                            break
+                        if isinstance(delta, TextDelta):
+                            if text_id is None:
+                                text_id = new_id("text_")
+                                publish(StreamTextStart(id=text_id))
+                            text += delta.text
+                            publish(StreamTextDelta(id=text_id, delta=delta.text))
+                        elif isinstance(delta, ToolCallDelta):
+                            self._on_tool_delta(calls.setdefault(delta.index, _Call()), delta, publish)
+                        elif isinstance(delta, Finished):
+                            usage = usage + (delta.usage or Usage())
+                            finish_reason = (
+                                "tool-calls"
+                                if delta.reason == "tool_calls"
+                                else ("length" if delta.reason == "length" else "stop")
+                            )
+                        if title is not None and title.done():
+                            self._publish_title(title, publish)
+                            title = None
+                except LLMError as exc:
+                    failed = exc
+                finally:
+                    await _close(stream)
+                if text_id is not None:
+                    publish(StreamTextEnd(id=text_id))
+                stopped = handle.cancel.is_set()
+                if failed is not None or stopped:
+                    # Keep what was produced; unfinished tool calls are dropped so no call lacks its result.
+                    partial = (
+                        [
+                            ChatMessage(
+                                role="assistant", content=text, status="partial", turn_id=handle.turn_id, usage=usage
+                            )
+                        ]
+                        if text
+                        else []
+                    )
+                    session.messages += partial
+                    session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
+                    released = True
+                    publish(StreamFinishStep())
+                    if failed is not None:
+                        publish(StreamError(error_text=ERROR_TEXT))
+                    finish_reason = "error" if failed is not None else "stop"
+                    break
+                ready = [c for c in calls.values() if c.id and c.name]
+                if not ready:
+                    answer = ChatMessage(role="assistant", content=text, turn_id=handle.turn_id, usage=usage)
+                    session.messages.append(answer)
+                    session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
+                    released = True
+                    publish(StreamFinishStep())
+                    break
+                rounds += 1
+                over_limit = rounds > deps.settings.max_tool_rounds
+                assistant, results = await self._run_tools(handle, session, text, ready, user_id, over_limit)
+                session.messages += [assistant, *results]
+                last_round = over_limit
+                if last_round:
+                    assistant.usage = usage
+                session = await deps.sessions.upsert_chat_session(
+                    session, turn=TurnGuard(handle.turn_id, release=last_round)
+                )
+                released = last_round
+                publish(StreamFinishStep())
+                if last_round:
+                    break
+                messages = [*messages, assistant.to_openai(), *[r.to_openai() for r in results]]
+                final = rounds >= deps.settings.max_tool_rounds
+                stream = deps.llm.stream(messages, tools=tool_schemas, tool_choice="none" if final else None)
+        except ChatError as exc:
+            logger.warning("turn failed", turn_id=handle.turn_id, error=exc.message)
+            publish(StreamError(error_text=ERROR_TEXT))
+            finish_reason = "error"
+        except Exception:
+            logger.exception("turn crashed", turn_id=handle.turn_id)
+            publish(StreamError(error_text=ERROR_TEXT))
+            finish_reason = "error"
+        finally:
+            if not released:
+                await self._release(handle)
+        if title is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(title), timeout=2.0)
+            if title.done():
+                self._publish_title(title, publish)
+        publish(StreamFinish(finish_reason=finish_reason))
+
+    def _on_tool_delta(self, call: _Call, delta: ToolCallDelta, publish: Callable[[StreamEvent], None]) -> None:
+        call.id = call.id or delta.id
+        call.name = call.name or delta.name
+        call.arguments += delta.arguments
+        if not call.announced and call.id and call.name:
+            call.announced = True
+            publish(StreamToolInputStart(tool_call_id=call.id, tool_name=call.name))
+            if call.arguments:
+                publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=call.arguments))
+        elif call.announced and call.id and delta.arguments:
+            publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=delta.arguments))
+
+    async def _run_tools(
+        self,
+        handle: TurnHandle,
+        session: ChatSession,
+        text: str,
+        calls: list[_Call],
+        user_id: str | None,
+        over_limit: bool,
+    ) -> tuple[ChatMessage, list[ChatMessage]]:
+        publish = handle.channel.publish
+        tool_calls = [
+            ToolCall(id=c.id or "", function=ToolCallFunction(name=c.name or "", arguments=c.arguments or "{}"))
+            for c in calls
+        ]
+        assistant = ChatMessage(role="assistant", content=text or None, tool_calls=tool_calls, turn_id=handle.turn_id)
+        ctx = ToolContext(user_id, session.session_id, {"sessions": self.deps.sessions})
+        results: list[ChatMessage] = []
+        for call in tool_calls:
+            name, call_id = call.function.name, call.id
+            publish(
+                StreamToolInputAvailable(
+                    tool_call_id=call_id, tool_name=name, input=_parse_input(call.function.arguments)
+                )
+            )
+            if over_limit:
+                result_ok, output = False, {"error": "tool call limit reached for this reply"}
+            else:
+                result = await self.deps.tools.run(name, call.function.arguments, ctx)
+                result_ok, output = result.ok, result.output
+            if result_ok:
+                publish(StreamToolOutputAvailable(tool_call_id=call_id, output=output))
+            else:
+                publish(StreamToolOutputError(tool_call_id=call_id, error_text=str(output.get("error", "tool failed"))))
+            content = json.dumps(output, ensure_ascii=False, default=str)
+            results.append(
+                ChatMessage(
+                    role="tool",
+                    tool_call_id=call_id,
+                    name=name,
+                    content=content,
+                    status="complete" if result_ok else "error",
+                    turn_id=handle.turn_id,
+                )
+            )
+        return assistant, results
+
+    async def _release(self, handle: TurnHandle) -> None:
+        with contextlib.suppress(ChatError):
+            meta = await self.deps.sessions.store.release_turn(handle.session_id, handle.turn_id)
+            if meta is not None:
+                await self.deps.sessions.cache.invalidate(handle.session_id, version=meta.version)
+
+    async def _watch_cancel(self, handle: TurnHandle) -> None:
+        replay = self.deps.replay
+        if not replay.enabled:
+            return
+        while not handle.cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if await replay.cancel_requested(handle.turn_id):
+                handle.cancel.set()
+
+    async def _summarise(self, messages: list[dict[str, Any]]) -> str:
+        summary, _ = await self.deps.llm.complete(messages, model=self.deps.llm.title_model, max_tokens=400)
+        return summary
+
+    async def _title(self, session_id: str, text: str) -> str | None:
+        deps = self.deps
+        try:
+            async with asyncio.timeout(deps.settings.title_timeout_seconds):
+                raw, _ = await deps.llm.complete(
+                    [
+                        {"role": "system", "content": TITLE_PROMPT},
+                        {"role": "user", "content": f"Message:\n{text[:2000]}"},
+                    ],
+                    model=deps.llm.title_model,
+                    max_tokens=20,
+                )
+            title = clean_title(raw)
+            if not title:
+                return None
+            await deps.sessions.update_session_title(session_id, title)
+            return title
+        except (ChatError, TimeoutError) as exc:
+            logger.info("no title generated", session_id=session_id, error=repr(exc))
+            return None
+
+    @staticmethod
+    def _publish_title(task: asyncio.Task[str | None], publish: Callable[[StreamEvent], None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        title = task.result()
+        if title:
+            publish(StreamData.of("title", {"title": title}, id="title"))
