@@ -3,6 +3,8 @@
 * DynamoDB: moto in-process (or a real endpoint/account when ``AWS_ENDPOINT_URL`` is set / ``--aws external``);
   the table is created from ``template.yaml``'s own definition.
 * Redis: ``REDIS_URL`` when set, else an embedded in-process server (fakeredis over TCP, Lua and streams included).
+* LLM: ``LLM_BASE_URL`` (+ ``LLM_API_KEY``) when set, else the offline model (local/offline_llm.py), an
+  OpenAI-compatible streaming server on loopback that answers deterministically and calls tools when asked.
 * Auth: HS256 with a secret generated at start (or ``JWT_SECRET``); ``POST /dev/token`` issues tokens for local
   users. That route exists only here, never in the template.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -30,11 +32,15 @@ from chatcore.auth import Authenticator
 from chatcore.aws import reset_clients
 from chatcore.config import Settings
 from chatcore.errors import ValidationFailed
+from chatcore.runtime import build_engine
 from chatcore.sessions import SessionService, build_service
+from chatcore.turns import ChatEngine
+from chatcore.web.chat_app import create_chat_app
 from chatcore.web.errors import EXCEPTION_HANDLERS
 from chatcore.web.inputs import read_json
 from chatcore.web.sessions_app import create_sessions_app
 from local.moto_server import MotoServer
+from local.offline_llm import OfflineLLM
 from local.template import create_table_kwargs
 
 DEFAULT_TABLE = "ChatTable"
@@ -58,10 +64,16 @@ class LocalStack:
     """Start with ``start()``; ``app`` is the ASGI app to serve; ``stop()`` releases the embedded services."""
 
     aws: str = "auto"  # auto | embedded | external
+    table: str | None = None  # default: CHAT_TABLE_NAME or ChatTable
+    redis_url: str | None = None  # default: REDIS_URL or an embedded server; "" = no Redis
+    llm_base_url: str | None = None  # default: LLM_BASE_URL or the offline model
+    overrides: dict[str, Any] = field(default_factory=dict)  # Settings fields to override
     settings: Settings | None = None
     parts: list[Part] = field(default_factory=list)
     app: Any = None
     service: SessionService | None = None
+    engine: ChatEngine | None = None
+    llm: OfflineLLM | None = None
     _moto: MotoServer | None = None
     _redis: Any = None
     _redis_thread: threading.Thread | None = None
@@ -69,29 +81,39 @@ class LocalStack:
     def start(self) -> LocalStack:
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-        table = os.environ.get("CHAT_TABLE_NAME", DEFAULT_TABLE)
+        table = self.table or os.environ.get("CHAT_TABLE_NAME", DEFAULT_TABLE)
         self._start_aws(table)
         redis_url = self._start_redis()
+        llm_url, llm_key, llm_model = self._start_llm()
         secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32)
-        self.parts.append(
-            Part(
-                "auth",
-                "embedded",
-                "HS256, secret from JWT_SECRET"
-                if "JWT_SECRET" in os.environ
-                else "HS256, secret generated at start; POST /dev/token",
-            )
-        )
-        self.settings = Settings(
+        how = "secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "secret generated at start"
+        self.parts.append(Part("auth", "embedded", f"HS256, {how}; POST /dev/token"))
+        self.settings = replace(
+            Settings.from_env(os.environ),
             table_name=table,
             redis_url=redis_url,
             auth_mode="hs256",
             jwt_secret=secret,
             cors_allow_origins=("*",),
+            llm_base_url=llm_url,
+            llm_api_key=llm_key,
+            llm_model=llm_model,
+            **self.overrides,
         )
         self.service = build_service(self.settings)
-        self.app = self._build_app(self.settings, self.service)
+        self.engine = build_engine(self.settings, self.service)
+        self.app = self._build_app(self.settings, self.service, self.engine)
         return self
+
+    def _start_llm(self) -> tuple[str, str, str]:
+        url = self.llm_base_url if self.llm_base_url is not None else os.environ.get("LLM_BASE_URL", "")
+        if url:
+            model = os.environ.get("LLM_MODEL", "gpt-4o-mini")
+            self.parts.append(Part("llm", "real", f"{url}, model {model}"))
+            return url, os.environ.get("LLM_API_KEY", ""), model
+        self.llm = OfflineLLM().start()
+        self.parts.append(Part("llm", "embedded", f"offline model at {self.llm.base_url}"))
+        return self.llm.base_url, "offline", "offline-chat"
 
     def _start_aws(self, table: str) -> None:
         external = self.aws == "external" or (self.aws == "auto" and os.environ.get("AWS_ENDPOINT_URL"))
@@ -115,7 +137,10 @@ class LocalStack:
                 raise
 
     def _start_redis(self) -> str:
-        url = os.environ.get("REDIS_URL", "").strip()
+        url = self.redis_url if self.redis_url is not None else os.environ.get("REDIS_URL", "").strip()
+        if self.redis_url == "":
+            self.parts.append(Part("redis", "off", "no cache: resume unavailable"))
+            return ""
         if url:
             self.parts.append(Part("redis", "real", url))
             return url
@@ -130,10 +155,13 @@ class LocalStack:
         return url
 
     @staticmethod
-    def _build_app(settings: Settings, service: SessionService) -> Starlette:
+    def _build_app(settings: Settings, service: SessionService, engine: ChatEngine) -> Starlette:
         import jwt
 
-        sessions = create_sessions_app(service, Authenticator(settings), settings)
+        auth = Authenticator(settings)
+        sessions = create_sessions_app(service, auth, settings)
+        chat = create_chat_app(engine, auth, settings)
+        chat_routes = [r for r in chat.router.routes if getattr(r, "path", "") != "/health"]
 
         async def dev_token(request: Request) -> Response:
             body = await read_json(request, max_bytes=4096)
@@ -148,7 +176,7 @@ class LocalStack:
 
         # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON).
         app = Starlette(
-            routes=[Route("/dev/token", dev_token, methods=["POST"]), *sessions.router.routes],
+            routes=[Route("/dev/token", dev_token, methods=["POST"]), *sessions.router.routes, *chat_routes],
             exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
                 Middleware(
@@ -163,6 +191,8 @@ class LocalStack:
         return app
 
     def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.stop()
         if self._redis is not None:
             self._redis.shutdown()
             self._redis.server_close()

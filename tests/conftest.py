@@ -6,8 +6,11 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import boto3
+import httpx
 import pytest
 import redis
 
@@ -15,9 +18,12 @@ from chatcore.aws import reset_clients
 from chatcore.config import Settings, reset_settings
 from chatcore.sessions import SessionService, build_service, default_service
 from local.moto_server import MotoServer
+from local.offline_llm import OfflineLLM
+from local.server import ServerThread
+from local.stack import LocalStack
 from local.template import create_table_kwargs
 from tests.support.redis_server import RedisServer
-from tests.support.tokens import SECRET
+from tests.support.tokens import SECRET, auth_header
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -112,3 +118,62 @@ def lambda_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     asyncio.set_event_loop(None)
     reset_settings()
     default_service.cache_clear()
+
+
+@dataclass
+class ChatStack:
+    stack: LocalStack
+    server: ServerThread
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def llm(self) -> OfflineLLM:
+        assert self.stack.llm is not None
+        return self.stack.llm
+
+    @property
+    def service(self) -> SessionService:
+        assert self.stack.service is not None
+        return self.stack.service
+
+    def client(self, user: str = "alice", **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=auth_header(user, secret=self.settings.jwt_secret), timeout=30,
+                            **kwargs)
+
+
+CHAT_TEST_SETTINGS: dict[str, Any] = {
+    "llm_timeout_seconds": 3.0,
+    "heartbeat_seconds": 1.0,
+    "title_timeout_seconds": 3.0,
+    "llm_max_retries": 2,
+}
+
+
+def start_chat_stack(table_name: str, redis_url: str, **overrides: Any) -> ChatStack:
+    stack = LocalStack(
+        aws="external", table=table_name, redis_url=redis_url, overrides={**CHAT_TEST_SETTINGS, **overrides}
+    ).start()
+    server = ServerThread(stack.app).start()
+    assert stack.settings is not None
+    return ChatStack(stack, server, stack.settings)
+
+
+def stop_chat_stack(chat: ChatStack) -> None:
+    if chat.stack.engine is not None:
+        chat.server.call(chat.stack.engine.aclose())
+    if chat.stack.service is not None:
+        chat.server.call(chat.stack.service.aclose())
+    chat.server.stop()
+    chat.stack.stop()
+
+
+@pytest.fixture
+def chat_stack(table_name: str, redis_url: str) -> Iterator[ChatStack]:
+    """The whole chat backend (sessions + chat routes, offline LLM, real Redis, moto) on a loopback port."""
+    chat = start_chat_stack(table_name, redis_url)
+    yield chat
+    stop_chat_stack(chat)

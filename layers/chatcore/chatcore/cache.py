@@ -125,6 +125,10 @@ class SessionCache:
         self._ttl = ttl_seconds
 
     @property
+    def connector(self) -> RedisConnector:
+        return self._redis
+
+    @property
     def enabled(self) -> bool:
         return self._redis.enabled
 

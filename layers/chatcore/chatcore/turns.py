@@ -234,10 +234,12 @@ class ChatEngine:
         return None
 
     async def aclose(self) -> None:
+        """Wait for running turns to finish, then close the LLM client."""
         tasks = [h.task for h in self.running.values() if h.task is not None]
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        await self.deps.llm.aclose()
 
     # -- steps ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,248 @@
+"""The chat HTTP API (ChatFunction): AI SDK UI message streams over SSE.
+
+    POST /chat                    the AI SDK transport body {id, messages, trigger, messageId}; id = session id,
+                                  created for the caller on first use
+    POST /sessions/{id}/stream    {"message": "..."} for curl
+    GET  /chat/{id}/stream        resume: full replay of the active turn, then live until it ends (204: none);
+                                  Last-Event-ID continues after that replay-log entry
+    POST /chat/{id}/stop          stop the active turn; the partial answer is kept
+    GET  /health
+
+Every input error is a JSON 4xx before any stream starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from chatcore.auth import Authenticator
+from chatcore.config import Settings
+from chatcore.errors import BadRequest, NotFound, ValidationFailed
+from chatcore.models import is_valid_session_id
+from chatcore.replay import ReplayLog
+from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
+from chatcore.turns import ChatEngine, ExistingTurn, TurnHandle
+from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.inputs import parse_model, read_json, session_id_param
+
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_CLIENT_ID = re.compile(r"^[\w.:-]{1,128}$")
+NO_RESUME_HEADER = "x-resume-unavailable"
+
+
+class _Lenient(BaseModel):
+    # The AI SDK may add fields (and front ends add their own body fields): ignore what we do not use.
+    model_config = ConfigDict(extra="ignore")
+
+
+class UIPart(_Lenient):
+    type: str
+    text: str | None = None
+
+
+class UIMessage(_Lenient):
+    id: str = ""
+    role: Literal["user", "assistant", "system"]
+    parts: list[UIPart] = Field(default_factory=list, max_length=100)
+
+
+class ChatRequest(_Lenient):
+    id: str
+    messages: list[UIMessage] = Field(min_length=1, max_length=10_000)
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    message_id: str | None = Field(default=None, alias="messageId")
+
+
+class SimpleMessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str
+
+
+def _user_text(request: ChatRequest, max_chars: int) -> tuple[str, str | None]:
+    last = request.messages[-1]
+    if last.role != "user":
+        raise ValidationFailed(
+            "the last message must be the user's", details=[{"loc": ["messages"], "msg": "no user message"}]
+        )
+    text = "".join(part.text or "" for part in last.parts if part.type == "text")
+    client_id = last.id or None
+    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+        raise ValidationFailed("invalid message id", details=[{"loc": ["messages", "id"], "msg": "invalid id"}])
+    return _check_text(text, max_chars), client_id
+
+
+def _check_text(text: str, max_chars: int) -> str:
+    if not text.strip():
+        raise ValidationFailed("the message is empty", details=[{"loc": ["message"], "msg": "empty"}])
+    if len(text) > max_chars:
+        raise ValidationFailed(
+            "the message is too long", details=[{"loc": ["message"], "msg": f"at most {max_chars} characters"}]
+        )
+    return text
+
+
+class ChatApi:
+    def __init__(self, engine: ChatEngine, authenticator: Authenticator, settings: Settings) -> None:
+        self.engine = engine
+        self.auth = authenticator
+        self.settings = settings
+
+    @property
+    def replay(self) -> ReplayLog:
+        return self.engine.deps.replay
+
+    async def _user(self, request: Request) -> str | None:
+        header = request.headers.get("authorization")
+        if header is None and self.settings.allow_anonymous:
+            return None
+        return (await self.auth.authenticate(header)).user_id
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "cache": "enabled" if self.replay.enabled else "disabled"})
+
+    async def chat(self, request: Request) -> Response:
+        user_id = await self._user(request)
+        body = parse_model(ChatRequest, await read_json(request, max_bytes=self.settings.max_body_bytes * 8))
+        if not is_valid_session_id(body.id):
+            raise BadRequest("invalid chat id")
+        if body.trigger == "regenerate-message":
+            raise ValidationFailed(
+                "regenerating an answer is not supported yet; send the message again",
+                details=[{"loc": ["trigger"], "msg": "unsupported"}],
+            )
+        text, client_id = _user_text(body, self.settings.max_message_chars)
+        started = await self.engine.start_turn(body.id, text, user_id=user_id, client_message_id=client_id, create=True)
+        return self._respond(started)
+
+    async def simple_stream(self, request: Request) -> Response:
+        user_id = await self._user(request)
+        session_id = session_id_param(request)
+        body = parse_model(SimpleMessageIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        text = _check_text(body.message, self.settings.max_message_chars)
+        started = await self.engine.start_turn(session_id, text, user_id=user_id)
+        return self._respond(started)
+
+    async def resume(self, request: Request) -> Response:
+        user_id = await self._user(request)
+        session_id = session_id_param(request)
+        after = request.headers.get("last-event-id")
+        if after is not None and not _ENTRY_ID.fullmatch(after):
+            raise BadRequest("invalid Last-Event-ID")
+        session = await self.engine.deps.sessions.get_chat_session(session_id, user_id)
+        if session is None:
+            raise NotFound("session not found")
+        if not self.replay.enabled:
+            return Response(
+                status_code=204, headers={NO_RESUME_HEADER: "no cache configured: streams cannot be resumed"}
+            )
+        turn_id = await self.replay.active_turn(session_id)
+        if turn_id is None:
+            if not self.replay.available():
+                return Response(status_code=204, headers={NO_RESUME_HEADER: "cache unavailable"})
+            return Response(status_code=204)
+        return StreamingResponse(self._replay(turn_id, after or "0-0"), headers=STREAM_HEADERS)
+
+    async def stop(self, request: Request) -> Response:
+        user_id = await self._user(request)
+        session_id = session_id_param(request)
+        turn_id = await self.engine.stop(session_id, user_id)
+        if turn_id is None:
+            return Response(status_code=204)
+        return JSONResponse({"status": "stopping", "turn_id": turn_id}, status_code=202)
+
+    # -- streaming ------------------------------------------------------------------------------------------
+
+    def _respond(self, started: TurnHandle | ExistingTurn) -> Response:
+        if isinstance(started, ExistingTurn):
+            return StreamingResponse(self._replay(started.turn_id, "0-0"), headers=STREAM_HEADERS)
+        return StreamingResponse(self._live(started), headers=STREAM_HEADERS)
+
+    async def _live(self, handle: TurnHandle) -> AsyncIterator[bytes]:
+        queue = handle.channel.listen()
+        finished = False
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=self.settings.heartbeat_seconds)
+                except TimeoutError:
+                    yield PING
+                    continue
+                if item is None:
+                    finished = True
+                    yield DONE
+                    return
+                yield sse(item.json)
+        finally:
+            if not finished and handle.task is not None:
+                # The client went away: the turn still completes (a Lambda must not freeze it half-done).
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({handle.task})
+
+    async def _replay(self, turn_id: str, after: str) -> AsyncIterator[bytes]:
+        cursor = after
+        idle = 0.0
+        block = self.settings.heartbeat_seconds
+        while True:
+            entries = await self.replay.read(turn_id, cursor, block_ms=int(block * 1000))
+            if entries is None:  # Redis failed mid-replay: end the stream; the answer is in DynamoDB
+                yield DONE
+                return
+            if not entries:
+                idle += block
+                if idle >= self.settings.turn_lease_seconds:
+                    yield DONE
+                    return
+                yield PING
+                continue
+            idle = 0.0
+            for entry in entries:
+                cursor = entry.entry_id
+                if entry.chunk is None:
+                    yield DONE
+                    return
+                yield sse(entry.chunk, event_id=entry.entry_id)
+
+
+def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: Settings) -> Starlette:
+    api = ChatApi(engine, authenticator, settings)
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/chat", api.chat, methods=["POST"]),
+        Route("/chat/{session_id}/stream", api.resume, methods=["GET"]),
+        Route("/chat/{session_id}/stop", api.stop, methods=["POST"]),
+        Route("/sessions/{session_id}/stream", api.simple_stream, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.router.redirect_slashes = False
+    return app
+
+
+def default_chat_app() -> Starlette:
+    from chatcore.config import get_settings
+    from chatcore.runtime import default_engine
+
+    settings = get_settings()
+    return create_chat_app(default_engine(), Authenticator(settings), settings)
+
+
+def lazy(factory: Any) -> Any:
+    """An ASGI app that builds the real one on its first request (settings are read at run time)."""
+    app: Any = None
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal app
+        if app is None:
+            app = factory()
+        await app(scope, receive, send)
+
+    return asgi

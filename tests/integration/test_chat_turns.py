@@ -1,0 +1,169 @@
+"""Chat turns over HTTP on loopback: the SSE stream, persistence, tools, titles, leases and idempotency."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+
+from tests.conftest import ChatStack
+from tests.support.sse import parse_sse
+
+
+def ui_body(session_id: str, text: str, message_id: str = "msg-user-0001") -> dict:
+    return {
+        "id": session_id,
+        "messages": [{"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}],
+        "trigger": "submit-message",
+        "messageId": None,
+    }
+
+
+def history(chat: ChatStack, client: httpx.Client, session_id: str) -> list[dict]:
+    return client.get(f"/sessions/{session_id}/messages?limit=200").json()["messages"]
+
+
+def test_plain_answer_streams_and_is_persisted(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        response = client.post(f"/sessions/{sid}/stream", json={"message": "Hello there"})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+        stream = parse_sse(response.text)
+        assert stream.done
+        types = stream.types
+        assert types[:3] == ["start", "start-step", "text-start"]
+        assert types[-1] == "finish"
+        assert types.index("text-end") < types.index("finish-step")
+        text = stream.text()
+        assert 'You said: "Hello there"' in text
+        messages = history(chat_stack, client, sid)
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[0]["content"] == "Hello there"
+        assert messages[1]["content"] == text
+        assert messages[1]["usage"]["total_tokens"] > 0
+        session = client.get(f"/sessions/{sid}").json()
+        assert session["usage"] == messages[1]["usage"]
+        title = stream.of_type("data-title")
+        assert title and title[0]["data"]["title"] == "Hello There"
+        assert session["title"] == "Hello There"
+
+
+def _tool_pairs_complete(messages: list[dict]) -> bool:
+    """Every assistant tool call has exactly one tool result right after it (what the next LLM call needs)."""
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant" and message["tool_calls"]:
+            ids = [c["id"] for c in message["tool_calls"]]
+            following = [m["tool_call_id"] for m in messages[index + 1 : index + 1 + len(ids)] if m["role"] == "tool"]
+            if sorted(following) != sorted(ids):
+                return False
+    results = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    return len(results) == len(set(results))
+
+
+def test_ai_sdk_body_creates_the_session_for_the_caller(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        response = client.post("/chat", json=ui_body("client-made-id-0001", "Plan a trip"))
+        assert response.status_code == 200
+        assert parse_sse(response.text).done
+        session = client.get("/sessions/client-made-id-0001").json()
+        assert session["user_id"] == "alice" and session["message_count"] == 2
+    with chat_stack.client("mallory") as other:
+        hijack = other.post("/chat", json=ui_body("client-made-id-0001", "mine now", "msg-x-00001"))
+        assert hijack.status_code == 404
+        assert hijack.json()["error"]["code"] == "not_found"
+
+
+def test_sync_tool_call_round_trip(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        prompt = 'Work it out [[tool:calculator {"expression": "6*7"}]]'
+        stream = parse_sse(client.post(f"/sessions/{sid}/stream", json={"message": prompt}).text)
+        assert stream.done
+        start = stream.of_type("tool-input-start")[0]
+        assert start["toolName"] == "calculator" and start["dynamic"] is True and start["providerExecuted"] is True
+        available = stream.of_type("tool-input-available")[0]
+        assert available["input"] == {"expression": "6*7"}
+        output = stream.of_type("tool-output-available")[0]
+        assert output["toolCallId"] == start["toolCallId"] and output["output"]["result"] == 42
+        assert "42" in stream.text()
+        assert stream.types.count("start-step") == 2 == stream.types.count("finish-step")
+        messages = history(chat_stack, client, sid)
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+        assert messages[1]["tool_calls"][0]["function"]["name"] == "calculator"
+        assert json.loads(messages[2]["content"])["result"] == 42
+        assert _tool_pairs_complete(messages)
+
+
+def test_invalid_tool_arguments_become_an_error_result(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        prompt = '[[tool:calculator {"expression": "__import__(1)"}]] [[tool:calculator {"wrong": 1}]]'
+        stream = parse_sse(client.post(f"/sessions/{sid}/stream", json={"message": prompt}).text)
+        errors = stream.of_type("tool-output-error")
+        assert len(errors) == 2 and all(e["errorText"] for e in errors)
+        assert stream.types[-1] == "finish" and not stream.of_type("error")
+        messages = history(chat_stack, client, sid)
+        assert [m["status"] for m in messages if m["role"] == "tool"] == ["error", "error"]
+        assert _tool_pairs_complete(messages)
+
+
+def test_tool_rounds_are_bounded(table_name: str, redis_url: str):
+    from tests.conftest import start_chat_stack, stop_chat_stack
+
+    chat = start_chat_stack(table_name, redis_url, max_tool_rounds=1)
+    try:
+        with chat.client() as client:
+            sid = client.post("/sessions", json={}).json()["id"]
+            # The offline model calls the tool again whenever the last user message asks for it and tools are
+            # offered: with one round allowed, the second round is answered with tool_choice "none".
+            stream = parse_sse(
+                client.post(f"/sessions/{sid}/stream", json={"message": "[[tool:current_time]]"}).text
+            )
+            assert stream.done and stream.types[-1] == "finish"
+            messages = history(chat, client, sid)
+            assert _tool_pairs_complete(messages)
+            assert chat.llm.requests[-1].get("tool_choice") == "none"
+    finally:
+        stop_chat_stack(chat)
+
+
+def test_concurrent_turn_gets_409(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        first: dict = {}
+
+        def slow_turn() -> None:
+            with chat_stack.client() as c:
+                first["response"] = c.post(f"/sessions/{sid}/stream", json={"message": "slow [[fault:slow:1500]]"})
+
+        thread = threading.Thread(target=slow_turn)
+        thread.start()
+        # Wait until the first turn holds the lease.
+        for _ in range(100):
+            if chat_stack.llm.requests:
+                break
+            threading.Event().wait(0.02)
+        second = client.post(f"/sessions/{sid}/stream", json={"message": "me too"})
+        thread.join(timeout=30)
+        assert second.status_code == 409
+        assert second.json()["error"]["code"] == "turn_in_progress"
+        assert first["response"].status_code == 200 and parse_sse(first["response"].text).done
+        messages = history(chat_stack, client, sid)
+        assert [m["content"] for m in messages if m["role"] == "user"] == ["slow [[fault:slow:1500]]"]
+
+
+def test_resend_of_a_client_message_id_does_not_start_a_second_turn(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        body = ui_body("resend-session-0001", "only once please", "client-msg-42")
+        first = parse_sse(client.post("/chat", json=body).text)
+        again = client.post("/chat", json=body)
+        assert again.status_code == 200
+        replayed = parse_sse(again.text)
+        assert replayed.text() == first.text() and replayed.done
+        assert all(event_id for event_id in replayed.ids)  # replayed from the log, with entry ids
+        messages = history(chat_stack, client, "resend-session-0001")
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert len(chat_stack.llm.requests) == 2  # the answer and the title, once
