@@ -141,8 +141,9 @@ class ChatStack:
         return self.stack.service
 
     def client(self, user: str = "alice", **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=auth_header(user, secret=self.settings.jwt_secret), timeout=30,
-                            **kwargs)
+        return httpx.Client(
+            base_url=self.url, headers=auth_header(user, secret=self.settings.jwt_secret), timeout=30, **kwargs
+        )
 
 
 CHAT_TEST_SETTINGS: dict[str, Any] = {

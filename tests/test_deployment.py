@@ -30,6 +30,14 @@ def test_template_passes_cfn_lint():
 
 def test_every_handler_exists():
     for name, props in _functions().items():
+        if props["Handler"] == "run.sh":  # Lambda Web Adapter: a script starting uvicorn on module:app
+            script = ROOT / props["CodeUri"] / "run.sh"
+            assert script.is_file() and script.stat().st_mode & 0o111, f"{name}: run.sh missing or not executable"
+            target = re.search(r"(\w+):(\w+)\s*$", script.read_text().strip())
+            assert target, f"{name}: run.sh does not name module:app"
+            module_file = ROOT / props["CodeUri"] / f"{target.group(1)}.py"
+            assert re.search(rf"^{target.group(2)} = ", module_file.read_text(), re.MULTILINE), name
+            continue
         module, _, func = props["Handler"].rpartition(".")
         source = ROOT / props["CodeUri"] / f"{module}.py"
         assert source.is_file(), name
@@ -70,3 +78,34 @@ def test_function_urls():
     sessions = _functions()["SessionsFunction"]
     assert sessions["FunctionUrlConfig"]["AuthType"] == "NONE"
     assert sessions["FunctionUrlConfig"]["InvokeMode"] == "BUFFERED"
+
+
+def test_chat_url_streams_through_the_web_adapter():
+    chat = _functions()["ChatFunction"]
+    assert chat["FunctionUrlConfig"]["InvokeMode"] == "RESPONSE_STREAM"
+    env = chat["Environment"]["Variables"]
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream" and env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert any("LambdaAdapterLayer" in str(layer) for layer in chat["Layers"])
+    assert int(env["TURN_LEASE_SECONDS"]) > int(chat["Timeout"])
+    # The buffered twin for `sam local invoke` exists in the same module.
+    assert re.search(r"^def handler\(", (ROOT / chat["CodeUri"] / "app.py").read_text(), re.MULTILINE)
+
+
+def test_routes_of_the_functions_are_disjoint():
+    from chatcore.auth import Authenticator
+    from chatcore.config import Settings
+    from chatcore.runtime import build_engine
+    from chatcore.sessions import build_service
+    from chatcore.web.chat_app import create_chat_app
+    from chatcore.web.sessions_app import create_sessions_app
+
+    settings = Settings(jwt_secret="x" * 32)
+    service = build_service(settings)
+    auth = Authenticator(settings)
+    sessions = {(r.path, m) for r in create_sessions_app(service, auth, settings).routes for m in r.methods or ()}
+    chat = {
+        (r.path, m)
+        for r in create_chat_app(build_engine(settings, service), auth, settings).routes
+        for m in r.methods or ()
+    }
+    assert sessions & chat <= {("/health", "GET"), ("/health", "HEAD")}

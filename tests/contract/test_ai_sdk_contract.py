@@ -77,7 +77,12 @@ def test_resume_after_the_post_was_cut(chat_stack: ChatStack, client: str):
     sid = f"contract-resume-{client}"
     token = _token(chat_stack)
     cut = oracle(
-        "chat", f"{chat_stack.url}/chat", token, "--abort-after-chunks", "8", body=ui_body(sid, "[[long:120]]"),
+        "chat",
+        f"{chat_stack.url}/chat",
+        token,
+        "--abort-after-chunks",
+        "8",
+        body=ui_body(sid, "[[long:120]]"),
         client=client,
     )
     assert cut["aborted"] and len(cut["chunks"]) == 8

@@ -67,9 +67,12 @@ def test_last_event_id_continues_after_that_entry(chat_stack: ChatStack):
         rest = parse_sse(client.get(f"/chat/{sid2}/stream", headers={"last-event-id": last_seen}).text)
         assert rest.done and rest.ids[0] != last_seen
         assert rest.types[0] != "start"
-        combined_text = "".join(
-            c["delta"] for c in parse_sse(buffer.rsplit("\n\n", 1)[0] + "\n\n").chunks if c["type"] == "text-delta"
-        ) + rest.text()
+        combined_text = (
+            "".join(
+                c["delta"] for c in parse_sse(buffer.rsplit("\n\n", 1)[0] + "\n\n").chunks if c["type"] == "text-delta"
+            )
+            + rest.text()
+        )
         assert history(chat_stack, client, sid2)[-1]["content"] == combined_text
 
 

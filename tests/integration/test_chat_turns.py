@@ -119,9 +119,7 @@ def test_tool_rounds_are_bounded(table_name: str, redis_url: str):
             sid = client.post("/sessions", json={}).json()["id"]
             # The offline model calls the tool again whenever the last user message asks for it and tools are
             # offered: with one round allowed, the second round is answered with tool_choice "none".
-            stream = parse_sse(
-                client.post(f"/sessions/{sid}/stream", json={"message": "[[tool:current_time]]"}).text
-            )
+            stream = parse_sse(client.post(f"/sessions/{sid}/stream", json={"message": "[[tool:current_time]]"}).text)
             assert stream.done and stream.types[-1] == "finish"
             messages = history(chat, client, sid)
             assert _tool_pairs_complete(messages)

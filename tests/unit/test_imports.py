@@ -29,7 +29,12 @@ def test_sessions_handler_does_not_import_the_llm_client():
 
 def test_third_party_clients_are_imported_only_by_their_adapters():
     package = ROOT / "layers/chatcore/chatcore"
-    allowed = {"boto3": {"aws.py"}, "botocore": {"aws.py", "store.py"}, "redis": {"cache.py", "replay.py"}, "jwt": {"auth.py"}}
+    allowed = {
+        "boto3": {"aws.py"},
+        "botocore": {"aws.py", "store.py"},
+        "redis": {"cache.py", "replay.py"},
+        "jwt": {"auth.py"},
+    }
     for source in package.rglob("*.py"):
         text = source.read_text()
         for lib, owners in allowed.items():
