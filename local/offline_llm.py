@@ -52,6 +52,7 @@ import itertools
 import json
 import logging
 import re
+import signal
 import socket
 import string
 import threading
@@ -768,14 +769,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--token-ms", type=int, default=0, help="delay between tokens")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
     llm = OfflineLLM(
         host=args.host, port=args.port, first_token_delay=args.first_token_ms / 1000, token_delay=args.token_ms / 1000
     ).start()
     print(f"Offline LLM (OpenAI-compatible) at {llm.base_url} - any API key; Ctrl-C stops.", flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not done.wait(timeout=1.0):
+            pass
     finally:
         llm.stop()  # also ends hanging responses at once
 

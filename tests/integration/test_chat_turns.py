@@ -165,3 +165,28 @@ def test_resend_of_a_client_message_id_does_not_start_a_second_turn(chat_stack: 
         messages = history(chat_stack, client, "resend-session-0001")
         assert [m["role"] for m in messages] == ["user", "assistant"]
         assert len(chat_stack.llm.requests) == 2  # the answer and the title, once
+
+
+def test_long_conversation_is_summarised_once_and_the_summary_is_stored(table_name: str, redis_url: str):
+    from tests.conftest import start_chat_stack, stop_chat_stack
+
+    chat = start_chat_stack(table_name, redis_url, llm_context_tokens=2000)
+    try:
+        with chat.client() as client:
+            sid = client.post("/sessions", json={"title": "long"}).json()["id"]
+            for n in range(8):
+                stream = parse_sse(
+                    client.post(f"/sessions/{sid}/stream", json={"message": f"Fact {n}. " + "blah " * 150}).text
+                )
+                assert stream.done and not stream.of_type("error")
+            meta = chat.server.call(chat.service.store.load_meta(sid))
+            assert meta.context_summary.startswith("Summary:") and meta.summary_seq > 0
+            summaries = [r for r in chat.llm.requests if "You summarise" in json.dumps(r.get("messages", [])[:1])]
+            answers = [r for r in chat.llm.requests if r.get("stream")]
+            assert summaries and len(summaries) < len(answers)  # not recomputed every turn
+            last = answers[-1]["messages"]
+            assert "Summary of the earlier conversation" in last[0]["content"]
+            assert last[1]["role"] == "user"  # the kept tail starts at a user message
+            assert len(history(chat, client, sid)) == 16  # nothing was deleted: the summary only shapes the prompt
+    finally:
+        stop_chat_stack(chat)

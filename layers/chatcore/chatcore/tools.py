@@ -77,13 +77,21 @@ class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
 
-    def tool(self, description: str, *, name: str | None = None, kind: ToolKind = "sync") -> Callable[[ToolFn], ToolFn]:
+    def tool(
+        self,
+        description: str,
+        *,
+        name: str | None = None,
+        kind: ToolKind = "sync",
+        args_model: type[BaseModel] | None = None,
+    ) -> Callable[[ToolFn], ToolFn]:
+        """Register ``fn(args, ctx)``; its argument model is the first parameter's annotation (or ``args_model``)."""
+
         def register(fn: ToolFn) -> ToolFn:
-            hints = typing.get_type_hints(fn)
-            args_model = next(iter(hints.values()))
-            if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+            model = args_model or next(iter(typing.get_type_hints(fn).values()))
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise TypeError(f"the first parameter of tool {fn.__name__} must be a pydantic model")
-            self.add(Tool(name or fn.__name__, description, args_model, fn, kind))
+            self.add(Tool(name or fn.__name__, description, model, fn, kind))
             return fn
 
         return register

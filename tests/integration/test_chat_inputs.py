@@ -1,0 +1,111 @@
+"""Bad input to the chat routes: a clear JSON 4xx before any stream starts, and nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.conftest import ChatStack
+from tests.integration.test_chat_turns import ui_body
+from tests.support.tokens import make_token
+
+JSON = {"content-type": "application/json"}
+
+
+def _scan(table: str) -> list[str]:
+    return sorted(json.dumps(i, sort_keys=True) for i in boto3.client("dynamodb").scan(TableName=table)["Items"])
+
+
+def _ui(**changes) -> bytes:
+    body = ui_body("chat-input-session-1", "hello") | changes
+    return json.dumps(body).encode()
+
+
+BAD = [
+    ("POST", "/chat", {}, _ui(), 401, "unauthorized"),
+    ("POST", "/chat", None, b"{not json", 400, "bad_request"),
+    ("POST", "/chat", None, b"[]", 422, "validation_error"),
+    ("POST", "/chat", None, json.dumps({"messages": []}).encode(), 422, "validation_error"),
+    ("POST", "/chat", None, _ui(id="bad id!"), 400, "bad_request"),
+    ("POST", "/chat", None, _ui(messages=[]), 422, "validation_error"),
+    ("POST", "/chat", None, _ui(messages="hello"), 422, "validation_error"),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "a", "role": "assistant", "parts": [{"type": "text", "text": "x"}]}]),
+        422,
+        "validation_error",
+    ),
+    ("POST", "/chat", None, _ui(messages=[{"id": "u1", "role": "user", "parts": []}]), 422, "validation_error"),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "  "}]}]),
+        422,
+        "validation_error",
+    ),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "x" * 32_001}]}]),
+        422,
+        "validation_error",
+    ),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "bad id with spaces", "role": "user", "parts": [{"type": "text", "text": "x"}]}]),
+        422,
+        "validation_error",
+    ),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "u1", "role": "robot", "parts": [{"type": "text", "text": "x"}]}]),
+        422,
+        "validation_error",
+    ),
+    ("POST", "/chat", None, _ui(trigger="explode"), 422, "validation_error"),
+    ("POST", "/chat", None, _ui(trigger="regenerate-message"), 422, "validation_error"),
+    ("POST", "/chat", {"content-type": "text/plain"}, _ui(), 415, "unsupported_media_type"),
+    ("POST", "/chat", None, b'{"id": "' + b"x" * 3_000_000 + b'"}', 413, "payload_too_large"),
+    ("GET", "/chat", None, None, 405, "method_not_allowed"),
+    ("POST", "/sessions/{sid}/stream", None, b'{"message": "hi", "extra": 1}', 422, "validation_error"),
+    ("POST", "/sessions/{sid}/stream", None, b'{"text": "hi"}', 422, "validation_error"),
+    ("POST", "/sessions/{sid}/stream", None, b'{"message": 5}', 422, "validation_error"),
+    ("POST", "/sessions/{sid}/stream", None, b'{"message": ""}', 422, "validation_error"),
+    ("POST", "/sessions/bad%20id/stream", None, b'{"message": "hi"}', 400, "bad_request"),
+    ("POST", "/sessions/unknown-session-0001/stream", None, b'{"message": "hi"}', 404, "not_found"),
+    ("POST", "/sessions/{sid}/stream", "bob", b'{"message": "hi"}', 404, "not_found"),
+    ("GET", "/chat/{sid}/stream", {"last-event-id": "1-0; DROP"}, None, 400, "bad_request"),
+    ("GET", "/chat/bad%20id/stream", None, None, 400, "bad_request"),
+    ("POST", "/chat/bad%20id/stop", None, None, 400, "bad_request"),
+    ("DELETE", "/chat/{sid}/stop", None, None, 405, "method_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "status", "code"), BAD)
+def test_bad_chat_input(chat_stack: ChatStack, method, path, headers, body, status, code):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={"title": "t"}).json()["id"]
+        before = _scan(chat_stack.settings.table_name)
+        request_headers = dict(JSON)
+        if headers == "bob":
+            request_headers["authorization"] = f"Bearer {make_token('bob', secret=chat_stack.settings.jwt_secret)}"
+        elif headers == {}:
+            request_headers["authorization"] = ""
+        elif headers:
+            request_headers.update(headers)
+        response = client.request(method, path.format(sid=sid), content=body, headers=request_headers)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == code
+        assert _scan(chat_stack.settings.table_name) == before
+        assert not chat_stack.llm.requests

@@ -1,0 +1,101 @@
+"""The tool registry and the built-in tools."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from chatcore.builtin_tools import default_registry, evaluate
+from chatcore.tools import ToolContext, ToolFailure, ToolRegistry
+
+pytestmark = pytest.mark.anyio
+CTX = ToolContext(user_id="u", session_id="s")
+
+
+class EchoArgs(BaseModel):
+    text: str
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("6*7", 42),
+        ("2**10", 1024),
+        ("(1+2)/4", 0.75),
+        ("-3 + +4", 1),
+        ("sqrt(16)", 4.0),
+        ("pi > 3", None),
+        ("10 // 3 + 10 % 3", 4),
+        ("round(2.567, 2)", 2.57),
+        ("factorial(5)", 120),
+    ],
+)
+def test_calculator(expression, value):
+    if value is None:
+        with pytest.raises(ToolFailure):
+            evaluate(expression)
+    else:
+        assert evaluate(expression) == value
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "__import__('os')",
+        "open('x')",
+        "a.b",
+        "[1,2]",
+        "2**100000",
+        "9e999*9e999",
+        "1/0",
+        "factorial(10000)",
+        "lambda: 1",
+        "",
+        "1 +",
+        "True + 1",
+    ],
+)
+def test_calculator_refuses_anything_else(expression):
+    with pytest.raises(ToolFailure):
+        evaluate(expression)
+
+
+async def test_registry_turns_bad_input_into_error_results():
+    registry = default_registry()
+    assert set(registry.names()) == {"calculator", "current_time", "search_sessions"}
+    schema = {t["function"]["name"]: t for t in registry.openai_tools()}["calculator"]
+    assert schema["function"]["parameters"]["required"] == ["expression"]
+    ok = await registry.run("calculator", '{"expression": "1+1"}', CTX)
+    assert ok.ok and ok.output == {"expression": "1+1", "result": 2}
+    for name, args in [
+        ("calculator", "{not json"),
+        ("calculator", '{"expr": 1}'),
+        ("nope", "{}"),
+        ("current_time", '{"timezone": "Mars/Olympus"}'),
+        ("search_sessions", '{"query": "x"}'),
+    ]:
+        result = await registry.run(name, args, CTX)
+        assert not result.ok and result.output["error"]
+
+
+async def test_current_time_in_a_zone():
+    result = await default_registry().run("current_time", '{"timezone": "Europe/Paris"}', CTX)
+    assert (
+        result.ok and result.output["timezone"] == "Europe/Paris" and result.output["iso"][-6:] in ("+01:00", "+02:00")
+    )
+
+
+async def test_adding_a_tool_is_a_few_lines_and_crashes_are_contained():
+    registry = ToolRegistry()
+
+    @registry.tool("Echo the text back.")
+    async def echo(args: EchoArgs, ctx: ToolContext) -> dict:
+        if args.text == "boom":
+            raise RuntimeError("internal detail")
+        return {"echo": args.text}
+
+    assert (await registry.run("echo", '{"text": "hi"}', CTX)).output == {"echo": "hi"}
+    crashed = await registry.run("echo", '{"text": "boom"}', CTX)
+    assert not crashed.ok and "internal detail" not in crashed.content()
+    with pytest.raises(ValueError):
+        registry.tool("again")(echo)
