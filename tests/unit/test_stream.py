@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from chatcore.stream import (
     DONE,
@@ -99,14 +100,14 @@ def test_finish_reason_only_with_the_profile_switch():
 
 
 def test_unknown_fields_and_types_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError):
         StreamTextDelta(id="t", delta="x", extra=1)  # type: ignore[call-arg]
-    with pytest.raises(ValueError):
-        StreamFinish(finish_reason="unknown")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        StreamFinish(finish_reason="unknown")
 
 
 def test_json_is_strict_and_framing_is_sse():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="JSON compliant"):
         encode_json({"type": "data-x", "data": float("nan")})
     framed = encode_event(StreamTextDelta(id="t", delta="a\nb"), event_id="1-0")
     assert framed == b'id: 1-0\ndata: {"type":"text-delta","id":"t","delta":"a\\nb"}\n\n'

@@ -97,5 +97,5 @@ async def test_adding_a_tool_is_a_few_lines_and_crashes_are_contained():
     assert (await registry.run("echo", '{"text": "hi"}', CTX)).output == {"echo": "hi"}
     crashed = await registry.run("echo", '{"text": "boom"}', CTX)
     assert not crashed.ok and "internal detail" not in crashed.content()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already registered"):
         registry.tool("again")(echo)
