@@ -160,7 +160,7 @@ class Directives:
     tools: tuple[tuple[str, str], ...]  # (name, JSON arguments)
     faults: tuple[Fault, ...]
     long_words: int | None
-    text: str  # the text with every directive removed
+    text: str  # the text with every directive removed (line breaks kept)
 
 
 _SIMPLE_DIRECTIVE = re.compile(r"\[\[(fault|long):([A-Za-z0-9:]+)\]\]")
@@ -212,8 +212,7 @@ def parse_directives(text: str) -> Directives:
                 faults.append(parse_fault(value))
             except ValueError:
                 continue
-    stripped = " ".join(_SIMPLE_DIRECTIVE.sub(" ", text).split())
-    return Directives(tuple(tools), tuple(faults), long_words, stripped)
+    return Directives(tuple(tools), tuple(faults), long_words, _SIMPLE_DIRECTIVE.sub("", text).strip())
 
 
 # --------------------------------------------------------------------------------------------- messages

@@ -121,6 +121,10 @@ async def test_title_request(client):
     titled = await client.chat.completions.create(model="mini", messages=messages, max_tokens=20)
     assert titled.choices[0].message.content == "Please Help Me Plan A"
 
+    prefixed = [{"role": "user", "content": "Give this chat a title.\nMessage: the AWS bill went up, why?"}]
+    named = await client.chat.completions.create(model="mini", messages=prefixed, max_completion_tokens=16)
+    assert named.choices[0].message.content == "The AWS Bill Went Up"
+
     short = await client.chat.completions.create(model="mini", messages=user("title: hello world!"), max_tokens=30)
     assert short.choices[0].message.content == "Title: Hello World"
 
@@ -376,7 +380,8 @@ def test_directives_are_parsed_and_removed():
     parsed = parse_directives('a [[tool:x {"k": [[1]]}]] b [[fault:429]] [[long:3]] [[tool:y]] [[tool:z {bad]] c')
     assert parsed.tools == (("x", '{"k": [[1]]}'), ("y", "{}"))
     assert [f.status for f in parsed.faults] == [429] and parsed.long_words == 3
-    assert parsed.text == "a b [[tool:z {bad]] c"
+    assert " ".join(parsed.text.split()) == "a b [[tool:z {bad]] c"
+    assert parse_directives("[[fault:hang]] one\ntwo [[long:2]]").text == "one\ntwo"
 
 
 def test_tokens_and_fault_specs():
