@@ -78,6 +78,7 @@ class MessageOut(BaseModel):
     status: str
     created_at: datetime
     usage: Usage | None
+    turn_id: str | None
 
     @classmethod
     def of(cls, message: ChatMessage) -> MessageOut:
@@ -92,6 +93,7 @@ class MessageOut(BaseModel):
             status=message.status,
             created_at=message.created_at,
             usage=message.usage,
+            turn_id=message.turn_id,
         )
 
 
