@@ -38,6 +38,11 @@ def ssm_client() -> Any:
     return boto3.client("ssm", config=_CONFIG)
 
 
+@cache
+def stepfunctions_client() -> Any:
+    return boto3.client("stepfunctions", config=_CONFIG)
+
+
 def read_secret(arn: str) -> str:
     """A Secrets Manager secret's string value (cached by the caller)."""
     value: str = secrets_client().get_secret_value(SecretId=arn)["SecretString"]
@@ -51,5 +56,5 @@ def read_parameter(name: str) -> str:
 
 def reset_clients() -> None:
     """Drop cached clients (tests switch endpoints between cases)."""
-    for factory in (dynamodb_client, secrets_client, ssm_client):
+    for factory in (dynamodb_client, secrets_client, ssm_client, stepfunctions_client):
         factory.cache_clear()

@@ -99,6 +99,12 @@ class Settings:
     title_timeout_seconds: float = 8.0
     stream_finish_reason: bool = False
 
+    state_machine_arn: str = ""
+    callback_secret: str = field(default="", repr=False)
+    callback_url: str = ""
+    operation_guard_seconds: int = 86_400
+    max_operation_depth: int = 3
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         auth_mode = env.get("AUTH_MODE", "hs256").strip().lower()
@@ -145,6 +151,11 @@ class Settings:
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
             title_timeout_seconds=_float(env, "TITLE_TIMEOUT_SECONDS", 8.0),
             stream_finish_reason=_bool(env, "STREAM_FINISH_REASON", False),
+            state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip(),
+            callback_secret=env.get("CALLBACK_SECRET", ""),
+            callback_url=env.get("CALLBACK_URL", "").strip(),
+            operation_guard_seconds=_int(env, "OPERATION_GUARD_SECONDS", 86_400, minimum=60),
+            max_operation_depth=_int(env, "MAX_OPERATION_DEPTH", 3, minimum=1),
         )
 
 

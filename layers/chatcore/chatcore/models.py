@@ -80,6 +80,8 @@ class ChatMessage(_Model):
     usage: Usage | None = None
     # The chat turn that produced the message (assistant and tool messages of one turn form one UI message).
     turn_id: str | None = None
+    # A pending tool message waits for this long-running operation's result.
+    operation_id: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
         if self.role == "tool":

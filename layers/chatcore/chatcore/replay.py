@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from chatcore.cache import RedisConnector
 from chatcore.stream import StreamEvent, encode_json
 
+BATCH_SECONDS = 0.02
+
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -207,6 +209,8 @@ class TurnChannel:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._closed:
+                await asyncio.sleep(BATCH_SECONDS)  # coalesce a burst of tokens into one pipeline
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:

@@ -115,7 +115,10 @@ class SessionService:
         """Create the session or append its new messages / changed fields; returns the saved session.
         With ``turn``, the write succeeds only while that chat turn holds the session's lease."""
         saved = await self.store.save(session, turn=turn)
-        if saved.is_complete():
+        if turn is not None and not turn.release:
+            # Mid-turn write: the turn's last write caches the session; until then readers go to DynamoDB.
+            await self.cache.invalidate(saved.session_id, version=saved.version)
+        elif saved.is_complete():
             await self.cache.put(saved)
         else:
             await self.cache.invalidate(saved.session_id, version=saved.version)

@@ -181,6 +181,8 @@ class SessionStore:
             seq = first_seq + offset
             body = message.model_copy(update={"seq": seq}).model_dump_json()
             record: Item = {"PK": _s(pk(session_id)), "SK": _s(msg_sk(seq)), "seq": _n(seq), "body": _s(body)}
+            if message.status == "pending" and message.operation_id:
+                record["pending_op"] = _s(message.operation_id)
             if expires:
                 record["expires_at"] = expires
             items.append(
@@ -599,6 +601,42 @@ class SessionStore:
             {"#v": "version"},
             {":s": _s(summary), ":q": _n(seq), ":one": _n(1)},
         )
+
+    async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
+        """Replace the pending tool message at ``seq`` with its result, only while it is still pending for the
+        same operation and the session exists. Returns the new session version, or None when nothing was
+        replaced (already saved, or the session was deleted)."""
+        assert message.operation_id is not None
+        body = message.model_copy(update={"seq": seq}).model_dump_json()
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"PK": _s(pk(session_id)), "SK": _s(msg_sk(seq))},
+                    "UpdateExpression": "SET body = :body REMOVE pending_op",
+                    "ConditionExpression": "pending_op = :op",
+                    "ExpressionAttributeValues": {":body": _s(body), ":op": _s(message.operation_id)},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"PK": _s(pk(session_id)), "SK": _s(META)},
+                    "UpdateExpression": "SET #v = #v + :one",
+                    "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleted_at)",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":one": _n(1)},
+                }
+            },
+        ]
+        try:
+            await self._transact(items)
+        except ClientError as exc:
+            if _error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in _reasons(exc):
+                return None
+            raise _translate(exc) from exc
+        meta = await self.load_meta(session_id)
+        return meta.version if meta else None
 
     async def update_fields(
         self, session_id: str, changes: dict[str, Any], *, owner: str | None = None

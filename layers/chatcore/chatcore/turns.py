@@ -135,6 +135,12 @@ async def _close(stream: AsyncIterable[LLMDelta]) -> None:
             await close()
 
 
+def _title_of(task: asyncio.Task[str | None]) -> str | None:
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
 def clean_title(raw: str) -> str:
     title = raw.strip().splitlines()[0] if raw.strip() else ""
     title = title.strip().strip("\"'“”*#").strip()
@@ -325,6 +331,16 @@ class ChatEngine:
         user_id: str | None,
     ) -> None:
         deps, publish = self.deps, handle.channel.publish
+        title_saved = title_published = False
+
+        def take_title(target: ChatSession) -> None:
+            # A title that is ready rides along in the turn's next write (a separate update would bump the
+            # version under the turn and make its write retry).
+            nonlocal title_saved
+            if title is not None and title.done() and not title_saved and _title_of(title):
+                target.title = _title_of(title) or ""
+                title_saved = True
+
         usage = Usage()
         finish_reason = "stop"
         rounds = 0
@@ -356,9 +372,9 @@ class ChatEngine:
                                 if delta.reason == "tool_calls"
                                 else ("length" if delta.reason == "length" else "stop")
                             )
-                        if title is not None and title.done():
+                        if title is not None and title.done() and not title_published:
                             self._publish_title(title, publish)
-                            title = None
+                            title_published = True
                 except LLMError as exc:
                     failed = exc
                 finally:
@@ -378,6 +394,7 @@ class ChatEngine:
                         else []
                     )
                     session.messages += partial
+                    take_title(session)
                     session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
                     released = True
                     publish(StreamFinishStep())
@@ -389,6 +406,7 @@ class ChatEngine:
                 if not ready:
                     answer = ChatMessage(role="assistant", content=text, turn_id=handle.turn_id, usage=usage)
                     session.messages.append(answer)
+                    take_title(session)
                     session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
                     released = True
                     publish(StreamFinishStep())
@@ -400,6 +418,7 @@ class ChatEngine:
                 last_round = over_limit
                 if last_round:
                     assistant.usage = usage
+                take_title(session)
                 session = await deps.sessions.upsert_chat_session(
                     session, turn=TurnGuard(handle.turn_id, release=last_round)
                 )
@@ -425,7 +444,12 @@ class ChatEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(title), timeout=2.0)
             if title.done():
-                self._publish_title(title, publish)
+                if not title_published:
+                    self._publish_title(title, publish)
+                late = _title_of(title)
+                if late and not title_saved:
+                    with contextlib.suppress(ChatError):
+                        await deps.sessions.update_session_title(session.session_id, late)
         publish(StreamFinish(finish_reason=finish_reason))
 
     def _on_tool_delta(self, call: _Call, delta: ToolCallDelta, publish: Callable[[StreamEvent], None]) -> None:
@@ -517,19 +541,13 @@ class ChatEngine:
                     model=deps.llm.title_model,
                     max_tokens=20,
                 )
-            title = clean_title(raw)
-            if not title:
-                return None
-            await deps.sessions.update_session_title(session_id, title)
-            return title
+            return clean_title(raw) or None
         except (ChatError, TimeoutError) as exc:
             logger.info("no title generated", session_id=session_id, error=repr(exc))
             return None
 
     @staticmethod
     def _publish_title(task: asyncio.Task[str | None], publish: Callable[[StreamEvent], None]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            return
-        title = task.result()
+        title = _title_of(task)
         if title:
             publish(StreamData.of("title", {"title": title}, id="title"))
