@@ -24,12 +24,14 @@ def main() -> None:
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    stack = LocalStack(aws=args.aws).start()
     base = f"http://{args.host}:{args.port}"
+    stack = LocalStack(aws=args.aws, public_url=base).start()
     print("Chat backend running locally", flush=True)
     for part in stack.parts:
         print(f"  {part.name:<9} {part.mode:<9} {part.detail}")
+    print(f"  web chat      {base}/")
     print(f"  sessions API  {base}/sessions   (OpenAPI: {base}/sessions/openapi.json)")
+    print(f"  chat API      {base}/chat   (resume: GET {base}/chat/<id>/stream)")
     user_json = '{"user_id":"me"}'
     print(f"  dev tokens    curl -s -XPOST {base}/dev/token -H 'content-type: application/json' -d '{user_json}'")
     print("Ctrl-C stops everything.", flush=True)

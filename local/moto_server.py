@@ -15,14 +15,22 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 
 class _Serialized:
+    """DynamoDB requests one at a time (each is atomic in AWS). Other services are not locked: a Lambda invoke
+    dispatched in-process runs a handler that itself calls DynamoDB through this same server."""
+
     def __init__(self, app: Any) -> None:
         self._app = app
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            return self._app(environ, start_response)
         with self._lock:
             # Materialise the body inside the lock: the backend work happens while it is produced.
             return list(self._app(environ, start_response))
+
+
+RUNNING: dict[str, MotoServer] = {}  # url -> in-process server
 
 
 class MotoServer:
@@ -38,9 +46,15 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         self._thread.start()
+        RUNNING[self.url] = self
         return self
 
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
     def stop(self) -> None:
+        RUNNING.pop(self.url, None)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

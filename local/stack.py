@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import boto3
@@ -35,13 +35,16 @@ from chatcore.errors import ValidationFailed
 from chatcore.runtime import build_engine
 from chatcore.sessions import SessionService, build_service
 from chatcore.turns import ChatEngine
+from chatcore.web.callback_app import create_callback_app
 from chatcore.web.chat_app import create_chat_app
 from chatcore.web.errors import EXCEPTION_HANDLERS
 from chatcore.web.inputs import read_json
 from chatcore.web.sessions_app import create_sessions_app
-from local.moto_server import MotoServer
+from local.moto_server import RUNNING, MotoServer
 from local.offline_llm import OfflineLLM
+from local.step_functions import deploy_state_machine
 from local.template import create_table_kwargs
+from local.web import web_routes
 
 DEFAULT_TABLE = "ChatTable"
 _FAKE_AWS = {
@@ -68,6 +71,7 @@ class LocalStack:
     redis_url: str | None = None  # default: REDIS_URL or an embedded server; "" = no Redis
     llm_base_url: str | None = None  # default: LLM_BASE_URL or the offline model
     overrides: dict[str, Any] = field(default_factory=dict)  # Settings fields to override
+    public_url: str = ""  # where this stack is served (the callback URL tools hand out)
     settings: Settings | None = None
     parts: list[Part] = field(default_factory=list)
     app: Any = None
@@ -77,6 +81,7 @@ class LocalStack:
     _moto: MotoServer | None = None
     _redis: Any = None
     _redis_thread: threading.Thread | None = None
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     def start(self) -> LocalStack:
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
@@ -88,6 +93,7 @@ class LocalStack:
         secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32)
         how = "secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "secret generated at start"
         self.parts.append(Part("auth", "embedded", f"HS256, {how}; POST /dev/token"))
+        state_machine_arn = self._start_step_functions()
         self.settings = replace(
             Settings.from_env(os.environ),
             table_name=table,
@@ -98,12 +104,49 @@ class LocalStack:
             llm_base_url=llm_url,
             llm_api_key=llm_key,
             llm_model=llm_model,
+            state_machine_arn=state_machine_arn,
+            callback_secret=os.environ.get("CALLBACK_SECRET") or secrets.token_urlsafe(32),
+            callback_url=self.public_url,
             **self.overrides,
         )
+        self._export_env(self.settings)
         self.service = build_service(self.settings)
         self.engine = build_engine(self.settings, self.service)
         self.app = self._build_app(self.settings, self.service, self.engine)
         return self
+
+    def _start_step_functions(self) -> str:
+        """moto runs the real ASL in-process when DynamoDB is the in-process moto; else STATE_MACHINE_ARN."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        server = RUNNING.get(endpoint)
+        if server is not None:
+            os.environ["MOTO_PORT"] = str(server.port)  # where moto's interpreter sends its Lambda invokes
+            arn = deploy_state_machine()
+            self.parts.append(
+                Part("sfn", "embedded", "moto runs statemachines/tool_operation.asl.json, tasks in-process")
+            )
+            return arn
+        arn = os.environ.get("STATE_MACHINE_ARN", "")
+        self.parts.append(Part("sfn", "real" if arn else "off", arn or "no state machine: long-running tools off"))
+        return arn
+
+    def _export_env(self, settings: Settings) -> None:
+        """The Lambda handlers that run in-process (state machine tasks, local invoke) read os.environ, as in
+        Lambda: give them this stack's settings."""
+        from chatcore.config import reset_settings
+        from chatcore.runtime import default_engine
+        from chatcore.sessions import default_service
+
+        for name in (f.name for f in fields(settings)):
+            value = getattr(settings, name)
+            if isinstance(value, tuple):
+                continue
+            key = "CHAT_TABLE_NAME" if name == "table_name" else name.upper()
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        reset_settings()
+        default_service.cache_clear()
+        default_engine.cache_clear()
 
     def _start_llm(self) -> tuple[str, str, str]:
         url = self.llm_base_url if self.llm_base_url is not None else os.environ.get("LLM_BASE_URL", "")
@@ -162,6 +205,7 @@ class LocalStack:
         sessions = create_sessions_app(service, auth, settings)
         chat = create_chat_app(engine, auth, settings)
         chat_routes = [r for r in chat.router.routes if getattr(r, "path", "") != "/health"]
+        callback_routes = create_callback_app(engine.deps.operations, settings).router.routes
 
         async def dev_token(request: Request) -> Response:
             body = await read_json(request, max_bytes=4096)
@@ -176,7 +220,13 @@ class LocalStack:
 
         # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON).
         app = Starlette(
-            routes=[Route("/dev/token", dev_token, methods=["POST"]), *sessions.router.routes, *chat_routes],
+            routes=[
+                *web_routes(),
+                Route("/dev/token", dev_token, methods=["POST"]),
+                *sessions.router.routes,
+                *callback_routes,
+                *chat_routes,
+            ],
             exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
                 Middleware(
@@ -191,6 +241,11 @@ class LocalStack:
         return app
 
     def stop(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if self.llm is not None:
             self.llm.stop()
         if self._redis is not None:

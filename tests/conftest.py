@@ -22,7 +22,7 @@ from local.offline_llm import OfflineLLM
 from local.server import ServerThread
 from local.stack import LocalStack
 from local.template import create_table_kwargs
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.tokens import SECRET, auth_header
 
 _AWS_ENV = {
@@ -55,6 +55,7 @@ def aws_environment(moto_server: MotoServer) -> Iterator[None]:
     for key, value in _AWS_ENV.items():
         patch.setenv(key, value)
     patch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    patch.setenv("MOTO_PORT", str(moto_server.port))  # moto's Step Functions interpreter calls Lambda here
     for key in ("AWS_PROFILE", "REDIS_URL", "CHAT_TABLE_NAME"):
         patch.delenv(key, raising=False)
     reset_clients()
@@ -155,10 +156,15 @@ CHAT_TEST_SETTINGS: dict[str, Any] = {
 
 
 def start_chat_stack(table_name: str, redis_url: str, **overrides: Any) -> ChatStack:
+    port = free_port()
     stack = LocalStack(
-        aws="external", table=table_name, redis_url=redis_url, overrides={**CHAT_TEST_SETTINGS, **overrides}
+        aws="external",
+        table=table_name,
+        redis_url=redis_url,
+        overrides={**CHAT_TEST_SETTINGS, **overrides},
+        public_url=f"http://127.0.0.1:{port}",
     ).start()
-    server = ServerThread(stack.app).start()
+    server = ServerThread(stack.app, port=port).start()
     assert stack.settings is not None
     return ChatStack(stack, server, stack.settings)
 

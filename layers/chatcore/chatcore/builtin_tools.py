@@ -126,10 +126,63 @@ async def search_sessions(args: SearchSessionsArgs, ctx: ToolContext) -> dict[st
     return {"query": args.query, "results": hits}
 
 
+class SummarizeConversationArgs(BaseModel):
+    focus: str = Field(default="", max_length=200, description="What the summary should concentrate on")
+
+
+async def summarize_conversation(args: SummarizeConversationArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Long-running: read the whole conversation (any length) and summarise it with the LLM, with statistics."""
+    service = ctx.services.get("sessions")
+    if service is None:
+        raise ToolFailure("conversation access is not available here")
+    session = await service.get_chat_session(ctx.session_id, ctx.user_id)
+    if session is None:
+        raise ToolFailure("the conversation no longer exists")
+    spoken = [m for m in session.messages if m.role in ("user", "assistant") and m.content]
+    roles: dict[str, int] = {}
+    for message in session.messages:
+        roles[message.role] = roles.get(message.role, 0) + 1
+    words = sum(len((m.content or "").split()) for m in spoken)
+    transcript = "\n".join(f"{m.role}: {m.content}" for m in spoken)[-60_000:]
+    summary = ""
+    llm = ctx.services.get("llm")
+    if llm is not None and transcript:
+        instruction = "Summarise this conversation in at most 150 words."
+        if args.focus:
+            instruction += f" Focus on: {args.focus}."
+        summary, _ = await llm.complete(
+            [{"role": "system", "content": instruction}, {"role": "user", "content": transcript}], max_tokens=400
+        )
+    return {"summary": summary, "messages": roles, "words": words}
+
+
+class ExternalJobArgs(BaseModel):
+    description: str = Field(min_length=1, max_length=500, description="What the external job will do")
+
+
+async def wait_for_external_job(args: ExternalJobArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Callback: registers the job; the result arrives when the external service calls the callback URL."""
+    callback_url = str(ctx.services.get("callback_url") or "")
+    return {
+        "operation_id": ctx.operation_id,
+        "description": args.description,
+        "complete": f"{callback_url}/operations/{ctx.operation_id}/complete",
+        "fail": f"{callback_url}/operations/{ctx.operation_id}/fail",
+    }
+
+
 def register_builtins(registry: ToolRegistry) -> ToolRegistry:
     registry.tool("The current date and time, optionally in a given IANA time zone.")(current_time)
     registry.tool("Evaluate an arithmetic expression exactly (use it for any calculation).")(calculator)
     registry.tool("Search the user's earlier conversations for a word or phrase.")(search_sessions)
+    registry.tool(
+        "Summarise this whole conversation, however long (runs in the background; the result arrives later).",
+        kind="long_running",
+    )(summarize_conversation)
+    registry.tool(
+        "Start an external job and wait for its result (runs in the background; an external service reports back).",
+        kind="callback",
+    )(wait_for_external_job)
     return registry
 
 

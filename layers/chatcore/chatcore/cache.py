@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -67,7 +68,11 @@ class RedisConnector:
         self.url = url
         self._timeout = timeout
         self._retry_after = retry_after
-        self._clients: dict[tuple[int, bool], aioredis.Redis] = {}
+        # Connections belong to an event loop: one set of clients per loop (Mangum and per-invocation
+        # asyncio.run() may use several over a container's life); a finished loop's entry goes with it.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, aioredis.Redis]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._down_until = 0.0
 
     @property
@@ -76,19 +81,16 @@ class RedisConnector:
 
     def client(self, *, blocking: bool = False) -> aioredis.Redis:
         """The client for this event loop; ``blocking`` gives one without a socket timeout, for XREAD BLOCK."""
-        loop_id = id(asyncio.get_running_loop())
-        key = (loop_id, blocking)
-        client = self._clients.get(key)
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(blocking)
         if client is None:
-            if any(k[0] != loop_id for k in self._clients):
-                self._clients = {}  # a new loop: connections of the old one cannot be used
             client = aioredis.Redis.from_url(
                 self.url,
                 socket_timeout=None if blocking else self._timeout,
                 socket_connect_timeout=self._timeout,
                 health_check_interval=30,
             )
-            self._clients[key] = client
+            clients[blocking] = client
         return client
 
     def available(self) -> bool:
@@ -114,7 +116,8 @@ class RedisConnector:
             return fallback
 
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
+        """Close the clients of the running loop (those of other loops cannot be closed from here)."""
+        clients = self._clients.pop(asyncio.get_running_loop(), {})
         for client in clients.values():
             await client.aclose()
 

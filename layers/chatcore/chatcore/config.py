@@ -104,6 +104,9 @@ class Settings:
     callback_url: str = ""
     operation_guard_seconds: int = 86_400
     max_operation_depth: int = 3
+    tool_timeout_seconds: int = 900
+    callback_heartbeat_seconds: int = 3600
+    callback_timeout_seconds: int = 86_400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -156,6 +159,9 @@ class Settings:
             callback_url=env.get("CALLBACK_URL", "").strip(),
             operation_guard_seconds=_int(env, "OPERATION_GUARD_SECONDS", 86_400, minimum=60),
             max_operation_depth=_int(env, "MAX_OPERATION_DEPTH", 3, minimum=1),
+            tool_timeout_seconds=_int(env, "TOOL_TIMEOUT_SECONDS", 900, minimum=1),
+            callback_heartbeat_seconds=_int(env, "CALLBACK_HEARTBEAT_SECONDS", 3600, minimum=1),
+            callback_timeout_seconds=_int(env, "CALLBACK_TIMEOUT_SECONDS", 86_400, minimum=1),
         )
 
 

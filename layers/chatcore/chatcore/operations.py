@@ -148,9 +148,16 @@ class Operations:
         connector: RedisConnector,
         *,
         guard_seconds: int = 86_400,
+        timeouts: dict[str, int] | None = None,
         db: Callable[[], Any] = dynamodb_client,
         sfn: Callable[[], Any] = stepfunctions_client,
     ) -> None:
+        # Passed in each execution's input: the ASL reads them with TimeoutSecondsPath/HeartbeatSecondsPath.
+        self.timeouts = timeouts or {
+            "tool_timeout_seconds": 900,
+            "callback_heartbeat_seconds": 3600,
+            "callback_timeout_seconds": 86_400,
+        }
         self.table_name = table_name
         self.state_machine_arn = state_machine_arn
         self._redis = connector
@@ -266,7 +273,7 @@ class Operations:
                 self._sfn().start_execution,
                 stateMachineArn=self.state_machine_arn,
                 name=operation.operation_id,
-                input=json.dumps(operation.execution_input()),
+                input=json.dumps(operation.execution_input() | self.timeouts),
             )
             arn = result["executionArn"]
         except ClientError as exc:

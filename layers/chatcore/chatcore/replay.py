@@ -219,13 +219,15 @@ class TurnChannel:
                 return
 
     async def close(self) -> None:
+        """End the turn: flush the log and write its end entry first, then release the live listeners, so a
+        client that resumes right after its stream ended never replays the finished turn."""
         if self._closed:
             return
         self._closed = True
-        for queue in self._listeners:
-            queue.put_nowait(None)
         if self._writer is not None:
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             await self._log.end(self.session_id, self.turn_id)
+        for queue in self._listeners:
+            queue.put_nowait(None)

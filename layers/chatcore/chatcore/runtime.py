@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from functools import cache
+from typing import Any
 
 from chatcore.aws import read_parameter
 from chatcore.builtin_tools import default_registry
 from chatcore.config import Settings, get_settings
 from chatcore.context import TimedCache
 from chatcore.llm import LLM
+from chatcore.operations import Operations
 from chatcore.replay import ReplayLog
 from chatcore.sessions import SessionService, default_service
 from chatcore.stream import ProtocolProfile
@@ -35,6 +38,19 @@ def build_engine(
     tools: ToolRegistry | None = None,
 ) -> ChatEngine:
     prompt = system_prompt_source(settings)
+    operations = None
+    if settings.state_machine_arn:
+        operations = Operations(
+            settings.table_name,
+            settings.state_machine_arn,
+            sessions.cache.connector,
+            guard_seconds=settings.operation_guard_seconds,
+            timeouts={
+                "tool_timeout_seconds": settings.tool_timeout_seconds,
+                "callback_heartbeat_seconds": settings.callback_heartbeat_seconds,
+                "callback_timeout_seconds": settings.callback_timeout_seconds,
+            },
+        )
     deps = ChatDeps(
         settings=settings,
         sessions=sessions,
@@ -43,6 +59,7 @@ def build_engine(
         replay=ReplayLog(sessions.cache.connector, ttl_seconds=settings.replay_ttl_seconds),
         system_prompt=prompt.get,
         profile=ProtocolProfile(finish_reason=settings.stream_finish_reason),
+        operations=operations,
     )
     return ChatEngine(deps)
 
@@ -55,3 +72,18 @@ def default_engine() -> ChatEngine:
 async def warm_system_prompt(engine: ChatEngine) -> None:
     """Read the (possibly SSM-backed) prompt in a thread so the first turn does not block the loop."""
     await asyncio.to_thread(engine.deps.system_prompt)
+
+
+def run_step(step: Callable[[ChatEngine, dict[str, Any]], Awaitable[dict[str, Any]]], event: dict[str, Any]) -> Any:
+    """Run one state-machine step on a fresh event loop, closing the loop-bound clients (Redis, the LLM's HTTP
+    pool) before it ends; boto3 clients and settings stay warm across invocations."""
+    engine = default_engine()
+
+    async def run() -> dict[str, Any]:
+        try:
+            return await step(engine, event)
+        finally:
+            await engine.deps.sessions.aclose()
+            await engine.deps.llm.aclose()
+
+    return asyncio.run(run())

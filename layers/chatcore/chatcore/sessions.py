@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -88,9 +89,16 @@ def _message_cursor(cursor: str) -> int:
 
 
 class SessionService:
-    def __init__(self, store: SessionStore, cache: SessionCache) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        cache: SessionCache,
+        *,
+        on_delete: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> None:
         self.store = store
         self.cache = cache
+        self._on_delete = on_delete  # runs after the tombstone, before the sweep (stops running operations)
 
     async def aclose(self) -> None:
         await self.cache.close()
@@ -192,7 +200,7 @@ class SessionService:
         """Delete the session and every item of it; False when it does not exist for ``user_id``."""
         if not is_valid_session_id(session_id):
             return False
-        deleted = await self.store.delete(session_id, owner=user_id)
+        deleted = await self.store.delete(session_id, owner=user_id, before_sweep=self._on_delete)
         if deleted:
             # A reader that loaded the session just before the delete must not cache it afterwards.
             await self.cache.invalidate(session_id, version=DELETED_VERSION)
@@ -214,7 +222,13 @@ def build_service(settings: Settings) -> SessionService:
         timeout=settings.redis_timeout_seconds,
         retry_after=settings.redis_retry_after_seconds,
     )
-    return SessionService(store, SessionCache(connector, ttl_seconds=settings.cache_ttl_seconds))
+    on_delete = None
+    if settings.state_machine_arn:
+        from chatcore.operations import Operations  # only deployments with long-running tools need it
+
+        on_delete = Operations(settings.table_name, settings.state_machine_arn, connector).cancel_for_session
+    cache = SessionCache(connector, ttl_seconds=settings.cache_ttl_seconds)
+    return SessionService(store, cache, on_delete=on_delete)
 
 
 @cache

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -693,7 +693,13 @@ class SessionStore:
             raise _translate(exc) from exc
         return decode_meta(result["Attributes"])
 
-    async def delete(self, session_id: str, *, owner: str | None = None) -> bool:
+    async def delete(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        before_sweep: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> bool:
         """Tombstone META, then remove every other item of the session.
 
         Returns False when the session does not exist for ``owner`` (a repeated delete also sweeps again, so a
@@ -724,6 +730,8 @@ class SessionStore:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise _translate(exc) from exc
+        if before_sweep is not None:  # e.g. stop running operations (their markers are swept next)
+            await before_sweep(session_id)
         await self._sweep(session_id)
         return "deleted_at" not in result.get("Attributes", {})
 

@@ -36,6 +36,7 @@ class ToolContext:
     user_id: str | None
     session_id: str
     services: dict[str, Any] = field(default_factory=dict)
+    operation_id: str | None = None  # set for long-running and callback tools
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInP
 from chatcore.llm import LLM, Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage, new_id
 from chatcore.observability import logger
+from chatcore.operations import Operation, Operations, operation_id_for
 from chatcore.replay import ReplayLog, TurnChannel
 from chatcore.sessions import SessionService
 from chatcore.store import TurnGuard
@@ -72,6 +73,7 @@ class ChatDeps:
     replay: ReplayLog
     system_prompt: Callable[[], str]
     profile: ProtocolProfile = field(default_factory=ProtocolProfile)
+    operations: Operations | None = None
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TurnHandle:
     accepted: asyncio.Future[None]
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    depth: int = 0  # how many background operations led to this turn
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class ChatEngine:
             )
         except TurnInProgress:
             if client_message_id:
-                with contextlib.suppress(NotFound):
+                # A resend of the running turn's own message attaches to it; anything else is a real 409.
+                with contextlib.suppress(NotFound, DuplicateClientMessage):
                     return await self._existing(session_id, client_message_id)
             raise
         if meta.message_count != session.message_count:
@@ -194,16 +198,44 @@ class ChatEngine:
         user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
         session.messages.append(user_message)
 
-        profile = deps.profile
-        channel = TurnChannel(deps.replay, session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile)))
-        handle = TurnHandle(session_id, turn_id, channel, asyncio.get_running_loop().create_future())
-        self.running[turn_id] = handle
-        handle.task = asyncio.create_task(self._run(handle, session, user_id))
-        handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
+        handle = self._launch(session, turn_id, user_id, depth=0)
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
             return await self._existing(session_id, client_message_id or "")
+        return handle
+
+    async def continue_session(self, session_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
+        """A turn without a new user message: the assistant continues after a background tool's result.
+        Raises ``TurnInProgress`` while another turn runs (the state machine retries)."""
+        store = self.deps.sessions.store
+        session = await store.load(session_id)
+        if session is None:
+            raise NotFound("session not found")
+        turn_id = new_id("turn_")
+        meta = await store.acquire_turn(
+            session_id, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
+        )
+        if meta.message_count != session.message_count:
+            fresh = await store.load(session_id)
+            if fresh is None:
+                raise NotFound("session not found")
+            session = fresh
+        session.version, session.active_turn_id = meta.version, turn_id
+        handle = self._launch(session, turn_id, user_id, depth=depth)
+        await asyncio.shield(handle.accepted)
+        return handle
+
+    def _launch(self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
+        profile = self.deps.profile
+        channel = TurnChannel(
+            self.deps.replay, session.session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile))
+        )
+        handle = TurnHandle(session.session_id, turn_id, channel, asyncio.get_running_loop().create_future())
+        handle.depth = depth
+        self.running[turn_id] = handle
+        handle.task = asyncio.create_task(self._run(handle, session, user_id))
+        handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
     async def stream_chat_completion(
@@ -272,8 +304,9 @@ class ChatEngine:
     async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None) -> None:
         deps = self.deps
         guard = TurnGuard(handle.turn_id)
-        is_first = session.message_count == 0 and not session.title
-        user_text = session.messages[-1].content or ""
+        new_message = session.messages[-1].seq is None
+        is_first = new_message and session.message_count == 0 and not session.title
+        user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
         stream: _Prefetch | None = None
         begin: asyncio.Task[bool] | None = None
         try:
@@ -285,9 +318,10 @@ class ChatEngine:
             )
             tool_schemas = deps.tools.openai_tools()
             stream = _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None))
-            client_message_id = session.messages[-1].client_message_id
+            client_message_id = session.messages[-1].client_message_id if new_message else None
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
-            session = await deps.sessions.upsert_chat_session(session, turn=guard)
+            if new_message:
+                session = await deps.sessions.upsert_chat_session(session, turn=guard)
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
@@ -415,7 +449,9 @@ class ChatEngine:
                 over_limit = rounds > deps.settings.max_tool_rounds
                 assistant, results = await self._run_tools(handle, session, text, ready, user_id, over_limit)
                 session.messages += [assistant, *results]
-                last_round = over_limit
+                pending = [r for r in results if r.status == "pending"]
+                # A long-running tool ends the turn: its result arrives later, with a continuation turn.
+                last_round = over_limit or bool(pending)
                 if last_round:
                     assistant.usage = usage
                 take_title(session)
@@ -423,6 +459,8 @@ class ChatEngine:
                     session, turn=TurnGuard(handle.turn_id, release=last_round)
                 )
                 released = last_round
+                for message in pending:
+                    await self._start_operation(handle, session, message, user_id)
                 publish(StreamFinishStep())
                 if last_round:
                     break
@@ -488,6 +526,10 @@ class ChatEngine:
                     tool_call_id=call_id, tool_name=name, input=_parse_input(call.function.arguments)
                 )
             )
+            tool = self.deps.tools.get(name)
+            if tool is not None and tool.kind != "sync" and not over_limit:
+                results.append(self._pending_message(handle, session, call_id, name))
+                continue
             if over_limit:
                 result_ok, output = False, {"error": "tool call limit reached for this reply"}
             else:
@@ -509,6 +551,86 @@ class ChatEngine:
                 )
             )
         return assistant, results
+
+    def _pending_message(self, handle: TurnHandle, session: ChatSession, call_id: str, name: str) -> ChatMessage:
+        """The tool message a long-running call gets until its result arrives (or an error result at once when
+        operations cannot run here or the chain of operations is too deep)."""
+        operations = self.deps.operations
+        if operations is None or not operations.enabled:
+            error = "long-running tools are not available in this deployment"
+        elif handle.depth >= self.deps.settings.max_operation_depth:
+            error = "too many background operations in a row; answer without starting another"
+        else:
+            op_id = operation_id_for(session.session_id, call_id)
+            content = json.dumps({"status": "running", "operation_id": op_id})
+            return ChatMessage(
+                role="tool",
+                tool_call_id=call_id,
+                name=name,
+                content=content,
+                status="pending",
+                turn_id=handle.turn_id,
+                operation_id=op_id,
+            )
+        handle.channel.publish(StreamToolOutputError(tool_call_id=call_id, error_text=error))
+        return ChatMessage(
+            role="tool",
+            tool_call_id=call_id,
+            name=name,
+            content=json.dumps({"error": error}),
+            status="error",
+            turn_id=handle.turn_id,
+        )
+
+    async def _start_operation(
+        self, handle: TurnHandle, session: ChatSession, message: ChatMessage, user_id: str | None
+    ) -> None:
+        operations = self.deps.operations
+        if operations is None or not message.operation_id or not message.seq:
+            raise ValueError("not a stored pending tool message")
+        call = next(c for m in session.messages if m.tool_calls for c in m.tool_calls if c.id == message.tool_call_id)
+        kind = self.deps.tools.get(call.function.name)
+        operation = Operation(
+            operation_id=message.operation_id,
+            session_id=session.session_id,
+            user_id=user_id,
+            tool_name=call.function.name,
+            tool_call_id=call.id,
+            arguments=call.function.arguments,
+            kind="callback" if kind is not None and kind.kind == "callback" else "long_running",
+            seq=message.seq,
+            depth=handle.depth + 1,
+        )
+        try:
+            started = await operations.start(operation)
+        except ChatError as exc:
+            logger.warning("operation not started", operation_id=operation.operation_id, error=exc.message)
+            error = "the background job could not be started; try again later"
+            failed = message.model_copy(
+                update={
+                    "status": "error",
+                    "content": json.dumps({"error": error}),
+                    "operation_id": message.operation_id,
+                }
+            )
+            await self.deps.sessions.store.replace_pending(session.session_id, message.seq, failed)
+            await self.deps.sessions.cache.invalidate(session.session_id)
+            handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))
+            return
+        handle.channel.publish(
+            StreamData.of(
+                "operation",
+                {
+                    "operation_id": started.operation_id,
+                    "session_id": session.session_id,
+                    "tool_call_id": call.id,
+                    "tool_name": call.function.name,
+                    "kind": started.kind,
+                    "status": "running",
+                },
+                id=started.operation_id,
+            )
+        )
 
     async def _release(self, handle: TurnHandle) -> None:
         with contextlib.suppress(ChatError):

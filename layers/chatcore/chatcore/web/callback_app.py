@@ -1,0 +1,113 @@
+"""The callback API (CallbackFunction): external services report an async tool's completion.
+
+    POST /operations/{operation_id}/complete   {"output": <any JSON>}            → SendTaskSuccess
+    POST /operations/{operation_id}/fail       {"error": "...", "detail"?: "..."} → SendTaskFailure
+    POST /operations/{operation_id}/heartbeat  {}                                 → SendTaskHeartbeat
+
+Authenticated by an HMAC signature over the body (``chatcore.signing``), not a JWT. Unknown operations are 404;
+a second completion (a replay) is 409 and has no effect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatcore.config import Settings
+from chatcore.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from chatcore.operations import Operations
+from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.inputs import parse_model
+
+MAX_CALLBACK_BYTES = 65_536
+_OPERATION_ID = re.compile(r"^op_[0-9a-f]{40}$")
+
+
+class CompleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    output: JsonValue = None
+
+
+class FailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(min_length=1, max_length=1000)
+    detail: str = Field(default="", max_length=10_000)
+
+
+class CallbackApi:
+    def __init__(self, operations: Operations | None, settings: Settings) -> None:
+        self.operations = operations
+        self.settings = settings
+
+    async def _verified(self, request: Request) -> tuple[str, Any]:
+        operation_id = str(request.path_params["operation_id"])
+        if not _OPERATION_ID.fullmatch(operation_id):
+            raise BadRequest("invalid operation id")
+        if self.operations is None or not self.settings.callback_secret:
+            raise ServiceUnavailable("callbacks are not configured")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+            raise PayloadTooLarge(f"body larger than {MAX_CALLBACK_BYTES} bytes")
+        body = await request.body()
+        if len(body) > MAX_CALLBACK_BYTES:
+            raise PayloadTooLarge(f"body larger than {MAX_CALLBACK_BYTES} bytes")
+        headers = request.headers
+        if not verify(
+            self.settings.callback_secret, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body
+        ):
+            raise Unauthorized("missing, invalid or expired signature")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise BadRequest("malformed JSON body") from exc
+        return operation_id, data
+
+    async def complete(self, request: Request) -> Response:
+        operation_id, data = await self._verified(request)
+        body = parse_model(CompleteIn, data)
+        assert self.operations is not None
+        await self.operations.complete(operation_id, output=body.output)
+        return JSONResponse({"operation_id": operation_id, "status": "completing"}, status_code=202)
+
+    async def fail(self, request: Request) -> Response:
+        operation_id, data = await self._verified(request)
+        body = parse_model(FailIn, data)
+        assert self.operations is not None
+        error = body.error + (f": {body.detail}" if body.detail else "")
+        await self.operations.complete(operation_id, error=error)
+        return JSONResponse({"operation_id": operation_id, "status": "failing"}, status_code=202)
+
+    async def heartbeat(self, request: Request) -> Response:
+        operation_id, _ = await self._verified(request)
+        assert self.operations is not None
+        await self.operations.heartbeat(operation_id)
+        return JSONResponse({"operation_id": operation_id, "status": "waiting"})
+
+
+def create_callback_app(operations: Operations | None, settings: Settings) -> Starlette:
+    api = CallbackApi(operations, settings)
+    app = Starlette(
+        routes=[
+            Route("/operations/{operation_id}/complete", api.complete, methods=["POST"]),
+            Route("/operations/{operation_id}/fail", api.fail, methods=["POST"]),
+            Route("/operations/{operation_id}/heartbeat", api.heartbeat, methods=["POST"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    app.router.redirect_slashes = False
+    return app
+
+
+def default_callback_app() -> Starlette:
+    from chatcore.config import get_settings
+    from chatcore.runtime import default_engine
+
+    return create_callback_app(default_engine().deps.operations, get_settings())

@@ -1,0 +1,581 @@
+// The local chat page: sessions API + chat API (AI SDK UI message stream), no framework, no build step.
+import { readChunks } from "./sse.js";
+import { AssistantView, el, renderHistory, userBubble } from "./render.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  userForm: $("user-form"), userId: $("user-id"), newChat: $("new-chat"),
+  list: $("session-list"), noSessions: $("no-sessions"),
+  title: $("chat-title"), actions: $("chat-actions"), rename: $("rename"), remove: $("delete"),
+  renameForm: $("rename-form"), renameInput: $("rename-input"), renameCancel: $("rename-cancel"),
+  banner: $("banner"), bannerText: $("banner-text"), bannerClose: $("banner-close"),
+  messages: $("messages"), status: $("status"),
+  composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"),
+};
+
+const POLL_MS = 1500;
+const FINISHED_OPERATION = new Set(["saved", "done", "cancelled", "failed"]); // any other status: still running
+const HISTORY_PAGES = 10; // at most 2,000 messages are shown
+
+const state = {
+  user: localStorage.getItem("chat.user") || "me",
+  token: null,
+  sessions: [],
+  current: null, // the open session id
+  epoch: 0, // bumped whenever the open session changes: late answers for an older one are dropped
+  turn: null, // the stream being read: {sessionId, controller, view, stopping}
+  lastView: null, // the last assistant bubble of the open session
+  operations: new Map(), // running long-running tools of the open session: tool_call_id -> data
+  pollTimer: 0,
+  polls: 0,
+};
+
+// ------------------------------------------------------------------------------------------------ HTTP
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const isAbort = (err) => err?.name === "AbortError";
+
+async function httpError(response) {
+  let message = response.statusText || "request failed";
+  try {
+    message = (await response.json())?.error?.message || message;
+  } catch {
+    // not JSON: keep the status text
+  }
+  return new HttpError(response.status, `${response.status}: ${message}`);
+}
+
+async function fetchToken(user) {
+  const response = await fetch("/dev/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user_id: user }),
+  });
+  if (!response.ok) throw await httpError(response);
+  return (await response.json()).token;
+}
+
+// JSON in and out; `raw` returns the Response (for streams). A 401 (the stack restarted with a new secret)
+// fetches a fresh dev token once and retries.
+async function api(method, path, body, { raw = false, signal } = {}) {
+  const call = () =>
+    fetch(path, {
+      method,
+      signal,
+      headers: {
+        authorization: `Bearer ${state.token}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  let response = await call();
+  if (response.status === 401) {
+    state.token = await fetchToken(state.user);
+    response = await call();
+  }
+  if (!response.ok) throw await httpError(response);
+  if (raw) return response;
+  return response.status === 204 ? null : response.json();
+}
+
+// ------------------------------------------------------------------------------------------------ UI helpers
+
+function showError(err) {
+  if (isAbort(err)) return;
+  ui.bannerText.textContent = err?.message || String(err);
+  ui.banner.hidden = false;
+}
+
+function clearError() {
+  ui.banner.hidden = true;
+  ui.bannerText.textContent = "";
+}
+
+function announce(text) {
+  ui.status.textContent = text;
+}
+
+function scrollToEnd(force = false) {
+  const box = ui.messages;
+  if (force || box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+}
+
+function setStreaming(on) {
+  ui.send.disabled = on;
+  ui.stop.hidden = !on;
+  ui.stop.disabled = false;
+  ui.messages.setAttribute("aria-busy", on ? "true" : "false");
+}
+
+function sessionTitle(session) {
+  return session?.title || "New chat";
+}
+
+function renderSessions() {
+  ui.list.replaceChildren(
+    ...state.sessions.map((session) => {
+      const when = new Date(session.updated_at);
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "session",
+            "data-id": session.id,
+            "aria-current": session.id === state.current ? "true" : null,
+            onclick: () => openSession(session.id),
+          },
+          el("span", { class: "session-title", text: sessionTitle(session) }),
+          el("time", {
+            class: "session-time",
+            datetime: session.updated_at,
+            text: when.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }),
+          }),
+        ),
+      );
+    }),
+  );
+  ui.noSessions.hidden = state.sessions.length > 0;
+  renderHeader();
+}
+
+function renderHeader() {
+  const session = state.sessions.find((s) => s.id === state.current);
+  ui.title.textContent = state.current ? sessionTitle(session) : "No chat open";
+  ui.rename.disabled = ui.remove.disabled = !state.current;
+}
+
+function upsertSession(session) {
+  const index = state.sessions.findIndex((s) => s.id === session.id);
+  if (index >= 0) state.sessions[index] = session;
+  else state.sessions.unshift(session);
+  renderSessions();
+}
+
+function setTitle(sessionId, title) {
+  const session = state.sessions.find((s) => s.id === sessionId);
+  if (session && typeof title === "string") {
+    session.title = title;
+    renderSessions();
+  }
+}
+
+function showEmpty(text) {
+  ui.messages.replaceChildren(el("p", { class: "empty muted", text }));
+}
+
+function hashSession() {
+  return new URLSearchParams(location.hash.slice(1)).get("s");
+}
+
+function setHash(sessionId) {
+  const url = sessionId ? `#s=${encodeURIComponent(sessionId)}` : location.pathname + location.search;
+  history.replaceState(null, "", url);
+}
+
+function randomId(prefix) {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ------------------------------------------------------------------------------------------------ sessions
+
+async function loadSessions() {
+  const { sessions } = await api("GET", "/sessions?limit=50");
+  state.sessions = sessions;
+  renderSessions();
+}
+
+// Stop reading the current stream and polling (the turn itself goes on on the server).
+function detach() {
+  state.epoch += 1;
+  state.turn?.controller.abort();
+  state.turn = null;
+  state.lastView = null;
+  state.operations.clear();
+  clearTimeout(state.pollTimer);
+  setStreaming(false);
+}
+
+async function switchUser(user) {
+  detach();
+  state.token = await fetchToken(user);
+  state.user = user;
+  localStorage.setItem("chat.user", user);
+  ui.userId.value = user;
+  state.current = null;
+  state.sessions = [];
+  setHash(null);
+  showEmpty("Start a new chat or pick one on the left.");
+  await loadSessions();
+}
+
+async function createSession() {
+  const session = await api("POST", "/sessions", {});
+  upsertSession(session);
+  await openSession(session.id);
+  return session.id;
+}
+
+async function loadMessages(sessionId) {
+  let messages = [];
+  let cursor = null;
+  for (let page = 0; page < HISTORY_PAGES; page++) {
+    const query = `limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const answer = await api("GET", `/sessions/${encodeURIComponent(sessionId)}/messages?${query}`);
+    messages = messages.concat(answer.messages);
+    cursor = answer.next_cursor;
+    if (!cursor) break;
+  }
+  return messages;
+}
+
+function renderMessages(messages) {
+  ui.messages.replaceChildren();
+  const { last, pending } = renderHistory(ui.messages, messages);
+  state.lastView = last && ui.messages.lastElementChild === last.node ? last : null;
+  state.operations.clear();
+  for (const id of pending) state.operations.set(id, { tool_call_id: id, status: "running" });
+  if (!messages.length) showEmpty("Send a message to start.");
+  scrollToEnd(true);
+}
+
+async function openSession(sessionId) {
+  clearError();
+  detach();
+  const epoch = state.epoch;
+  state.current = sessionId;
+  setHash(sessionId);
+  renderSessions();
+  showEmpty("Loading…");
+  const id = encodeURIComponent(sessionId);
+  const controller = new AbortController();
+  try {
+    // Ask for an active turn first: if there is none, the history read afterwards holds every finished turn.
+    const resume = await api("GET", `/chat/${id}/stream`, undefined, { raw: true, signal: controller.signal });
+    const [session, messages] = await Promise.all([api("GET", `/sessions/${id}`), loadMessages(sessionId)]);
+    if (epoch !== state.epoch) {
+      controller.abort();
+      return;
+    }
+    upsertSession(session);
+    if (resume.status !== 200) {
+      renderMessages(messages);
+      schedulePoll();
+      return;
+    }
+    // A turn is active: its replay starts from the first chunk, so drop what history holds of it and render
+    // the stream instead; unless history ends with a pending long-running tool (the stream is its continuation).
+    const lastUser = messages.findLastIndex((m) => m.role === "user");
+    const trailing = messages.slice(lastUser + 1);
+    const continuation = trailing.some((m) => m.role === "tool" && m.status === "pending");
+    renderMessages(continuation ? messages : messages.slice(0, lastUser + 1));
+    await streamTurn(sessionId, resume, controller, { continuation });
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    showError(err);
+    if (err instanceof HttpError && err.status === 404) {
+      state.current = null;
+      setHash(null);
+      showEmpty("Start a new chat or pick one on the left.");
+      loadSessions().catch(showError);
+    }
+  }
+}
+
+async function renameSession(title) {
+  const session = await api("PATCH", `/sessions/${encodeURIComponent(state.current)}`, { title });
+  upsertSession(session);
+}
+
+async function deleteSession() {
+  const sessionId = state.current;
+  const session = state.sessions.find((s) => s.id === sessionId);
+  if (!confirm(`Delete “${sessionTitle(session)}”? This cannot be undone.`)) return;
+  detach();
+  await api("DELETE", `/sessions/${encodeURIComponent(sessionId)}`);
+  state.sessions = state.sessions.filter((s) => s.id !== sessionId);
+  state.current = null;
+  setHash(null);
+  renderSessions();
+  showEmpty("Chat deleted. Start a new chat or pick one on the left.");
+  ui.newChat.focus();
+}
+
+// ------------------------------------------------------------------------------------------------ turns
+
+function applyChunk(sessionId, view, chunk) {
+  switch (chunk.type) {
+    case "text-start":
+      view.textNode(chunk.id);
+      break;
+    case "text-delta":
+      view.appendText(chunk.id, chunk.delta);
+      break;
+    case "tool-input-start":
+      view.tool(chunk.toolCallId, chunk.toolName);
+      break;
+    case "tool-input-available":
+      view.toolInput(chunk.toolCallId, chunk.toolName, chunk.input);
+      break;
+    case "tool-output-available":
+      view.toolOutput(chunk.toolCallId, chunk.output);
+      state.operations.delete(chunk.toolCallId);
+      break;
+    case "tool-output-error":
+      view.toolError(chunk.toolCallId, chunk.errorText);
+      state.operations.delete(chunk.toolCallId);
+      break;
+    case "data-title":
+      setTitle(sessionId, chunk.data?.title);
+      break;
+    case "data-operation": {
+      const data = chunk.data ?? {};
+      if (!data.tool_call_id) break;
+      view.tool(data.tool_call_id, data.tool_name);
+      if (!FINISHED_OPERATION.has(data.status)) {
+        view.setToolState(data.tool_call_id, "running");
+        state.operations.set(data.tool_call_id, data);
+      } else {
+        const failed = data.status === "failed" || data.status === "cancelled";
+        view.setToolState(data.tool_call_id, failed ? "error" : "done", data.status);
+        state.operations.delete(data.tool_call_id);
+      }
+      break;
+    }
+    case "error":
+      view.error(chunk.errorText || "The reply failed.");
+      break;
+    default:
+      break; // start, start-step, finish-step, tool-input-delta, finish, other data-* parts
+  }
+}
+
+// Read one turn's stream into a bubble (a new one, or the last one for a continuation).
+async function streamTurn(sessionId, response, controller, { view = null, continuation = false } = {}) {
+  view ??= continuation && state.lastView ? state.lastView : new AssistantView();
+  if (!view.node.isConnected) {
+    ui.messages.querySelector(".empty")?.remove();
+    ui.messages.append(view.node);
+  }
+  state.lastView = view;
+  const turn = { sessionId, controller, view, stopping: false };
+  state.turn = turn;
+  setStreaming(true);
+  view.node.dataset.streaming = "true";
+  announce("The assistant is replying…");
+  scrollToEnd(true);
+  let failed = null;
+  try {
+    for await (const chunk of readChunks(response.body)) {
+      if (controller.signal.aborted) break;
+      applyChunk(sessionId, view, chunk);
+      scrollToEnd();
+    }
+  } catch (err) {
+    failed = err;
+  } finally {
+    delete view.node.dataset.streaming;
+  }
+  if (state.turn !== turn) return; // detached: another session was opened, or the user switched
+  state.turn = null;
+  setStreaming(false);
+  announce("The reply is complete.");
+  if (failed && !isAbort(failed)) {
+    showError(new Error(`The connection to the reply was lost (${failed.message}); reopening the chat.`));
+    await openSession(sessionId);
+    return;
+  }
+  if (turn.stopping) view.marker("(stopped)");
+  loadSessions().catch(showError);
+  if (continuation) await refreshHistory();
+  else schedulePoll();
+}
+
+async function sendMessage(text) {
+  clearError();
+  if (!state.current) await createSession();
+  const sessionId = state.current;
+  const epoch = state.epoch;
+  ui.messages.querySelector(".empty")?.remove();
+  const bubble = userBubble(text);
+  ui.messages.append(bubble);
+  scrollToEnd(true);
+  const controller = new AbortController();
+  const view = new AssistantView();
+  state.turn = { sessionId, controller, view, stopping: false };
+  setStreaming(true);
+  clearTimeout(state.pollTimer);
+  const body = {
+    id: sessionId,
+    messages: [{ id: randomId("m_"), role: "user", parts: [{ type: "text", text }] }],
+    trigger: "submit-message",
+    messageId: null,
+  };
+  let response;
+  try {
+    response = await api("POST", "/chat", body, { raw: true, signal: controller.signal });
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    state.turn = null;
+    setStreaming(false);
+    bubble.remove();
+    if (!ui.input.value) ui.input.value = text;
+    showError(err);
+    return;
+  }
+  if (epoch !== state.epoch) return;
+  await streamTurn(sessionId, response, controller, { view });
+}
+
+async function stopTurn() {
+  const turn = state.turn;
+  if (!turn) return;
+  turn.stopping = true;
+  ui.stop.disabled = true;
+  try {
+    await api("POST", `/chat/${encodeURIComponent(turn.sessionId)}/stop`);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ long-running tools
+
+// While a long-running tool of the open session runs, look for its continuation (a new active turn).
+function schedulePoll() {
+  clearTimeout(state.pollTimer);
+  if (!state.operations.size || state.turn || !state.current) return;
+  const epoch = state.epoch;
+  state.pollTimer = setTimeout(() => poll(state.current, epoch), POLL_MS);
+}
+
+async function poll(sessionId, epoch) {
+  if (epoch !== state.epoch || state.turn) return;
+  const controller = new AbortController();
+  try {
+    const response = await api("GET", `/chat/${encodeURIComponent(sessionId)}/stream`, undefined, {
+      raw: true,
+      signal: controller.signal,
+    });
+    if (epoch !== state.epoch || state.turn) {
+      controller.abort();
+      return;
+    }
+    if (response.status === 200) {
+      await streamTurn(sessionId, response, controller, { continuation: true });
+      return;
+    }
+    // A continuation may have come and gone between two polls: now and then, look at the stored history.
+    state.polls += 1;
+    if (state.polls % 4 === 0) {
+      await refreshHistory();
+      return;
+    }
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    showError(err);
+  }
+  schedulePoll();
+}
+
+async function refreshHistory() {
+  const epoch = state.epoch;
+  const messages = await loadMessages(state.current).catch((err) => {
+    showError(err);
+    return null;
+  });
+  if (messages === null || epoch !== state.epoch || state.turn) return;
+  renderMessages(messages);
+  schedulePoll();
+}
+
+// ------------------------------------------------------------------------------------------------ wiring
+
+ui.userForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const user = ui.userId.value.trim();
+  if (!user) return;
+  clearError();
+  switchUser(user).catch(showError);
+});
+
+ui.newChat.addEventListener("click", () => {
+  clearError();
+  createSession()
+    .then(() => ui.input.focus())
+    .catch(showError);
+});
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.input.value;
+  if (!text.trim() || state.turn) return;
+  ui.input.value = "";
+  sendMessage(text).catch(showError);
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.stop.addEventListener("click", () => stopTurn());
+
+ui.rename.addEventListener("click", () => {
+  const session = state.sessions.find((s) => s.id === state.current);
+  ui.renameInput.value = session?.title ?? "";
+  ui.title.hidden = ui.actions.hidden = true;
+  ui.renameForm.hidden = false;
+  ui.renameInput.focus();
+  ui.renameInput.select();
+});
+
+function closeRename() {
+  ui.renameForm.hidden = true;
+  ui.title.hidden = ui.actions.hidden = false;
+  ui.rename.focus();
+}
+
+ui.renameForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearError();
+  renameSession(ui.renameInput.value.trim())
+    .then(closeRename)
+    .catch(showError);
+});
+ui.renameCancel.addEventListener("click", closeRename);
+ui.renameForm.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeRename();
+});
+
+ui.remove.addEventListener("click", () => {
+  clearError();
+  deleteSession().catch(showError);
+});
+
+ui.bannerClose.addEventListener("click", clearError);
+
+window.addEventListener("hashchange", () => {
+  const sessionId = hashSession();
+  if (sessionId && sessionId !== state.current) openSession(sessionId);
+});
+
+async function start() {
+  ui.userId.value = state.user;
+  const reopen = hashSession();
+  await switchUser(state.user);
+  if (reopen) await openSession(reopen);
+}
+
+start().catch(showError);

@@ -1,0 +1,248 @@
+"""The web chat page served by the local stack at ``/``, driven in a real (headless) Chromium with Playwright."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.conftest import ChatStack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+T = 15_000  # ms, for every auto-waiting assertion
+ERROR_TEXT = "The assistant could not finish this reply. Please try again."
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, chat_stack: ChatStack) -> Iterator[Page]:
+    context = browser.new_context(base_url=chat_stack.url, viewport={"width": 1100, "height": 720})
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        # The browser itself logs every non-2xx response; the tests that expect one (404, 409) cause these.
+        if message.type in ("error", "warning") and not message.text.startswith("Failed to load resource"):
+            problems.append(f"console {message.type}: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.goto("/")
+    expect(page.locator("#user-id")).to_have_value("me", timeout=T)
+    yield page
+    context.close()
+    assert problems == []
+
+
+def session_id(page: Page) -> str:
+    match = re.search(r"#s=([\w-]+)", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def new_chat(page: Page) -> str:
+    page.get_by_role("button", name="+ New chat").click()
+    expect(page.locator(".session[aria-current='true']")).to_have_count(1, timeout=T)
+    return session_id(page)
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def wait_idle(page: Page) -> None:
+    """The turn finished: the bubble stopped streaming and Send is enabled again."""
+    expect(page.locator(".msg.assistant[data-streaming]")).to_have_count(0, timeout=T)
+    expect(page.get_by_role("button", name="Send")).to_be_enabled(timeout=T)
+
+
+def stored(chat_stack: ChatStack, sid: str, user: str = "me") -> list[dict]:
+    with chat_stack.client(user) as client:
+        response = client.get(f"/sessions/{sid}/messages", params={"limit": 200})
+        assert response.status_code == 200
+        return response.json()["messages"]
+
+
+def test_page_and_static_files_are_served_from_the_stack_origin(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        index = client.get("/")
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        assert index.headers["cache-control"] == "no-store"
+        for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+            response = client.get(f"/static/{name}")
+            assert response.status_code == 200 and kind in response.headers["content-type"]
+        assert client.get("/static/nope.js").status_code == 404
+    for path in (Path(__file__).resolve().parents[2] / "local" / "web").iterdir():
+        assert "http://" not in path.read_text() and "https://" not in path.read_text(), f"no network: {path}"
+
+
+def test_send_streams_the_answer_and_the_title(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    send(page, "hello there general kenobi")
+    answer = page.locator(".msg.assistant").last
+    expect(answer).to_contain_text('You said: "hello there general kenobi"', timeout=T)
+    expect(page.locator(".msg.user")).to_have_text(["hello there general kenobi"])
+    expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text(
+        "Hello There General Kenobi", timeout=T
+    )
+    expect(page.locator("#chat-title")).to_have_text("Hello There General Kenobi", timeout=T)
+    wait_idle(page)
+    assert answer.locator(".text").text_content() == stored(chat_stack, sid)[-1]["content"]
+
+
+def test_reload_mid_stream_resumes_and_completes(page: Page, chat_stack: ChatStack):
+    chat_stack.llm.token_delay = 0.02
+    sid = new_chat(page)
+    send(page, "[[long:250]]")
+    expect(page.locator(".msg.assistant .text")).to_contain_text("Lorem ipsum", timeout=T)
+    page.reload()
+    # Reopened from the URL hash, the active turn is replayed from its first chunk and followed live.
+    expect(page.locator(".msg.assistant[data-streaming]")).to_have_count(1, timeout=T)
+    expect(page.locator(".msg.user")).to_have_text(["[[long:250]]"], timeout=T)
+    page.wait_for_function(
+        "document.querySelector('.msg.assistant .text')?.textContent.trim().split(/\\s+/).length === 250",
+        timeout=20_000,
+    )
+    wait_idle(page)
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    text = page.locator(".msg.assistant .text").text_content()
+    assert session_id(page) == sid
+    assert text is not None and len(text.split()) == 250
+    assert text == stored(chat_stack, sid)[-1]["content"]
+
+
+def test_tool_call_renders_a_tool_card(page: Page, chat_stack: ChatStack):
+    new_chat(page)
+    send(page, "Hi! Can you help me with some arithmetic?")
+    wait_idle(page)
+    send(page, '[[tool:calculator {"expression":"6*7"}]]')
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-name")).to_have_text("calculator", timeout=T)
+    expect(card.locator(".tool-input")).to_contain_text('"expression": "6*7"', timeout=T)
+    expect(card.locator(".tool-output")).to_contain_text('"result": 42', timeout=T)
+    expect(card.locator(".tool-status")).to_have_text("done")
+    expect(page.locator(".msg.assistant").last.locator(".text")).to_contain_text(
+        "The tool calculator returned", timeout=T
+    )
+    wait_idle(page)
+    # The same card is rebuilt from the stored history.
+    page.reload()
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-output")).to_contain_text('"result": 42', timeout=T)
+    expect(card.locator(".tool-status")).to_have_text("done")
+    if os.environ.get("WRITE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+
+
+def test_rename_and_delete_through_the_ui(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    expect(page.locator("#chat-title")).to_have_text("New chat")
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_label("New title").fill("Trip planning")
+    page.get_by_label("New title").press("Enter")
+    expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text("Trip planning", timeout=T)
+    expect(page.locator("#chat-title")).to_have_text("Trip planning")
+    with chat_stack.client("me") as client:
+        assert client.get(f"/sessions/{sid}").json()["title"] == "Trip planning"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator(".session")).to_have_count(0, timeout=T)
+    expect(page.locator("#chat-title")).to_have_text("No chat open")
+    with chat_stack.client("me") as client:
+        assert client.get(f"/sessions/{sid}").status_code == 404
+
+
+def test_switching_user_shows_only_their_sessions(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    send(page, "a message from me")
+    wait_idle(page)
+    expect(page.locator(".session")).to_have_count(1)
+
+    page.get_by_label("User").fill("someone-else")
+    page.get_by_role("button", name="Switch").click()
+    expect(page.locator(".session")).to_have_count(0, timeout=T)
+    expect(page.locator("#no-sessions")).to_be_visible()
+    expect(page.locator("#chat-title")).to_have_text("No chat open")
+    # The other user's session id does not open (404 for anyone but its owner).
+    page.goto("about:blank")
+    page.goto(f"/#s={sid}")
+    expect(page.locator("#banner")).to_contain_text("404", timeout=T)
+    expect(page.locator(".msg")).to_have_count(0)
+    expect(page.locator("#user-id")).to_have_value("someone-else")  # remembered across reloads
+
+    page.get_by_label("User").fill("me")
+    page.get_by_role("button", name="Switch").click()
+    expect(page.locator(f".session[data-id='{sid}']")).to_have_count(1, timeout=T)
+
+
+def test_midstream_failure_shows_the_error_and_keeps_the_partial_text(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    send(page, "[[fault:midstream]] tell me a story")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".error-text")).to_have_text(ERROR_TEXT, timeout=T)
+    wait_idle(page)
+    partial = stored(chat_stack, sid)[-1]
+    assert partial["role"] == "assistant" and partial["status"] == "partial" and partial["content"]
+    expect(answer.locator(".text")).to_have_text(partial["content"])
+    # After a reload the stored partial answer is shown with its marker.
+    page.reload()
+    expect(page.locator(".msg.assistant .marker")).to_have_text("(stopped/incomplete)", timeout=T)
+    expect(page.locator(".msg.assistant .text")).to_have_text(partial["content"])
+
+
+def test_stop_keeps_the_partial_answer(page: Page, chat_stack: ChatStack):
+    chat_stack.llm.token_delay = 0.02
+    sid = new_chat(page)
+    send(page, "[[long:400]]")
+    expect(page.locator(".msg.assistant .text")).to_contain_text("Lorem ipsum", timeout=T)
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".msg.assistant .marker")).to_have_text("(stopped)", timeout=T)
+    wait_idle(page)
+    last = stored(chat_stack, sid)[-1]
+    assert last["status"] == "partial" and 0 < len(last["content"].split()) < 400
+
+
+def test_a_second_concurrent_turn_shows_the_409(page: Page, chat_stack: ChatStack):
+    chat_stack.llm.token_delay = 0.02
+    sid = new_chat(page)
+    with (
+        chat_stack.client("me") as client,
+        client.stream("POST", f"/sessions/{sid}/stream", json={"message": "[[long:100]]"}) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        next(lines)
+        send(page, "are you there?")
+        # The 409 is shown as the server words it. (The backend currently answers a *new* client message id
+        # during another turn with duplicate_message's text instead of turn_in_progress's; either is a 409.)
+        expect(page.locator("#banner-text")).to_have_text(re.compile(r"^409: \S"), timeout=T)
+        expect(page.locator(".msg.user")).to_have_count(0)
+        expect(page.get_by_label("Message")).to_have_value("are you there?")
+        for _ in lines:
+            pass
