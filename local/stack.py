@@ -40,6 +40,7 @@ from chatcore.web.chat_app import create_chat_app
 from chatcore.web.errors import EXCEPTION_HANDLERS
 from chatcore.web.inputs import read_json
 from chatcore.web.sessions_app import create_sessions_app
+from local.handlers import load_handler_module
 from local.moto_server import RUNNING, MotoServer
 from local.offline_llm import OfflineLLM
 from local.step_functions import deploy_state_machine
@@ -147,6 +148,7 @@ class LocalStack:
         reset_settings()
         default_service.cache_clear()
         default_engine.cache_clear()
+        load_handler_module.cache_clear()  # handler modules keep their app for the container's life: reload
 
     def _start_llm(self) -> tuple[str, str, str]:
         url = self.llm_base_url if self.llm_base_url is not None else os.environ.get("LLM_BASE_URL", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -109,3 +110,63 @@ def test_routes_of_the_functions_are_disjoint():
         for m in r.methods or ()
     }
     assert sessions & chat <= {("/health", "GET"), ("/health", "HEAD")}
+
+
+def test_every_state_machine_task_names_a_function_of_the_template():
+    resources = load_template()["Resources"]
+    machine = resources["ToolOperationStateMachine"]["Properties"]
+    definition = json.loads((ROOT / machine["DefinitionUri"]).read_text())
+    substitutions = machine["DefinitionSubstitutions"]
+    tasks = {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
+    assert tasks
+    for name, state in tasks.items():
+        placeholder = state["Parameters"]["FunctionName"]
+        key = re.fullmatch(r"\$\{(\w+)\}", placeholder)
+        assert key, f"{name}: FunctionName must be a substitution, got {placeholder}"
+        target = substitutions[key.group(1)]["Fn::GetAtt"][0]
+        assert resources[target]["Type"] == "AWS::Serverless::Function", name
+        assert state.get("Catch"), f"{name} has no Catch"
+        assert state.get("Retry"), f"{name} has no Retry"
+    waits = [s for s in tasks.values() if s["Resource"].endswith(".waitForTaskToken")]
+    assert waits and all("HeartbeatSecondsPath" in s and "TimeoutSecondsPath" in s for s in waits)
+
+
+# Settings read from the environment that have a safe default in chatcore.config (documented in README);
+# everything else the code reads must be set by the template.
+DEFAULTED = {
+    "CACHE_TTL_SECONDS",
+    "REDIS_TIMEOUT_SECONDS",
+    "REDIS_RETRY_AFTER_SECONDS",
+    "MAX_TITLE_CHARS",
+    "MAX_METADATA_BYTES",
+    "MAX_MESSAGE_CHARS",
+    "MAX_BODY_BYTES",
+    "CORS_ALLOW_ORIGINS",
+    "LLM_API_KEY",
+    "LLM_TIMEOUT_SECONDS",
+    "LLM_MAX_RETRIES",
+    "LLM_CONTEXT_TOKENS",
+    "TURN_LEASE_SECONDS",
+    "REPLAY_TTL_SECONDS",
+    "HEARTBEAT_SECONDS",
+    "TITLE_TIMEOUT_SECONDS",
+    "CALLBACK_URL",
+    "OPERATION_GUARD_SECONDS",
+    "MAX_OPERATION_DEPTH",
+}
+
+
+def test_every_environment_variable_the_code_reads_is_set_or_defaulted():
+    config = (ROOT / "layers/chatcore/chatcore/config.py").read_text()
+    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', config))
+    assert len(read) > 30
+    template = load_template()
+    set_globally = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    readme = (ROOT / "README.md").read_text()
+    for logical_id, props in _functions().items():
+        set_here = set_globally | set(props.get("Environment", {}).get("Variables", {}))
+        missing = read - set_here - DEFAULTED
+        assert not missing, f"{logical_id} does not set {sorted(missing)}"
+    for key in read:
+        assert f"`{key}`" in readme, f"{key} is not documented in README"
+    assert "CALLBACK_URL" in _functions()["ToolWorkerFunction"]["Environment"]["Variables"]
