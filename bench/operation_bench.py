@@ -85,7 +85,8 @@ def main() -> None:
         public_url=f"http://127.0.0.1:{port}",
     ).start()
     server = ServerThread(stack.app, port=port).start()
-    assert stack.settings is not None and stack.llm is not None
+    assert stack.settings is not None
+    assert stack.llm is not None
     # 5 ms between tokens: the continuation lasts longer than the 10 ms resume poll, so the client joins it live
     # (a client joining mid-stream gets the replay at once: the figure is late by at most one poll interval).
     stack.llm.token_delay = 0.005
@@ -130,9 +131,8 @@ def main() -> None:
     op50, base50 = statistics.median(operation_ms), statistics.median(plain_ms)
     print("Long-running tool, end to end (local stack, loopback), zero-time tool body")
     print(f"  runs: {args.runs} (after 1 warm-up)")
-    print(
-        f"  chat turn start -> continuation's first token on a resumed stream: p50 {op50:.0f} ms, p90 {p(operation_ms, 0.9):.0f} ms"
-    )
+    p90 = p(operation_ms, 0.9)
+    print(f"  chat turn start -> continuation's first token on a resumed stream: p50 {op50:.0f} ms, p90 {p90:.0f} ms")
     print(f"  baseline, same run: plain turn time to first token: p50 {base50:.0f} ms")
     print(f"  ratio: {op50 / base50:.1f}x the plain first-token time, +{op50 - base50:.0f} ms")
     print("  (moto's interpreter, in-process Lambda dispatch and DynamoDB over loopback: not AWS timings)")
