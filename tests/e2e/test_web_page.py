@@ -246,3 +246,24 @@ def test_a_second_concurrent_turn_shows_the_409(page: Page, chat_stack: ChatStac
         expect(page.get_by_label("Message")).to_have_value("are you there?")
         for _ in lines:
             pass
+
+
+def test_long_running_tool_fills_in_when_its_continuation_streams(page: Page, chat_stack: ChatStack):
+    chat_stack.llm.token_delay = 0.02
+    sid = new_chat(page)
+    send(page, "Remember: the launch is on Friday.")
+    wait_idle(page)
+    send(page, "[[tool:summarize_conversation]]")
+    card = page.locator(".tool").last
+    expect(card.locator(".tool-name")).to_have_text("summarize_conversation", timeout=T)
+    # The page resumes on its own: the continuation turn streams in and quotes the tool's result.
+    expect(page.locator(".msg.assistant").last).to_contain_text(
+        "The tool summarize_conversation returned", timeout=30_000
+    )
+    wait_idle(page)
+    messages = stored(chat_stack, sid)
+    tool = next(m for m in messages if m["role"] == "tool")
+    assert tool["status"] == "complete" and "Summary:" in tool["content"]
+    # Rebuilt from history after a reload: the card shows the saved output.
+    page.reload()
+    expect(page.locator(".tool").last.locator(".tool-output")).to_contain_text("Summary:", timeout=T)
