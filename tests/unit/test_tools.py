@@ -62,7 +62,15 @@ def test_calculator_refuses_anything_else(expression):
 
 async def test_registry_turns_bad_input_into_error_results():
     registry = default_registry()
-    assert set(registry.names()) == {"calculator", "current_time", "search_sessions"}
+    assert set(registry.names()) == {
+        "calculator",
+        "current_time",
+        "search_sessions",
+        "summarize_conversation",
+        "wait_for_external_job",
+    }
+    assert registry.get("summarize_conversation").kind == "long_running"
+    assert registry.get("wait_for_external_job").kind == "callback"
     schema = {t["function"]["name"]: t for t in registry.openai_tools()}["calculator"]
     assert schema["function"]["parameters"]["required"] == ["expression"]
     ok = await registry.run("calculator", '{"expression": "1+1"}', CTX)
