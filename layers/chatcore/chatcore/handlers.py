@@ -1,0 +1,51 @@
+"""Lambda entry points, built once here so every function gets the same Powertools wiring (correlation ids,
+tracing, metrics with the cold-start metric).
+
+* ``function_url_handler(factory)``: an ASGI app behind Mangum for a Function URL (payload v2.0); the app is built
+  on the first invocation, so configuration is read at run time and reused while the container is warm.
+* ``step_handler(step)``: a state-machine task (``chatcore.operation_steps``) on a fresh event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from chatcore.observability import logger, metrics, tracer
+
+Handler = Callable[[dict[str, Any], LambdaContext], Any]
+
+
+def function_url_handler(app_factory: Callable[[], Any]) -> Handler:
+    adapter: Any = None
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        nonlocal adapter
+        if adapter is None:
+            from mangum import Mangum
+
+            adapter = Mangum(app_factory(), lifespan="off")
+        # Mangum types the context with its own protocol; Powertools' LambdaContext is the same object.
+        response: dict[str, Any] = adapter(event, cast(Any, context))
+        return response
+
+    return handler
+
+
+def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Handler:
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        from chatcore.runtime import run_step
+
+        result: dict[str, Any] = run_step(step, event)
+        return result
+
+    return handler
