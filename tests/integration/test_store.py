@@ -8,9 +8,10 @@ import os
 import boto3
 import pytest
 
+from chatcore.dynamo import pk
 from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
-from chatcore.store import SessionStore, pk
+from chatcore.store import SessionStore
 
 pytestmark = pytest.mark.anyio
 

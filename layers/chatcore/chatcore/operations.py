@@ -34,10 +34,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chatcore.aws import dynamodb_client, stepfunctions_client
 from chatcore.cache import RedisConnector
+from chatcore.dynamo import iso, pk
 from chatcore.errors import Conflict, NotFound, ServiceUnavailable
 from chatcore.models import utcnow
 from chatcore.observability import logger
-from chatcore.store import iso, pk
 
 OperationStatus = Literal["starting", "running", "waiting", "completing", "saved", "done", "cancelled", "failed"]
 ToolKindName = Literal["long_running", "callback"]

@@ -19,14 +19,32 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chatcore.aws import dynamodb_client
+from chatcore.dynamo import (
+    BY_USER_INDEX,
+    CMID_PREFIX,
+    META,
+    MSG_END,
+    TOMBSTONE_DAYS,
+    Item,
+    cancellation_reasons,
+    decode_message,
+    decode_meta,
+    error_code,
+    iso,
+    msg_sk,
+    n_attr,
+    pk,
+    s_attr,
+    translate,
+    user_pk,
+)
 from chatcore.errors import (
-    ChatError,
     ConcurrentWriteError,
     Conflict,
     DuplicateClientMessage,
@@ -41,42 +59,10 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
-Item = dict[str, Any]
-T = TypeVar("T")
-
-META = "META"
-MSG_PREFIX = "MSG#"
-CMID_PREFIX = "CMID#"
-MSG_END = "MSG#~"  # sorts after every MSG#<digits>
-BY_USER_INDEX = "ByUser"
-TOMBSTONE_DAYS = 30
 # One transaction holds at most 100 items: META plus up to 2 items (message + client id) per message.
 MESSAGES_PER_TRANSACTION = 49
 MAX_WRITE_ATTEMPTS = 40
-
-
-def pk(session_id: str) -> str:
-    return f"SESSION#{session_id}"
-
-
-def msg_sk(seq: int) -> str:
-    return f"{MSG_PREFIX}{seq:010d}"
-
-
-def user_pk(user_id: str) -> str:
-    return f"USER#{user_id}"
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,55 +74,6 @@ class TurnGuard:
 
     def keep(self) -> TurnGuard:
         return TurnGuard(self.turn_id, release=False)
-
-
-def _translate(exc: Exception) -> ChatError:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        return ServiceUnavailable(f"DynamoDB request failed ({code})")
-    return ServiceUnavailable("DynamoDB is unreachable")
-
-
-def _reasons(exc: ClientError) -> list[str]:
-    return [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])]
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def decode_meta(item: Item) -> ChatSession:
-    owner = item.get("user_id", {}).get("S")
-    return ChatSession(
-        session_id=item["session_id"]["S"],
-        user_id=owner,
-        title=item.get("title", {}).get("S", ""),
-        chat_type=item.get("chat_type", {}).get("S", "chat"),
-        status=item.get("status", {}).get("S", "active"),
-        metadata=json.loads(item.get("metadata", {}).get("S", "{}")),
-        created_at=datetime.fromisoformat(item["created_at"]["S"]),
-        updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
-        usage=Usage(
-            prompt_tokens=int(item.get("usage_prompt", {}).get("N", "0")),
-            completion_tokens=int(item.get("usage_completion", {}).get("N", "0")),
-            total_tokens=int(item.get("usage_total", {}).get("N", "0")),
-        ),
-        message_count=int(item["message_count"]["N"]),
-        version=int(item["version"]["N"]),
-        active_turn_id=_active_turn(item),
-        context_summary=item.get("summary", {}).get("S", ""),
-        summary_seq=int(item.get("summary_seq", {}).get("N", "0")),
-    )
-
-
-def _active_turn(item: Item) -> str | None:
-    turn = item.get("active_turn_id", {}).get("S")
-    expires = int(item.get("active_turn_expires", {}).get("N", "0"))
-    return turn if turn and expires > int(utcnow().timestamp()) else None
-
-
-def decode_message(item: Item) -> ChatMessage:
-    return ChatMessage.model_validate_json(item["body"]["S"])
 
 
 class SessionStore:
@@ -161,7 +98,7 @@ class SessionStore:
         except ClientError:
             raise
         except BotoCoreError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     @property
     def _db(self) -> DynamoDBClient:
@@ -170,7 +107,7 @@ class SessionStore:
     def _expires_at(self, now: datetime) -> dict[str, str] | None:
         if self._session_ttl_days <= 0:
             return None
-        return _n(int((now + timedelta(days=self._session_ttl_days)).timestamp()))
+        return n_attr(int((now + timedelta(days=self._session_ttl_days)).timestamp()))
 
     def _message_items(
         self, session_id: str, messages: Sequence[ChatMessage], first_seq: int, now: datetime
@@ -180,9 +117,14 @@ class SessionStore:
         for offset, message in enumerate(messages):
             seq = first_seq + offset
             body = message.model_copy(update={"seq": seq}).model_dump_json()
-            record: Item = {"PK": _s(pk(session_id)), "SK": _s(msg_sk(seq)), "seq": _n(seq), "body": _s(body)}
+            record: Item = {
+                "PK": s_attr(pk(session_id)),
+                "SK": s_attr(msg_sk(seq)),
+                "seq": n_attr(seq),
+                "body": s_attr(body),
+            }
             if message.status == "pending" and message.operation_id:
-                record["pending_op"] = _s(message.operation_id)
+                record["pending_op"] = s_attr(message.operation_id)
             if expires:
                 record["expires_at"] = expires
             items.append(
@@ -196,9 +138,9 @@ class SessionStore:
             )
             if message.client_message_id:
                 marker: Item = {
-                    "PK": _s(pk(session_id)),
-                    "SK": _s(CMID_PREFIX + message.client_message_id),
-                    "seq": _n(seq),
+                    "PK": s_attr(pk(session_id)),
+                    "SK": s_attr(CMID_PREFIX + message.client_message_id),
+                    "seq": n_attr(seq),
                 }
                 if expires:
                     marker["expires_at"] = expires
@@ -220,7 +162,7 @@ class SessionStore:
         found = await self._call(
             self._db.get_item,
             TableName=self.table_name,
-            Key={"PK": _s(pk(session_id)), "SK": _s(CMID_PREFIX + client_message_id)},
+            Key={"PK": s_attr(pk(session_id)), "SK": s_attr(CMID_PREFIX + client_message_id)},
             ConsistentRead=True,
         )
         item = found.get("Item")
@@ -251,11 +193,11 @@ class SessionStore:
             found = await self._call(
                 self._db.get_item,
                 TableName=self.table_name,
-                Key={"PK": _s(pk(session_id)), "SK": _s(META)},
+                Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
                 ConsistentRead=True,
             )
         except ClientError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         item = found.get("Item")
         if not item or "deleted_at" in item:
             return None
@@ -284,9 +226,9 @@ class SessionStore:
             "TableName": self.table_name,
             "KeyConditionExpression": "PK = :pk AND SK BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": _s(pk(session_id)),
-                ":first": _s(META),
-                ":last": _s(MSG_END),
+                ":pk": s_attr(pk(session_id)),
+                ":first": s_attr(META),
+                ":last": s_attr(MSG_END),
             },
             "ConsistentRead": True,
         }
@@ -299,7 +241,7 @@ class SessionStore:
                     return items
                 kwargs["ExclusiveStartKey"] = last
         except ClientError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def list_for_user(
         self,
@@ -316,7 +258,7 @@ class SessionStore:
             "TableName": self.table_name,
             "IndexName": BY_USER_INDEX,
             "KeyConditionExpression": "GSI1PK = :u",
-            "ExpressionAttributeValues": {":u": _s(user_pk(user_id))},
+            "ExpressionAttributeValues": {":u": s_attr(user_pk(user_id))},
             "ScanIndexForward": False,
             "Limit": limit,
         }
@@ -325,10 +267,10 @@ class SessionStore:
         if status:
             filters.append("#st = :st")
             names["#st"] = "status"
-            kwargs["ExpressionAttributeValues"][":st"] = _s(status)
+            kwargs["ExpressionAttributeValues"][":st"] = s_attr(status)
         if chat_type:
             filters.append("chat_type = :ct")
-            kwargs["ExpressionAttributeValues"][":ct"] = _s(chat_type)
+            kwargs["ExpressionAttributeValues"][":ct"] = s_attr(chat_type)
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
         if names:
@@ -336,10 +278,10 @@ class SessionStore:
         if start_after:
             updated, sid = start_after
             kwargs["ExclusiveStartKey"] = {
-                "PK": _s(pk(sid)),
-                "SK": _s(META),
-                "GSI1PK": _s(user_pk(user_id)),
-                "GSI1SK": _s(f"{updated}#{sid}"),
+                "PK": s_attr(pk(sid)),
+                "SK": s_attr(META),
+                "GSI1PK": s_attr(user_pk(user_id)),
+                "GSI1SK": s_attr(f"{updated}#{sid}"),
             }
         sessions: list[ChatSession] = []
         try:
@@ -356,7 +298,7 @@ class SessionStore:
                     break
                 kwargs["ExclusiveStartKey"] = last
         except ClientError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         tail = sessions[-1]
         return sessions, (iso(tail.updated_at), tail.session_id)
 
@@ -395,25 +337,25 @@ class SessionStore:
         session.created_at = session.updated_at = now
         usage = sum((m.usage for m in messages if m.usage), Usage())
         meta: Item = {
-            "PK": _s(pk(session.session_id)),
-            "SK": _s(META),
-            "session_id": _s(session.session_id),
-            "title": _s(session.title),
-            "chat_type": _s(session.chat_type),
-            "status": _s(session.status),
-            "metadata": _s(json.dumps(session.metadata, separators=(",", ":"))),
-            "created_at": _s(iso(now)),
-            "updated_at": _s(iso(now)),
-            "message_count": _n(len(messages)),
-            "version": _n(1),
-            "usage_prompt": _n(usage.prompt_tokens),
-            "usage_completion": _n(usage.completion_tokens),
-            "usage_total": _n(usage.total_tokens),
+            "PK": s_attr(pk(session.session_id)),
+            "SK": s_attr(META),
+            "session_id": s_attr(session.session_id),
+            "title": s_attr(session.title),
+            "chat_type": s_attr(session.chat_type),
+            "status": s_attr(session.status),
+            "metadata": s_attr(json.dumps(session.metadata, separators=(",", ":"))),
+            "created_at": s_attr(iso(now)),
+            "updated_at": s_attr(iso(now)),
+            "message_count": n_attr(len(messages)),
+            "version": n_attr(1),
+            "usage_prompt": n_attr(usage.prompt_tokens),
+            "usage_completion": n_attr(usage.completion_tokens),
+            "usage_total": n_attr(usage.total_tokens),
         }
         if session.user_id:
-            meta["user_id"] = _s(session.user_id)
-            meta["GSI1PK"] = _s(user_pk(session.user_id))
-            meta["GSI1SK"] = _s(f"{iso(now)}#{session.session_id}")
+            meta["user_id"] = s_attr(session.user_id)
+            meta["GSI1PK"] = s_attr(user_pk(session.user_id))
+            meta["GSI1SK"] = s_attr(f"{iso(now)}#{session.session_id}")
         expires = self._expires_at(now)
         if expires:
             meta["expires_at"] = expires
@@ -430,12 +372,12 @@ class SessionStore:
         try:
             await self._transact(items)
         except ClientError as exc:
-            reasons = _reasons(exc)
+            reasons = cancellation_reasons(exc)
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 raise Conflict("a session with this id exists or was deleted") from exc
-            if _error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
+            if error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
                 await self._raise_duplicate(session.session_id, messages, reasons)
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         for seq, message in enumerate(messages, start=1):
             message.seq = seq
         session.message_count = len(messages)
@@ -477,13 +419,13 @@ class SessionStore:
 
     async def _after_failed_append(self, session: ChatSession, messages: list[ChatMessage], exc: ClientError) -> None:
         """Raise for failures that a retry cannot fix; return for a lost race."""
-        code = _error_code(exc)
+        code = error_code(exc)
         if code != "TransactionCanceledException":
-            raise _translate(exc) from exc
-        reasons = _reasons(exc)
+            raise translate(exc) from exc
+        reasons = cancellation_reasons(exc)
         await self._raise_duplicate(session.session_id, messages, reasons)
         if any(reason not in ("None", "ConditionalCheckFailed", "TransactionConflict") for reason in reasons):
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     def _append_items(
         self,
@@ -496,24 +438,24 @@ class SessionStore:
     ) -> list[TransactWriteItemTypeDef]:
         usage = sum((m.usage for m in messages if m.usage), Usage())
         values: Item = {
-            ":v": _n(expected_version),
-            ":one": _n(1),
-            ":count": _n(first_seq - 1 + len(messages)),
-            ":now": _s(iso(now)),
-            ":up": _n(usage.prompt_tokens),
-            ":uc": _n(usage.completion_tokens),
-            ":ut": _n(usage.total_tokens),
+            ":v": n_attr(expected_version),
+            ":one": n_attr(1),
+            ":count": n_attr(first_seq - 1 + len(messages)),
+            ":now": s_attr(iso(now)),
+            ":up": n_attr(usage.prompt_tokens),
+            ":uc": n_attr(usage.completion_tokens),
+            ":ut": n_attr(usage.total_tokens),
         }
         names = {"#v": "version"}
         sets = ["#v = #v + :one", "message_count = :count", "updated_at = :now"]
         if session.user_id:
-            values[":gsk"] = _s(f"{iso(now)}#{session.session_id}")
+            values[":gsk"] = s_attr(f"{iso(now)}#{session.session_id}")
             sets.append("GSI1SK = :gsk")
         for field, value in session.changed_fields().items():
             token = f":f_{field}"
             names[f"#f_{field}"] = field
             sets.append(f"#f_{field} = {token}")
-            values[token] = _s(json.dumps(value, separators=(",", ":")) if field == "metadata" else str(value))
+            values[token] = s_attr(json.dumps(value, separators=(",", ":")) if field == "metadata" else str(value))
         expires = self._expires_at(now)
         if expires:
             values[":exp"] = expires
@@ -522,13 +464,13 @@ class SessionStore:
         condition = "attribute_exists(PK) AND attribute_not_exists(deleted_at) AND #v = :v"
         if turn is not None:
             condition += " AND active_turn_id = :turn"
-            values[":turn"] = _s(turn.turn_id)
+            values[":turn"] = s_attr(turn.turn_id)
             if turn.release:
                 update += " REMOVE active_turn_id, active_turn_expires"
         meta_update: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self.table_name,
-                "Key": {"PK": _s(pk(session.session_id)), "SK": _s(META)},
+                "Key": {"PK": s_attr(pk(session.session_id)), "SK": s_attr(META)},
                 "UpdateExpression": update,
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
@@ -543,17 +485,22 @@ class SessionStore:
         """Take the session's turn lease (one conditional write). Raises ``NotFound`` (missing, deleted, another
         user's) or ``TurnInProgress`` (an unexpired lease is held). Returns META as updated."""
         now = int(utcnow().timestamp())
-        values: Item = {":one": _n(1), ":turn": _s(turn_id), ":exp": _n(now + lease_seconds), ":now": _n(now)}
+        values: Item = {
+            ":one": n_attr(1),
+            ":turn": s_attr(turn_id),
+            ":exp": n_attr(now + lease_seconds),
+            ":now": n_attr(now),
+        }
         condition = "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
         if owner is not None:
             condition += " AND user_id = :owner"
-            values[":owner"] = _s(owner)
+            values[":owner"] = s_attr(owner)
         free = "(attribute_not_exists(active_turn_id) OR active_turn_expires < :now)"
         try:
             result = await self._call(
                 self._db.update_item,
                 TableName=self.table_name,
-                Key={"PK": _s(pk(session_id)), "SK": _s(META)},
+                Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
                 UpdateExpression="SET #v = #v + :one, active_turn_id = :turn, active_turn_expires = :exp",
                 ConditionExpression=f"{condition} AND {free}",
                 ExpressionAttributeNames={"#v": "version"},
@@ -562,8 +509,8 @@ class SessionStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise _translate(exc) from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
             await self._lease_refused(session_id, owner, exc.response.get("Item"))  # type: ignore[arg-type]
             raise
         return decode_meta(result["Attributes"])
@@ -588,7 +535,7 @@ class SessionStore:
             "SET #v = #v + :one REMOVE active_turn_id, active_turn_expires",
             "active_turn_id = :turn",
             {"#v": "version"},
-            {":one": _n(1), ":turn": _s(turn_id)},
+            {":one": n_attr(1), ":turn": s_attr(turn_id)},
         )
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
@@ -599,7 +546,7 @@ class SessionStore:
             "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
             " AND (attribute_not_exists(summary_seq) OR summary_seq < :q)",
             {"#v": "version"},
-            {":s": _s(summary), ":q": _n(seq), ":one": _n(1)},
+            {":s": s_attr(summary), ":q": n_attr(seq), ":one": n_attr(1)},
         )
 
     async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
@@ -612,29 +559,31 @@ class SessionStore:
             {
                 "Update": {
                     "TableName": self.table_name,
-                    "Key": {"PK": _s(pk(session_id)), "SK": _s(msg_sk(seq))},
+                    "Key": {"PK": s_attr(pk(session_id)), "SK": s_attr(msg_sk(seq))},
                     "UpdateExpression": "SET body = :body REMOVE pending_op",
                     "ConditionExpression": "pending_op = :op",
-                    "ExpressionAttributeValues": {":body": _s(body), ":op": _s(message.operation_id)},
+                    "ExpressionAttributeValues": {":body": s_attr(body), ":op": s_attr(message.operation_id)},
                 }
             },
             {
                 "Update": {
                     "TableName": self.table_name,
-                    "Key": {"PK": _s(pk(session_id)), "SK": _s(META)},
+                    "Key": {"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
                     "UpdateExpression": "SET #v = #v + :one",
                     "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleted_at)",
                     "ExpressionAttributeNames": {"#v": "version"},
-                    "ExpressionAttributeValues": {":one": _n(1)},
+                    "ExpressionAttributeValues": {":one": n_attr(1)},
                 }
             },
         ]
         try:
             await self._transact(items)
         except ClientError as exc:
-            if _error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in _reasons(exc):
+            if error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in cancellation_reasons(
+                exc
+            ):
                 return None
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         meta = await self.load_meta(session_id)
         return meta.version if meta else None
 
@@ -643,26 +592,26 @@ class SessionStore:
     ) -> ChatSession | None:
         """Set META fields (title, chat_type, status, metadata); None when missing, deleted or not ``owner``'s."""
         names = {"#v": "version"}
-        values: Item = {":one": _n(1)}
+        values: Item = {":one": n_attr(1)}
         sets = ["#v = #v + :one"]
         for field, value in changes.items():
             names[f"#{field}"] = field
-            values[f":{field}"] = _s(json.dumps(value, separators=(",", ":")) if field == "metadata" else value)
+            values[f":{field}"] = s_attr(json.dumps(value, separators=(",", ":")) if field == "metadata" else value)
             sets.append(f"#{field} = :{field}")
         condition = "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
         if owner is not None:
             condition += " AND user_id = :owner"
-            values[":owner"] = _s(owner)
+            values[":owner"] = s_attr(owner)
         return await self._update_meta(session_id, "SET " + ", ".join(sets), condition, names, values)
 
     async def assign_owner(self, session_id: str, user_id: str) -> ChatSession | None:
         """Give an anonymous session to ``user_id``; None if missing, deleted or owned by someone else."""
         now = iso(utcnow())
         values: Item = {
-            ":one": _n(1),
-            ":owner": _s(user_id),
-            ":gpk": _s(user_pk(user_id)),
-            ":gsk": _s(f"{now}#{session_id}"),
+            ":one": n_attr(1),
+            ":owner": s_attr(user_id),
+            ":gpk": s_attr(user_pk(user_id)),
+            ":gsk": s_attr(f"{now}#{session_id}"),
         }
         return await self._update_meta(
             session_id,
@@ -680,7 +629,7 @@ class SessionStore:
             result = await self._call(
                 self._db.update_item,
                 TableName=self.table_name,
-                Key={"PK": _s(pk(session_id)), "SK": _s(META)},
+                Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
@@ -688,9 +637,9 @@ class SessionStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return None
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         return decode_meta(result["Attributes"])
 
     async def delete(
@@ -708,18 +657,18 @@ class SessionStore:
         """
         now = utcnow()
         values: Item = {
-            ":now": _s(iso(now)),
-            ":exp": _n(int((now + timedelta(days=TOMBSTONE_DAYS)).timestamp())),
+            ":now": s_attr(iso(now)),
+            ":exp": n_attr(int((now + timedelta(days=TOMBSTONE_DAYS)).timestamp())),
         }
         condition = "attribute_exists(PK)"
         if owner is not None:
             condition += " AND user_id = :owner"
-            values[":owner"] = _s(owner)
+            values[":owner"] = s_attr(owner)
         try:
             result = await self._call(
                 self._db.update_item,
                 TableName=self.table_name,
-                Key={"PK": _s(pk(session_id)), "SK": _s(META)},
+                Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
                 UpdateExpression="SET deleted_at = if_not_exists(deleted_at, :now), expires_at = :exp "
                 "REMOVE GSI1PK, GSI1SK, title, metadata",
                 ConditionExpression=condition,
@@ -727,9 +676,9 @@ class SessionStore:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         if before_sweep is not None:  # e.g. stop running operations (their markers are swept next)
             await before_sweep(session_id)
         await self._sweep(session_id)
@@ -739,7 +688,7 @@ class SessionStore:
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "PK = :pk",
-            "ExpressionAttributeValues": {":pk": _s(pk(session_id))},
+            "ExpressionAttributeValues": {":pk": s_attr(pk(session_id))},
             "ProjectionExpression": "PK, SK",
             "ConsistentRead": True,
         }
@@ -754,7 +703,7 @@ class SessionStore:
                     return
                 kwargs["ExclusiveStartKey"] = last
         except ClientError as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def _batch_delete(self, keys: list[Item]) -> None:
         requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys]
