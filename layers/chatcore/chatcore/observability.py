@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 NAMESPACE = "ChatBackend"
 
@@ -18,4 +19,8 @@ tracer = Tracer()
 
 
 def count(name: str, value: int = 1) -> None:
+    # Powertools honours POWERTOOLS_METRICS_DISABLED when it flushes, but not in the automatic flush after 100
+    # values of one metric, which then prints to stdout: respect the switch here too.
+    if is_metrics_disabled():
+        return
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
