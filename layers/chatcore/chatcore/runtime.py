@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 from typing import Any
 
@@ -15,7 +15,7 @@ from chatcore.llm import LLM
 from chatcore.operations import Operations
 from chatcore.replay import ReplayLog
 from chatcore.sessions import SessionService, default_service
-from chatcore.stream import ProtocolProfile
+from chatcore.stream import ProtocolProfile, StreamEvent
 from chatcore.tools import ToolRegistry
 from chatcore.turns import ChatDeps, ChatEngine
 
@@ -87,3 +87,14 @@ def run_step(step: Callable[[ChatEngine, dict[str, Any]], Awaitable[dict[str, An
             await engine.deps.llm.aclose()
 
     return asyncio.run(run())
+
+
+async def stream_chat_completion(
+    session_id: str, message: str, user_id: str | None = None, *, client_message_id: str | None = None
+) -> AsyncIterator[StreamEvent]:
+    """The design documents' entry point: one chat turn as an async generator of stream events
+    (``StreamStart`` … ``StreamFinish``); when it ends, the session holds the turn's messages and usage."""
+    async for event in default_engine().stream_chat_completion(
+        session_id, message, user_id, client_message_id=client_message_id
+    ):
+        yield event

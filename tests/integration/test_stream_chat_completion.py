@@ -1,0 +1,65 @@
+"""`stream_chat_completion(session_id, message, user_id=...)`, in-process, with the event classes the design names."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore.config import Settings
+from chatcore.models import ChatSession
+from chatcore.runtime import build_engine
+from chatcore.sessions import build_service
+from chatcore.stream import (
+    StreamData,
+    StreamFinish,
+    StreamFinishStep,
+    StreamStart,
+    StreamStartStep,
+    StreamTextDelta,
+    StreamTextEnd,
+    StreamTextStart,
+    StreamToolInputAvailable,
+    StreamToolInputStart,
+    StreamToolOutputAvailable,
+)
+from local.offline_llm import OfflineLLM
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_stream_chat_completion_yields_the_named_events_and_persists(settings: Settings):
+    with OfflineLLM() as llm:
+        config = Settings(**{**settings.__dict__, "llm_base_url": llm.base_url, "llm_api_key": "offline"})
+        service = build_service(config)
+        engine = build_engine(config, service)
+        try:
+            session = await service.upsert_chat_session(ChatSession.new("alice"))
+            events = [
+                e
+                async for e in engine.stream_chat_completion(
+                    session.session_id, 'What is 7*6? [[tool:calculator {"expression": "7*6"}]]', "alice"
+                )
+            ]
+            kinds = [type(e) for e in events]
+            assert kinds[0] is StreamStart and kinds[-1] is StreamFinish
+            for expected in (
+                StreamStartStep,
+                StreamToolInputStart,
+                StreamToolInputAvailable,
+                StreamToolOutputAvailable,
+                StreamTextStart,
+                StreamTextDelta,
+                StreamTextEnd,
+                StreamFinishStep,
+                StreamData,
+            ):
+                assert expected in kinds, expected
+            text = "".join(e.delta for e in events if isinstance(e, StreamTextDelta))
+            stored = await service.get_chat_session(session.session_id, "alice")
+            assert stored is not None
+            assert [m.role for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
+            assert stored.messages[-1].content == text
+            assert stored.usage.total_tokens > 0 and stored.usage == stored.messages[-1].usage
+            assert stored.title  # generated and stored with the turn
+        finally:
+            await engine.aclose()
+            await service.aclose()
