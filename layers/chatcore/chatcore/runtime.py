@@ -17,7 +17,8 @@ from chatcore.replay import ReplayLog
 from chatcore.sessions import SessionService, default_service
 from chatcore.stream import ProtocolProfile, StreamEvent
 from chatcore.tools import ToolRegistry
-from chatcore.turns import ChatDeps, ChatEngine
+from chatcore.turn_types import ChatDeps
+from chatcore.turns import ChatEngine
 
 SYSTEM_PROMPT_TTL_SECONDS = 300.0
 

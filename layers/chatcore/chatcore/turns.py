@@ -20,23 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from chatcore.config import Settings
 from chatcore.context import build_context
 from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInProgress
-from chatcore.llm import LLM, Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
-from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage, new_id
+from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
+from chatcore.models import ChatMessage, ChatSession, Usage, new_id
 from chatcore.observability import logger
-from chatcore.operations import Operation, Operations, operation_id_for
-from chatcore.replay import ReplayLog, TurnChannel
-from chatcore.sessions import SessionService
+from chatcore.replay import TurnChannel
 from chatcore.store import TurnGuard
 from chatcore.stream import (
-    ProtocolProfile,
     StreamData,
     StreamError,
     StreamEvent,
@@ -47,14 +41,10 @@ from chatcore.stream import (
     StreamTextDelta,
     StreamTextEnd,
     StreamTextStart,
-    StreamToolInputAvailable,
-    StreamToolInputDelta,
-    StreamToolInputStart,
-    StreamToolOutputAvailable,
-    StreamToolOutputError,
     encode_json,
 )
-from chatcore.tools import ToolContext, ToolRegistry
+from chatcore.tool_rounds import PendingCall, ToolRounds
+from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
 ERROR_TEXT = "The assistant could not finish this reply. Please try again."
 TITLE_PROMPT = (
@@ -62,47 +52,6 @@ TITLE_PROMPT = (
     "Answer with the title only, no quotes."
 )
 CANCEL_POLL_SECONDS = 0.5
-
-
-@dataclass
-class ChatDeps:
-    settings: Settings
-    sessions: SessionService
-    llm: LLM
-    tools: ToolRegistry
-    replay: ReplayLog
-    system_prompt: Callable[[], str]
-    profile: ProtocolProfile = field(default_factory=ProtocolProfile)
-    operations: Operations | None = None
-
-
-@dataclass
-class TurnHandle:
-    """A running turn of this process: listen to ``channel`` for its events."""
-
-    session_id: str
-    turn_id: str
-    channel: TurnChannel
-    accepted: asyncio.Future[None]
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    depth: int = 0  # how many background operations led to this turn
-
-
-@dataclass(frozen=True)
-class ExistingTurn:
-    """A resent message whose turn already exists: replay that turn's log instead of starting another."""
-
-    session_id: str
-    turn_id: str
-
-
-@dataclass
-class _Call:
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-    announced: bool = False
 
 
 class _Prefetch:
@@ -150,16 +99,10 @@ def clean_title(raw: str) -> str:
     return title[:80]
 
 
-def _parse_input(arguments: str) -> Any:
-    try:
-        return json.loads(arguments or "{}")
-    except json.JSONDecodeError:
-        return arguments
-
-
 class ChatEngine:
     def __init__(self, deps: ChatDeps) -> None:
         self.deps = deps
+        self.rounds = ToolRounds(deps)
         self.running: dict[str, TurnHandle] = {}
 
     # -- entry points ---------------------------------------------------------------------------------------
@@ -385,7 +328,7 @@ class ChatEngine:
                 publish(StreamStartStep())
                 text_id: str | None = None
                 text = ""
-                calls: dict[int, _Call] = {}
+                calls: dict[int, PendingCall] = {}
                 failed: LLMError | None = None
                 try:
                     async for delta in stream:
@@ -398,7 +341,7 @@ class ChatEngine:
                             text += delta.text
                             publish(StreamTextDelta(id=text_id, delta=delta.text))
                         elif isinstance(delta, ToolCallDelta):
-                            self._on_tool_delta(calls.setdefault(delta.index, _Call()), delta, publish)
+                            self.rounds.on_tool_delta(calls.setdefault(delta.index, PendingCall()), delta, publish)
                         elif isinstance(delta, Finished):
                             usage = usage + (delta.usage or Usage())
                             finish_reason = (
@@ -447,7 +390,7 @@ class ChatEngine:
                     break
                 rounds += 1
                 over_limit = rounds > deps.settings.max_tool_rounds
-                assistant, results = await self._run_tools(handle, session, text, ready, user_id, over_limit)
+                assistant, results = await self.rounds.run_tools(handle, session, text, ready, user_id, over_limit)
                 session.messages += [assistant, *results]
                 pending = [r for r in results if r.status == "pending"]
                 # A long-running tool ends the turn: its result arrives later, with a continuation turn.
@@ -460,7 +403,7 @@ class ChatEngine:
                 )
                 released = last_round
                 for message in pending:
-                    await self._start_operation(handle, session, message, user_id)
+                    await self.rounds.start_operation(handle, session, message, user_id)
                 publish(StreamFinishStep())
                 if last_round:
                     break
@@ -489,148 +432,6 @@ class ChatEngine:
                     with contextlib.suppress(ChatError):
                         await deps.sessions.update_session_title(session.session_id, late)
         publish(StreamFinish(finish_reason=finish_reason))
-
-    def _on_tool_delta(self, call: _Call, delta: ToolCallDelta, publish: Callable[[StreamEvent], None]) -> None:
-        call.id = call.id or delta.id
-        call.name = call.name or delta.name
-        call.arguments += delta.arguments
-        if not call.announced and call.id and call.name:
-            call.announced = True
-            publish(StreamToolInputStart(tool_call_id=call.id, tool_name=call.name))
-            if call.arguments:
-                publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=call.arguments))
-        elif call.announced and call.id and delta.arguments:
-            publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=delta.arguments))
-
-    async def _run_tools(
-        self,
-        handle: TurnHandle,
-        session: ChatSession,
-        text: str,
-        calls: list[_Call],
-        user_id: str | None,
-        over_limit: bool,
-    ) -> tuple[ChatMessage, list[ChatMessage]]:
-        publish = handle.channel.publish
-        tool_calls = [
-            ToolCall(id=c.id or "", function=ToolCallFunction(name=c.name or "", arguments=c.arguments or "{}"))
-            for c in calls
-        ]
-        assistant = ChatMessage(role="assistant", content=text or None, tool_calls=tool_calls, turn_id=handle.turn_id)
-        ctx = ToolContext(user_id, session.session_id, {"sessions": self.deps.sessions})
-        results: list[ChatMessage] = []
-        for call in tool_calls:
-            name, call_id = call.function.name, call.id
-            publish(
-                StreamToolInputAvailable(
-                    tool_call_id=call_id, tool_name=name, input=_parse_input(call.function.arguments)
-                )
-            )
-            tool = self.deps.tools.get(name)
-            if tool is not None and tool.kind != "sync" and not over_limit:
-                results.append(self._pending_message(handle, session, call_id, name))
-                continue
-            if over_limit:
-                result_ok, output = False, {"error": "tool call limit reached for this reply"}
-            else:
-                result = await self.deps.tools.run(name, call.function.arguments, ctx)
-                result_ok, output = result.ok, result.output
-            if result_ok:
-                publish(StreamToolOutputAvailable(tool_call_id=call_id, output=output))
-            else:
-                publish(StreamToolOutputError(tool_call_id=call_id, error_text=str(output.get("error", "tool failed"))))
-            content = json.dumps(output, ensure_ascii=False, default=str)
-            results.append(
-                ChatMessage(
-                    role="tool",
-                    tool_call_id=call_id,
-                    name=name,
-                    content=content,
-                    status="complete" if result_ok else "error",
-                    turn_id=handle.turn_id,
-                )
-            )
-        return assistant, results
-
-    def _pending_message(self, handle: TurnHandle, session: ChatSession, call_id: str, name: str) -> ChatMessage:
-        """The tool message a long-running call gets until its result arrives (or an error result at once when
-        operations cannot run here or the chain of operations is too deep)."""
-        operations = self.deps.operations
-        if operations is None or not operations.enabled:
-            error = "long-running tools are not available in this deployment"
-        elif handle.depth >= self.deps.settings.max_operation_depth:
-            error = "too many background operations in a row; answer without starting another"
-        else:
-            op_id = operation_id_for(session.session_id, call_id)
-            content = json.dumps({"status": "running", "operation_id": op_id})
-            return ChatMessage(
-                role="tool",
-                tool_call_id=call_id,
-                name=name,
-                content=content,
-                status="pending",
-                turn_id=handle.turn_id,
-                operation_id=op_id,
-            )
-        handle.channel.publish(StreamToolOutputError(tool_call_id=call_id, error_text=error))
-        return ChatMessage(
-            role="tool",
-            tool_call_id=call_id,
-            name=name,
-            content=json.dumps({"error": error}),
-            status="error",
-            turn_id=handle.turn_id,
-        )
-
-    async def _start_operation(
-        self, handle: TurnHandle, session: ChatSession, message: ChatMessage, user_id: str | None
-    ) -> None:
-        operations = self.deps.operations
-        if operations is None or not message.operation_id or not message.seq:
-            raise ValueError("not a stored pending tool message")
-        call = next(c for m in session.messages if m.tool_calls for c in m.tool_calls if c.id == message.tool_call_id)
-        kind = self.deps.tools.get(call.function.name)
-        operation = Operation(
-            operation_id=message.operation_id,
-            session_id=session.session_id,
-            user_id=user_id,
-            tool_name=call.function.name,
-            tool_call_id=call.id,
-            arguments=call.function.arguments,
-            kind="callback" if kind is not None and kind.kind == "callback" else "long_running",
-            seq=message.seq,
-            depth=handle.depth + 1,
-        )
-        try:
-            started = await operations.start(operation)
-        except ChatError as exc:
-            logger.warning("operation not started", operation_id=operation.operation_id, error=exc.message)
-            error = "the background job could not be started; try again later"
-            failed = message.model_copy(
-                update={
-                    "status": "error",
-                    "content": json.dumps({"error": error}),
-                    "operation_id": message.operation_id,
-                }
-            )
-            await self.deps.sessions.store.replace_pending(session.session_id, message.seq, failed)
-            await self.deps.sessions.cache.invalidate(session.session_id)
-            handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))
-            return
-        handle.channel.publish(
-            StreamData.of(
-                "operation",
-                {
-                    "operation_id": started.operation_id,
-                    "session_id": session.session_id,
-                    "tool_call_id": call.id,
-                    "tool_name": call.function.name,
-                    "kind": started.kind,
-                    "status": "running",
-                },
-                id=started.operation_id,
-            )
-        )
 
     async def _release(self, handle: TurnHandle) -> None:
         with contextlib.suppress(ChatError):

@@ -31,7 +31,8 @@ from chatcore.errors import BadRequest, NotFound, ValidationFailed
 from chatcore.models import is_valid_session_id
 from chatcore.replay import ReplayLog
 from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
-from chatcore.turns import ChatEngine, ExistingTurn, TurnHandle
+from chatcore.turn_types import ExistingTurn, TurnHandle
+from chatcore.turns import ChatEngine
 from chatcore.web.errors import EXCEPTION_HANDLERS
 from chatcore.web.inputs import parse_model, read_json, session_id_param
 

@@ -1,0 +1,188 @@
+"""One tool round of a chat turn: the LLM's tool calls as they stream in, running sync tools, and handing
+long-running / callback tools to a background operation (a pending tool message now, the result later)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chatcore.errors import ChatError
+from chatcore.llm import ToolCallDelta
+from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction
+from chatcore.observability import logger
+from chatcore.operations import Operation, operation_id_for
+from chatcore.stream import (
+    StreamData,
+    StreamEvent,
+    StreamToolInputAvailable,
+    StreamToolInputDelta,
+    StreamToolInputStart,
+    StreamToolOutputAvailable,
+    StreamToolOutputError,
+)
+from chatcore.tools import ToolContext
+from chatcore.turn_types import ChatDeps, TurnHandle
+
+
+@dataclass
+class PendingCall:
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    announced: bool = False
+
+
+def parse_input(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return arguments
+
+
+class ToolRounds:
+    def __init__(self, deps: ChatDeps) -> None:
+        self.deps = deps
+
+    def on_tool_delta(self, call: PendingCall, delta: ToolCallDelta, publish: Callable[[StreamEvent], None]) -> None:
+        call.id = call.id or delta.id
+        call.name = call.name or delta.name
+        call.arguments += delta.arguments
+        if not call.announced and call.id and call.name:
+            call.announced = True
+            publish(StreamToolInputStart(tool_call_id=call.id, tool_name=call.name))
+            if call.arguments:
+                publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=call.arguments))
+        elif call.announced and call.id and delta.arguments:
+            publish(StreamToolInputDelta(tool_call_id=call.id, input_text_delta=delta.arguments))
+
+    async def run_tools(
+        self,
+        handle: TurnHandle,
+        session: ChatSession,
+        text: str,
+        calls: list[PendingCall],
+        user_id: str | None,
+        over_limit: bool,
+    ) -> tuple[ChatMessage, list[ChatMessage]]:
+        publish = handle.channel.publish
+        tool_calls = [
+            ToolCall(id=c.id or "", function=ToolCallFunction(name=c.name or "", arguments=c.arguments or "{}"))
+            for c in calls
+        ]
+        assistant = ChatMessage(role="assistant", content=text or None, tool_calls=tool_calls, turn_id=handle.turn_id)
+        ctx = ToolContext(user_id, session.session_id, {"sessions": self.deps.sessions})
+        results: list[ChatMessage] = []
+        for call in tool_calls:
+            name, call_id = call.function.name, call.id
+            publish(
+                StreamToolInputAvailable(
+                    tool_call_id=call_id, tool_name=name, input=parse_input(call.function.arguments)
+                )
+            )
+            tool = self.deps.tools.get(name)
+            if tool is not None and tool.kind != "sync" and not over_limit:
+                results.append(self._pending_message(handle, session, call_id, name))
+                continue
+            if over_limit:
+                result_ok, output = False, {"error": "tool call limit reached for this reply"}
+            else:
+                result = await self.deps.tools.run(name, call.function.arguments, ctx)
+                result_ok, output = result.ok, result.output
+            if result_ok:
+                publish(StreamToolOutputAvailable(tool_call_id=call_id, output=output))
+            else:
+                publish(StreamToolOutputError(tool_call_id=call_id, error_text=str(output.get("error", "tool failed"))))
+            content = json.dumps(output, ensure_ascii=False, default=str)
+            results.append(
+                ChatMessage(
+                    role="tool",
+                    tool_call_id=call_id,
+                    name=name,
+                    content=content,
+                    status="complete" if result_ok else "error",
+                    turn_id=handle.turn_id,
+                )
+            )
+        return assistant, results
+
+    def _pending_message(self, handle: TurnHandle, session: ChatSession, call_id: str, name: str) -> ChatMessage:
+        """The tool message a long-running call gets until its result arrives (or an error result at once when
+        operations cannot run here or the chain of operations is too deep)."""
+        operations = self.deps.operations
+        if operations is None or not operations.enabled:
+            error = "long-running tools are not available in this deployment"
+        elif handle.depth >= self.deps.settings.max_operation_depth:
+            error = "too many background operations in a row; answer without starting another"
+        else:
+            op_id = operation_id_for(session.session_id, call_id)
+            content = json.dumps({"status": "running", "operation_id": op_id})
+            return ChatMessage(
+                role="tool",
+                tool_call_id=call_id,
+                name=name,
+                content=content,
+                status="pending",
+                turn_id=handle.turn_id,
+                operation_id=op_id,
+            )
+        handle.channel.publish(StreamToolOutputError(tool_call_id=call_id, error_text=error))
+        return ChatMessage(
+            role="tool",
+            tool_call_id=call_id,
+            name=name,
+            content=json.dumps({"error": error}),
+            status="error",
+            turn_id=handle.turn_id,
+        )
+
+    async def start_operation(
+        self, handle: TurnHandle, session: ChatSession, message: ChatMessage, user_id: str | None
+    ) -> None:
+        operations = self.deps.operations
+        if operations is None or not message.operation_id or not message.seq:
+            raise ValueError("not a stored pending tool message")
+        call = next(c for m in session.messages if m.tool_calls for c in m.tool_calls if c.id == message.tool_call_id)
+        kind = self.deps.tools.get(call.function.name)
+        operation = Operation(
+            operation_id=message.operation_id,
+            session_id=session.session_id,
+            user_id=user_id,
+            tool_name=call.function.name,
+            tool_call_id=call.id,
+            arguments=call.function.arguments,
+            kind="callback" if kind is not None and kind.kind == "callback" else "long_running",
+            seq=message.seq,
+            depth=handle.depth + 1,
+        )
+        try:
+            started = await operations.start(operation)
+        except ChatError as exc:
+            logger.warning("operation not started", operation_id=operation.operation_id, error=exc.message)
+            error = "the background job could not be started; try again later"
+            failed = message.model_copy(
+                update={
+                    "status": "error",
+                    "content": json.dumps({"error": error}),
+                    "operation_id": message.operation_id,
+                }
+            )
+            await self.deps.sessions.store.replace_pending(session.session_id, message.seq, failed)
+            await self.deps.sessions.cache.invalidate(session.session_id)
+            handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))
+            return
+        handle.channel.publish(
+            StreamData.of(
+                "operation",
+                {
+                    "operation_id": started.operation_id,
+                    "session_id": session.session_id,
+                    "tool_call_id": call.id,
+                    "tool_name": call.function.name,
+                    "kind": started.kind,
+                    "status": "running",
+                },
+                id=started.operation_id,
+            )
+        )

@@ -1,0 +1,48 @@
+"""The shapes the chat turn modules share: dependencies, a running turn's handle, an existing turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chatcore.config import Settings
+from chatcore.llm import LLM
+from chatcore.operations import Operations
+from chatcore.replay import ReplayLog, TurnChannel
+from chatcore.sessions import SessionService
+from chatcore.stream import ProtocolProfile
+from chatcore.tools import ToolRegistry
+
+
+@dataclass
+class ChatDeps:
+    settings: Settings
+    sessions: SessionService
+    llm: LLM
+    tools: ToolRegistry
+    replay: ReplayLog
+    system_prompt: Callable[[], str]
+    profile: ProtocolProfile = field(default_factory=ProtocolProfile)
+    operations: Operations | None = None
+
+
+@dataclass
+class TurnHandle:
+    """A running turn of this process: listen to ``channel`` for its events."""
+
+    session_id: str
+    turn_id: str
+    channel: TurnChannel
+    accepted: asyncio.Future[None]
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    depth: int = 0  # how many background operations led to this turn
+
+
+@dataclass(frozen=True)
+class ExistingTurn:
+    """A resent message whose turn already exists: replay that turn's log instead of starting another."""
+
+    session_id: str
+    turn_id: str
