@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import httpx
 import openai
 
+from bench.cold_import import import_once
 from chatcore import cache as cache_module
 from chatcore import llm as llm_module
 from chatcore.aws import dynamodb_client, reset_clients
@@ -50,29 +50,12 @@ HANDLERS = {
 }
 IMPORT_RUNS = 15
 WARMUP = 3
-SUBPROCESS_TIMEOUT = 120.0
 TURN_TIMEOUT = 60.0
 IDLE_TIMEOUT = 30.0
 # No "time"/"clock"/"calculate" words: the offline model would answer with a tool call instead of text.
 PROMPT = "Tell me something interesting about lighthouses and the people who kept them running"
 SESSION_TITLE = "Benchmark session"
 USER = "bench-user"
-
-# Runs in a fresh interpreter; argv[1] is "handler" or "baseline", argv[2] the handler path, argv[3] a module name.
-_IMPORT_SCRIPT = """
-import importlib.util, json, sys, time
-mode, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
-start = time.perf_counter()
-if mode == "handler":
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-else:
-    import boto3
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "openai": "openai" in sys.modules}))
-"""
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -555,19 +538,7 @@ def measure_stack(args: argparse.Namespace) -> tuple[LatencyResult, list[TurnRou
 
 
 def _import_once(mode: str, path: str, name: str, env: dict[str, str]) -> tuple[float, bool]:
-    proc = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT, mode, path, name],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} import of {name} failed (exit {proc.returncode}):\n{proc.stderr}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return float(result["seconds"]), bool(result["openai"])
+    return import_once(mode, path, name, env)
 
 
 def measure_import(runs: int) -> ImportResult:

@@ -12,7 +12,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 import boto3
 
+from bench.cold_import import import_once
 from chatcore.aws import reset_clients
 from chatcore.config import Settings
 from chatcore.models import ChatMessage, ChatSession, Role
@@ -37,23 +37,6 @@ HANDLER = ROOT / "functions" / "sessions" / "app.py"
 SIZES = (10, 100, 1_000)
 CONTENT_CHARS = 200
 WARMUP = 3
-SUBPROCESS_TIMEOUT = 120.0
-
-# Runs in a fresh interpreter; argv[1] is "handler" or "baseline", argv[2] the handler path.
-_IMPORT_SCRIPT = """
-import importlib.util, json, sys, time
-mode, path = sys.argv[1], sys.argv[2]
-start = time.perf_counter()
-if mode == "handler":
-    spec = importlib.util.spec_from_file_location("sessions_app", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sessions_app"] = module
-    spec.loader.exec_module(module)
-else:
-    import boto3
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "openai": "openai" in sys.modules}))
-"""
 
 
 @dataclass
@@ -81,19 +64,7 @@ class LoadResult:
 
 
 def _import_once(mode: str, env: dict[str, str]) -> tuple[float, bool]:
-    proc = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT, mode, str(HANDLER)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} import failed (exit {proc.returncode}):\n{proc.stderr}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return float(result["seconds"]), bool(result["openai"])
+    return import_once(mode, str(HANDLER), "sessions_app", env)
 
 
 def measure_import(runs: int) -> ImportResult:

@@ -35,9 +35,9 @@ from chatcore.errors import ValidationFailed
 from chatcore.runtime import build_engine
 from chatcore.sessions import SessionService, build_service
 from chatcore.turns import ChatEngine
+from chatcore.web.api import json_api
 from chatcore.web.callback_app import create_callback_app
 from chatcore.web.chat_app import create_chat_app
-from chatcore.web.errors import EXCEPTION_HANDLERS
 from chatcore.web.inputs import read_json
 from chatcore.web.sessions_app import create_sessions_app
 from local.handlers import load_handler_module
@@ -221,15 +221,14 @@ class LocalStack:
             return JSONResponse({"token": jwt.encode(claims, settings.jwt_secret, algorithm="HS256")})
 
         # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON).
-        app = Starlette(
-            routes=[
+        return json_api(
+            [
                 *web_routes(),
                 Route("/dev/token", dev_token, methods=["POST"]),
                 *sessions.router.routes,
                 *callback_routes,
                 *chat_routes,
             ],
-            exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
                 Middleware(
                     CORSMiddleware,
@@ -239,8 +238,6 @@ class LocalStack:
                 )
             ],
         )
-        app.router.redirect_slashes = False
-        return app
 
     def stop(self) -> None:
         for key, value in self._saved_env.items():

@@ -24,7 +24,7 @@ from chatcore.config import Settings
 from chatcore.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from chatcore.operations import Operations
 from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_model
 
 MAX_CALLBACK_BYTES = 65_536
@@ -94,16 +94,13 @@ class CallbackApi:
 
 def create_callback_app(operations: Operations | None, settings: Settings) -> Starlette:
     api = CallbackApi(operations, settings)
-    app = Starlette(
-        routes=[
+    return json_api(
+        [
             Route("/operations/{operation_id}/complete", api.complete, methods=["POST"]),
             Route("/operations/{operation_id}/fail", api.fail, methods=["POST"]),
             Route("/operations/{operation_id}/heartbeat", api.heartbeat, methods=["POST"]),
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        ]
     )
-    app.router.redirect_slashes = False
-    return app
 
 
 def default_callback_app() -> Starlette:

@@ -33,7 +33,7 @@ from chatcore.replay import ReplayLog
 from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
 from chatcore.turn_types import ExistingTurn, TurnHandle
 from chatcore.turns import ChatEngine
-from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_model, read_json, session_id_param
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -223,9 +223,7 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
         Route("/chat/{session_id}/stop", api.stop, methods=["POST"]),
         Route("/sessions/{session_id}/stream", api.simple_stream, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-    app.router.redirect_slashes = False
-    return app
+    return json_api(routes)
 
 
 def default_chat_app() -> Starlette:

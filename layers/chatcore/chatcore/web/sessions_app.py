@@ -18,7 +18,7 @@ from chatcore.auth import Authenticator, Principal
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, NotFound, ValidationFailed
 from chatcore.sessions import SessionService, is_valid_chat_type
-from chatcore.web.errors import EXCEPTION_HANDLERS
+from chatcore.web.api import json_api
 from chatcore.web.inputs import int_query, known_query, parse_model, read_json, session_id_param
 from chatcore.web.openapi import sessions_openapi
 from chatcore.web.schemas import (
@@ -167,9 +167,7 @@ def create_sessions_app(service: SessionService, authenticator: Authenticator, s
         Route("/sessions/{session_id}", api.delete, methods=["DELETE"]),
         Route("/sessions/{session_id}/messages", api.messages, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-    app.router.redirect_slashes = False  # an API answers "/sessions/" with a JSON 404, not a redirect
-    return app
+    return json_api(routes)
 
 
 def default_sessions_app() -> Starlette:
