@@ -190,3 +190,39 @@ def test_long_conversation_is_summarised_once_and_the_summary_is_stored(table_na
             assert len(history(chat, client, sid)) == 16  # nothing was deleted: the summary only shapes the prompt
     finally:
         stop_chat_stack(chat)
+
+
+def test_resend_after_the_replay_expired_is_409(chat_stack: ChatStack):
+    import redis as redis_client
+
+    with chat_stack.client() as client:
+        body = ui_body("resend-session-0002", "once more", "client-msg-77")
+        assert parse_sse(client.post("/chat", json=body).text).done
+        raw = redis_client.Redis.from_url(chat_stack.settings.redis_url)
+        for key in raw.scan_iter("chat:turn:*"):
+            raw.delete(key)
+        raw.close()
+        again = client.post("/chat", json=body)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "duplicate_message"
+        assert len(history(chat_stack, client, "resend-session-0002")) == 2
+
+
+def test_anonymous_chat_when_allowed_and_claiming_the_session(table_name: str, redis_url: str):
+    from tests.conftest import start_chat_stack, stop_chat_stack
+
+    chat = start_chat_stack(table_name, redis_url, allow_anonymous=True)
+    try:
+        with httpx.Client(base_url=chat.url, timeout=30) as anonymous:
+            stream = parse_sse(anonymous.post("/chat", json=ui_body("anon-session-0001", "hi there")).text)
+            assert stream.done and not stream.of_type("error")
+        stored = chat.server.call(chat.service.get_chat_session("anon-session-0001"))
+        assert stored is not None and stored.user_id is None and len(stored.messages) == 2
+        claimed = chat.server.call(chat.service.assign_user_to_session("anon-session-0001", "alice"))
+        assert claimed is not None and claimed.user_id == "alice"
+        with chat.client() as alice:
+            assert alice.get("/sessions/anon-session-0001").status_code == 200
+        with httpx.Client(base_url=chat.url, timeout=30) as anonymous:
+            # Once owned, the anonymous caller no longer reaches it.
+            assert anonymous.post("/chat", json=ui_body("anon-session-0001", "again", "m2")).status_code == 404
+    finally:
+        stop_chat_stack(chat)
