@@ -28,6 +28,7 @@ const state = {
   operations: new Map(), // running long-running tools of the open session: tool_call_id -> data
   pollTimer: 0,
   polls: 0,
+  loading: null, // the history load of the open session, while it runs
 };
 
 // ------------------------------------------------------------------------------------------------ HTTP
@@ -248,7 +249,19 @@ function renderMessages(messages) {
   scrollToEnd(true);
 }
 
+// Opening a session reads its history (and resumes an active turn). A message sent meanwhile waits for that,
+// so the history render cannot wipe the new bubble.
 async function openSession(sessionId) {
+  const loading = loadSession(sessionId);
+  state.loading = loading;
+  try {
+    await loading;
+  } finally {
+    if (state.loading === loading) state.loading = null;
+  }
+}
+
+async function loadSession(sessionId) {
   clearError();
   detach();
   const epoch = state.epoch;
@@ -403,6 +416,7 @@ async function streamTurn(sessionId, response, controller, { view = null, contin
 async function sendMessage(text) {
   clearError();
   if (!state.current) await createSession();
+  if (state.loading) await state.loading;
   const sessionId = state.current;
   const epoch = state.epoch;
   ui.messages.querySelector(".empty")?.remove();
