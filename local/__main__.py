@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 import uvicorn
 
@@ -41,6 +42,8 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A terminal's Ctrl-C reaches both `uv run` and this process (uv forwards it again): finish stopping.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         print("stopped.")
 
