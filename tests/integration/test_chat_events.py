@@ -43,6 +43,7 @@ def chat_handler(lambda_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
         reset_settings()
         default_service.cache_clear()
         default_engine.cache_clear()
+        load_handler_module.cache_clear()  # a module keeps its app for the container's life: load it afresh
         yield load_handler_module("chat").handler
         if default_engine.cache_info().currsize:
             asyncio.get_event_loop().run_until_complete(default_engine().aclose())

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from chatcore.config import Settings, reset_settings
-from chatcore.models import ChatMessage, ChatSession
 from chatcore.sessions import build_service, default_service
+from local.invoke import seed
 from tests.support.handlers import EVENTS, FakeLambdaContext, load_event, load_handler_module
 
 SAMPLE_ENV = json.loads((EVENTS / "env.json").read_text())["Parameters"]
@@ -42,19 +42,19 @@ def handler(lambda_env: Settings, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("JWT_SECRET", SAMPLE_ENV["JWT_SECRET"])
     reset_settings()
     default_service.cache_clear()
+    load_handler_module.cache_clear()  # a module keeps its app for the container's life: load it afresh
     return load_handler_module("sessions").handler
 
 
 def _seed(settings: Settings) -> None:
-    async def seed() -> None:
+    async def run() -> None:
         service = build_service(settings)
-        for sid in ("demo-session-0001", "demo-session-0002"):
-            session = ChatSession.new("demo-user", session_id=sid, title="sample")
-            session.messages = [ChatMessage(role="user", content="hello"), ChatMessage(role="assistant", content="hi")]
-            await service.upsert_chat_session(session)
-        await service.aclose()
+        try:
+            await seed(service)
+        finally:
+            await service.aclose()
 
-    asyncio.get_event_loop().run_until_complete(seed())  # the loop lambda_env set up
+    asyncio.get_event_loop().run_until_complete(run())  # the loop lambda_env set up
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -10,11 +10,13 @@ GSI ByUser: GSI1PK = USER#<uid>, GSI1SK = <updated_at>#<sid>
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chatcore.errors import ChatError, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, Usage, utcnow
@@ -100,3 +102,12 @@ def _active_turn(item: Item) -> str | None:
 
 def decode_message(item: Item) -> ChatMessage:
     return ChatMessage.model_validate_json(item["body"]["S"])
+
+
+async def in_thread(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Run a blocking boto3 call in a thread. ``ClientError`` passes through for the caller to read its code;
+    connection-level failures become ``ServiceUnavailable``."""
+    try:
+        return await asyncio.to_thread(fn, **kwargs)
+    except BotoCoreError as exc:
+        raise ServiceUnavailable("AWS is unreachable") from exc

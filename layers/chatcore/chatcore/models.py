@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+CHAT_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+CHAT_TYPE_RE = re.compile(CHAT_TYPE_PATTERN)
 
 Role = Literal["system", "user", "assistant", "tool"]
 # complete: a normal message; partial: cut short by an error or a stop; pending: a tool message waiting for a
@@ -35,6 +37,10 @@ def new_id(prefix: str = "") -> str:
 
 def is_valid_session_id(value: str) -> bool:
     return SESSION_ID_RE.fullmatch(value) is not None
+
+
+def is_valid_chat_type(value: str) -> bool:
+    return CHAT_TYPE_RE.fullmatch(value) is not None
 
 
 class _Model(BaseModel):

@@ -21,7 +21,6 @@ nothing is started (fail closed) and the tool call gets an error result.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -30,11 +29,11 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from chatcore.aws import dynamodb_client, stepfunctions_client
 from chatcore.cache import RedisConnector
-from chatcore.dynamo import iso, pk
+from chatcore.dynamo import in_thread, iso, pk
 from chatcore.errors import Conflict, NotFound, ServiceUnavailable
 from chatcore.models import utcnow
 from chatcore.observability import logger
@@ -169,17 +168,11 @@ class Operations:
     def enabled(self) -> bool:
         return bool(self.state_machine_arn)
 
-    async def _call(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.to_thread(fn, **kwargs)
-        except BotoCoreError as exc:
-            raise ServiceUnavailable("AWS is unreachable") from exc
-
     # -- records --------------------------------------------------------------------------------------------
 
     async def get(self, operation_id: str) -> Operation | None:
         try:
-            found = await self._call(
+            found = await in_thread(
                 self._db().get_item, TableName=self.table_name, Key=_op_key(operation_id), ConsistentRead=True
             )
         except ClientError as exc:
@@ -202,7 +195,7 @@ class Operations:
             values[f":e{index}"] = {"S": status}
             allowed.append(f":e{index}")
         try:
-            await self._call(
+            await in_thread(
                 self._db().update_item,
                 TableName=self.table_name,
                 Key=_op_key(operation_id),
@@ -228,7 +221,7 @@ class Operations:
             "expires_at": operation.item()["expires_at"],
         }
         try:
-            await self._call(
+            await in_thread(
                 self._db().transact_write_items,
                 TransactItems=[
                     {
@@ -269,7 +262,7 @@ class Operations:
             logger.warning("operation guard already held", operation_id=operation.operation_id)
             return operation
         try:
-            result = await self._call(
+            result = await in_thread(
                 self._sfn().start_execution,
                 stateMachineArn=self.state_machine_arn,
                 name=operation.operation_id,
@@ -293,7 +286,7 @@ class Operations:
     async def cancel_for_session(self, session_id: str) -> list[str]:
         """Stop every unfinished operation of a session (called before its items are deleted)."""
         try:
-            page = await self._call(
+            page = await in_thread(
                 self._db().query,
                 TableName=self.table_name,
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :op)",
@@ -311,7 +304,7 @@ class Operations:
             stopped.append(operation_id)
             if self.state_machine_arn:
                 try:
-                    await self._call(
+                    await in_thread(
                         self._sfn().stop_execution,
                         executionArn=self._execution_arn(operation_id),
                         error="SessionDeleted",
@@ -338,13 +331,13 @@ class Operations:
             raise Conflict("operation was completed already")
         try:
             if error is None:
-                await self._call(
+                await in_thread(
                     self._sfn().send_task_success,
                     taskToken=operation.task_token,
                     output=json.dumps({"ok": True, "output": output}),
                 )
             else:
-                await self._call(
+                await in_thread(
                     self._sfn().send_task_failure,
                     taskToken=operation.task_token,
                     error="ExternalJobFailed",
@@ -366,7 +359,7 @@ class Operations:
         if operation.status != "waiting" or not operation.task_token:
             raise Conflict(f"operation is {operation.status}, not waiting for a callback")
         try:
-            await self._call(self._sfn().send_task_heartbeat, taskToken=operation.task_token)
+            await in_thread(self._sfn().send_task_heartbeat, taskToken=operation.task_token)
         except ClientError as exc:
             raise Conflict("the operation timed out or was stopped") from exc
 

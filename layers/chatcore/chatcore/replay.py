@@ -180,10 +180,6 @@ class TurnChannel:
         if log.enabled:
             self._writer = asyncio.create_task(self._write_loop())
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def listen(self) -> asyncio.Queue[Published | None]:
         """A queue that receives every event published so far and from now on; None marks the end."""
         queue: asyncio.Queue[Published | None] = asyncio.Queue()

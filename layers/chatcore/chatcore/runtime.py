@@ -70,11 +70,6 @@ def default_engine() -> ChatEngine:
     return build_engine(get_settings(), default_service())
 
 
-async def warm_system_prompt(engine: ChatEngine) -> None:
-    """Read the (possibly SSM-backed) prompt in a thread so the first turn does not block the loop."""
-    await asyncio.to_thread(engine.deps.system_prompt)
-
-
 def run_step(step: Callable[[ChatEngine, dict[str, Any]], Awaitable[dict[str, Any]]], event: dict[str, Any]) -> Any:
     """Run one state-machine step on a fresh event loop, closing the loop-bound clients (Redis, the LLM's HTTP
     pool) before it ends; boto3 clients and settings stay warm across invocations."""

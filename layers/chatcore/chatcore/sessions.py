@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,11 +28,6 @@ from chatcore.store import SessionStore, TurnGuard
 
 _CURSOR_MAX = 512
 DELETED_VERSION = 2**53  # above any real version: no copy of a deleted session is cached again
-_CHAT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
-
-
-def is_valid_chat_type(value: str) -> bool:
-    return _CHAT_TYPE_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from chatcore.aws import dynamodb_client
 from chatcore.dynamo import (
@@ -36,6 +36,7 @@ from chatcore.dynamo import (
     decode_message,
     decode_meta,
     error_code,
+    in_thread,
     iso,
     msg_sk,
     n_attr,
@@ -62,7 +63,10 @@ if TYPE_CHECKING:
 # One transaction holds at most 100 items: META plus up to 2 items (message + client id) per message.
 MESSAGES_PER_TRANSACTION = 49
 MAX_WRITE_ATTEMPTS = 40
-T = TypeVar("T")
+
+
+def _usage_of(messages: Sequence[ChatMessage]) -> Usage:
+    return sum((m.usage for m in messages if m.usage), Usage())
 
 
 @dataclass(frozen=True)
@@ -91,14 +95,6 @@ class SessionStore:
         self._session_ttl_days = session_ttl_days
 
     # -- plumbing -------------------------------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
-        try:
-            return await asyncio.to_thread(fn, **kwargs)
-        except ClientError:
-            raise
-        except BotoCoreError as exc:
-            raise translate(exc) from exc
 
     @property
     def _db(self) -> DynamoDBClient:
@@ -156,10 +152,10 @@ class SessionStore:
         return items
 
     async def _transact(self, items: list[TransactWriteItemTypeDef]) -> None:
-        await self._call(self._db.transact_write_items, TransactItems=items)
+        await in_thread(self._db.transact_write_items, TransactItems=items)
 
     async def _duplicate_seq(self, session_id: str, client_message_id: str) -> int | None:
-        found = await self._call(
+        found = await in_thread(
             self._db.get_item,
             TableName=self.table_name,
             Key={"PK": s_attr(pk(session_id)), "SK": s_attr(CMID_PREFIX + client_message_id)},
@@ -190,7 +186,7 @@ class SessionStore:
     async def load_meta(self, session_id: str) -> ChatSession | None:
         """The session without its messages, or None when missing or deleted."""
         try:
-            found = await self._call(
+            found = await in_thread(
                 self._db.get_item,
                 TableName=self.table_name,
                 Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
@@ -234,7 +230,7 @@ class SessionStore:
         }
         try:
             while True:
-                page = await self._call(self._db.query, **kwargs)
+                page = await in_thread(self._db.query, **kwargs)
                 items.extend(page.get("Items", []))
                 last = page.get("LastEvaluatedKey")
                 if not last:
@@ -286,7 +282,7 @@ class SessionStore:
         sessions: list[ChatSession] = []
         try:
             while len(sessions) < limit:
-                page = await self._call(self._db.query, **kwargs)
+                page = await in_thread(self._db.query, **kwargs)
                 for item in page.get("Items", []):
                     sessions.append(decode_meta(item))
                     if len(sessions) == limit:
@@ -335,7 +331,7 @@ class SessionStore:
     async def _create(self, session: ChatSession, messages: list[ChatMessage]) -> None:
         now = utcnow()
         session.created_at = session.updated_at = now
-        usage = sum((m.usage for m in messages if m.usage), Usage())
+        usage = _usage_of(messages)
         meta: Item = {
             "PK": s_attr(pk(session.session_id)),
             "SK": s_attr(META),
@@ -404,7 +400,7 @@ class SessionStore:
                 raced = True
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter
                 continue
-            added = sum((m.usage for m in messages if m.usage), Usage())
+            added = _usage_of(messages)
             for offset, message in enumerate(messages):
                 message.seq = first_seq + offset
             session.message_count = first_seq + len(messages) - 1
@@ -436,7 +432,7 @@ class SessionStore:
         now: datetime,
         turn: TurnGuard | None = None,
     ) -> list[TransactWriteItemTypeDef]:
-        usage = sum((m.usage for m in messages if m.usage), Usage())
+        usage = _usage_of(messages)
         values: Item = {
             ":v": n_attr(expected_version),
             ":one": n_attr(1),
@@ -497,7 +493,7 @@ class SessionStore:
             values[":owner"] = s_attr(owner)
         free = "(attribute_not_exists(active_turn_id) OR active_turn_expires < :now)"
         try:
-            result = await self._call(
+            result = await in_thread(
                 self._db.update_item,
                 TableName=self.table_name,
                 Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
@@ -626,7 +622,7 @@ class SessionStore:
         self, session_id: str, update: str, condition: str, names: dict[str, str], values: Item
     ) -> ChatSession | None:
         try:
-            result = await self._call(
+            result = await in_thread(
                 self._db.update_item,
                 TableName=self.table_name,
                 Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
@@ -665,7 +661,7 @@ class SessionStore:
             condition += " AND user_id = :owner"
             values[":owner"] = s_attr(owner)
         try:
-            result = await self._call(
+            result = await in_thread(
                 self._db.update_item,
                 TableName=self.table_name,
                 Key={"PK": s_attr(pk(session_id)), "SK": s_attr(META)},
@@ -694,7 +690,7 @@ class SessionStore:
         }
         try:
             while True:
-                page = await self._call(self._db.query, **kwargs)
+                page = await in_thread(self._db.query, **kwargs)
                 keys = [item for item in page.get("Items", []) if item["SK"]["S"] != META]
                 for start in range(0, len(keys), 25):
                     await self._batch_delete(keys[start : start + 25])
@@ -708,7 +704,7 @@ class SessionStore:
     async def _batch_delete(self, keys: list[Item]) -> None:
         requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys]
         for attempt in range(8):
-            result = await self._call(self._db.batch_write_item, RequestItems={self.table_name: requests})
+            result = await in_thread(self._db.batch_write_item, RequestItems={self.table_name: requests})
             requests = list(result.get("UnprocessedItems", {}).get(self.table_name, []))
             if not requests:
                 return

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
-from chatcore.models import ChatMessage, ChatSession, ToolCall, Usage
+from chatcore.models import CHAT_TYPE_PATTERN, ChatMessage, ChatSession, ToolCall, Usage
 
-ChatType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]
+ChatType = Annotated[str, StringConstraints(pattern=CHAT_TYPE_PATTERN)]
 SessionStatusIn = Literal["active", "archived"]
 
 

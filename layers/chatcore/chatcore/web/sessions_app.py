@@ -17,7 +17,8 @@ from starlette.routing import Route
 from chatcore.auth import Authenticator, Principal
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, NotFound, ValidationFailed
-from chatcore.sessions import SessionService, is_valid_chat_type
+from chatcore.models import is_valid_chat_type
+from chatcore.sessions import SessionService
 from chatcore.web.api import json_api
 from chatcore.web.inputs import int_query, known_query, parse_model, read_json, session_id_param
 from chatcore.web.openapi import sessions_openapi
