@@ -132,3 +132,49 @@ def test_nothing_to_resume_is_204(chat_stack: ChatStack):
         response = client.get(f"/chat/{sid}/stream")
         assert response.status_code == 204 and response.content == b""
         assert isinstance(response, httpx.Response)
+
+
+def test_anonymous_caller_reaches_no_owned_session_on_any_chat_route(table_name: str, redis_url: str):
+    """S1: with ALLOW_ANONYMOUS on, a caller without a token reaches owner-less sessions only (404 otherwise),
+    while alice's turn is live (resume would otherwise replay it, stop would stop it)."""
+    from tests.conftest import start_chat_stack, stop_chat_stack
+
+    chat = start_chat_stack(table_name, redis_url, allow_anonymous=True)
+    chat.llm.token_delay = 0.03
+    try:
+        with chat.client() as alice:
+            sid = alice.post("/sessions", json={"title": "private"}).json()["id"]
+            result: dict[str, str] = {}
+
+            def run() -> None:
+                with chat.client() as c:
+                    result["body"] = c.post(f"/sessions/{sid}/stream", json={"message": "[[long:60]]"}).text
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until alice's turn is live (her own resume answers 200)
+                with alice.stream("GET", f"/chat/{sid}/stream") as live:
+                    if live.status_code == 200:
+                        break
+                time.sleep(0.05)
+            with httpx.Client(base_url=chat.url, timeout=10) as anonymous:
+                replay = anonymous.get(f"/chat/{sid}/stream")
+                assert replay.status_code == 404, replay.text[:200]
+                assert replay.json()["error"]["code"] == "not_found"
+                assert anonymous.post(f"/chat/{sid}/stop").status_code == 404
+                assert anonymous.post(f"/sessions/{sid}/stream", json={"message": "x"}).status_code == 404
+                body = {
+                    "id": sid,
+                    "messages": [{"id": "m-anon-1", "role": "user", "parts": [{"type": "text", "text": "x"}]}],
+                }
+                assert anonymous.post("/chat", json=body).status_code == 404
+            thread.join(timeout=30)
+            stream = parse_sse(result["body"])
+            assert stream.done and not stream.of_type("error")
+            assert len(stream.text().split()) == 60  # the anonymous stop did not cut it short
+            messages = history(chat, alice, sid)
+            assert [m["role"] for m in messages] == ["user", "assistant"]
+            assert messages[-1]["status"] == "complete"
+    finally:
+        stop_chat_stack(chat)

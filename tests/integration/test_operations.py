@@ -96,16 +96,29 @@ def test_callback_tool_completed_through_the_callback_function(chat_stack: ChatS
         body = json.dumps({"output": {"video": "https://example.invalid/v.mp4", "frames": 240}}).encode()
         secret = chat_stack.settings.callback_secret
         url = f"/operations/{operation_id}/complete"
-        headers = {"content-type": "application/json", **signed_headers(secret, body)}
+        headers = {"content-type": "application/json", **signed_headers(secret, "POST", url, body)}
 
         forged = client.post(url, content=body, headers={**headers, "x-chat-signature": "sha256=" + "0" * 64})
         assert forged.status_code == 401
+        # S2: a signature binds the method, the operation and the action, not only the body.
+        other = f"/operations/op_{'1' * 40}/complete"
+        for_other = {"content-type": "application/json", **signed_headers(secret, "POST", other, body)}
+        assert client.post(url, content=body, headers=for_other).status_code == 401
+        heartbeat_url = f"/operations/{operation_id}/heartbeat"
+        beat = {"content-type": "application/json", **signed_headers(secret, "POST", heartbeat_url, body)}
+        assert client.post(heartbeat_url, content=body, headers=beat).status_code == 200
+        assert client.post(url, content=body, headers=beat).status_code == 401  # a heartbeat does not complete
+        assert client.post(heartbeat_url, content=body, headers=beat).status_code == 401  # nor repeats
         assert _operation(chat_stack, operation_id).status == "waiting"
 
-        accepted = client.post(url, content=body, headers=headers)
+        # The base URL as the template outputs it ends in "/": the joined path has a double slash.
+        accepted = client.post(f"{chat_stack.url}/{url}", content=body, headers=headers)
         assert accepted.status_code == 202, accepted.text
         replay = client.post(url, content=body, headers=headers)
-        assert replay.status_code == 409
+        assert replay.status_code == 401 and replay.json()["error"]["code"] == "unauthorized"
+        fresh = {"content-type": "application/json", **signed_headers(secret, "POST", url, body)}
+        resent = client.post(url, content=body, headers=fresh)
+        assert resent.status_code == 409  # signed anew: authentic, but the operation is completed already
 
         continuation = _resume_until_continuation(client, sid)
         assert "frames" in continuation.text()
@@ -122,7 +135,10 @@ def test_callback_tool_completed_through_the_callback_function(chat_stack: ChatS
             client.post(
                 "/operations/op_" + "0" * 40 + "/complete",
                 content=body,
-                headers={"content-type": "application/json", **signed_headers(secret, body)},
+                headers={
+                    "content-type": "application/json",
+                    **signed_headers(secret, "POST", "/operations/op_" + "0" * 40 + "/complete", body),
+                },
             ).status_code
             == 404
         )
@@ -201,7 +217,10 @@ def _deleted_mid_operation(chat: ChatStack) -> None:
         late = client.post(
             f"/operations/{operation_id}/complete",
             content=body,
-            headers={"content-type": "application/json", **signed_headers(chat.settings.callback_secret, body)},
+            headers={
+                "content-type": "application/json",
+                **signed_headers(chat.settings.callback_secret, "POST", f"/operations/{operation_id}/complete", body),
+            },
         )
         assert late.status_code == 409
         items = boto3.client("dynamodb").query(
@@ -230,3 +249,19 @@ def test_operations_need_a_state_machine(table_name: str, redis_url: str, kind: 
             assert _tool_pairs_complete(messages) and messages[-1]["role"] == "assistant"
     finally:
         stop_chat_stack(chat)
+
+
+@pytest.mark.parametrize("timestamp", ["²".encode("latin-1"), "12²".encode("latin-1"), "١٢".encode()])
+def test_non_ascii_digit_timestamp_is_401_json(chat_stack: ChatStack, timestamp: bytes):
+    """S3: str.isdigit() accepts "²" and int() then raised: a 500. Now a 401 with the JSON error shape.
+    (HTTP header bytes are read as latin-1, so b"\xb2" arrives as "²", as a Function URL event carries it.)"""
+    path = f"/operations/op_{'2' * 40}/complete"
+    headers = {
+        "content-type": "application/json",
+        **signed_headers(chat_stack.settings.callback_secret, "POST", path, b"{}"),
+        "x-chat-timestamp": timestamp,
+    }
+    with httpx.Client(base_url=chat_stack.url, timeout=10) as client:
+        response = client.post(path, content=b"{}", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"

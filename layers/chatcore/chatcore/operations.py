@@ -363,6 +363,25 @@ class Operations:
         except ClientError as exc:
             raise Conflict("the operation timed out or was stopped") from exc
 
+    async def claim_signature(self, digest: str, *, expires_at: int) -> bool:
+        """Record a verified callback signature once; False when it was used before (a replayed request)."""
+        try:
+            await in_thread(
+                self._db().put_item,
+                TableName=self.table_name,
+                Item={
+                    "PK": {"S": f"CALLBACK#{digest}"},
+                    "SK": {"S": "SIGNATURE"},
+                    "expires_at": {"N": str(expires_at)},
+                },
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise ServiceUnavailable("DynamoDB request failed") from exc
+        return True
+
     # -- guard ----------------------------------------------------------------------------------------------
 
     async def _take_guard(self, operation_id: str) -> bool:

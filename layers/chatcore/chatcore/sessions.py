@@ -113,6 +113,14 @@ class SessionService:
             return None
         return session
 
+    async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        """The session only when ``caller`` is exactly its owner; an anonymous caller (None) reaches only
+        owner-less sessions. Unlike ``get_chat_session``, None here is a caller, not "skip the check"."""
+        session = await self.get_chat_session(session_id)
+        if session is None or session.user_id != caller:
+            return None
+        return session
+
     async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
         """Create the session or append its new messages / changed fields; returns the saved session.
         With ``turn``, the write succeeds only while that chat turn holds the session's lease."""

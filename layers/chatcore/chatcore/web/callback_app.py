@@ -4,8 +4,9 @@
     POST /operations/{operation_id}/fail       {"error": "...", "detail"?: "..."} → SendTaskFailure
     POST /operations/{operation_id}/heartbeat  {}                                 → SendTaskHeartbeat
 
-Authenticated by an HMAC signature over the body (``chatcore.signing``), not a JWT. Unknown operations are 404;
-a second completion (a replay) is 409 and has no effect.
+Authenticated by an HMAC signature over the method, the path and the body (``chatcore.signing``), not a JWT; a
+signature is accepted once (a replayed request is 401). Unknown operations are 404; a second completion is 409 and
+has no effect.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.routing import Route
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from chatcore.operations import Operations
-from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, signature_digest, verify
 from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_model
 
@@ -59,11 +60,15 @@ class CallbackApi:
         body = await request.body()
         if len(body) > MAX_CALLBACK_BYTES:
             raise PayloadTooLarge(f"body larger than {MAX_CALLBACK_BYTES} bytes")
-        headers = request.headers
-        if not verify(
-            self.settings.callback_secret, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body
-        ):
+        timestamp, signature = request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
+        secret = self.settings.callback_secret
+        if not verify(secret, timestamp, signature, request.method, request.url.path, body):
             raise Unauthorized("missing, invalid or expired signature")
+        assert timestamp is not None and signature is not None  # verified above
+        # Kept past the window (with its clock skew) so a replay is refused for as long as it would verify.
+        expires_at = int(timestamp) + 2 * TOLERANCE_SECONDS
+        if not await self.operations.claim_signature(signature_digest(signature), expires_at=expires_at):
+            raise Unauthorized("this signed request was already used")
         try:
             data = json.loads(body or b"{}")
         except ValueError as exc:

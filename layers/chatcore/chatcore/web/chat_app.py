@@ -139,7 +139,7 @@ class ChatApi:
         after = request.headers.get("last-event-id")
         if after is not None and not _ENTRY_ID.fullmatch(after):
             raise BadRequest("invalid Last-Event-ID")
-        session = await self.engine.deps.sessions.get_chat_session(session_id, user_id)
+        session = await self.engine.deps.sessions.session_of(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
         if not self.replay.enabled:
