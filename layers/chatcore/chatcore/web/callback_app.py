@@ -62,9 +62,12 @@ class CallbackApi:
             raise PayloadTooLarge(f"body larger than {MAX_CALLBACK_BYTES} bytes")
         timestamp, signature = request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
         secret = self.settings.callback_secret
-        if not verify(secret, timestamp, signature, request.method, request.url.path, body):
+        if (
+            not timestamp
+            or not signature
+            or not verify(secret, timestamp, signature, request.method, request.url.path, body)
+        ):
             raise Unauthorized("missing, invalid or expired signature")
-        assert timestamp is not None and signature is not None  # verified above
         # Kept past the window (with its clock skew) so a replay is refused for as long as it would verify.
         expires_at = int(timestamp) + 2 * TOLERANCE_SECONDS
         if not await self.operations.claim_signature(signature_digest(signature), expires_at=expires_at):
