@@ -207,7 +207,8 @@ class LocalStack:
         sessions = create_sessions_app(service, auth, settings)
         chat = create_chat_app(engine, auth, settings)
         chat_routes = [r for r in chat.router.routes if getattr(r, "path", "") != "/health"]
-        callback_routes = create_callback_app(engine.deps.operations, settings).router.routes
+        callback = create_callback_app(engine.deps.operations, settings)
+        callback_routes = [r for r in callback.router.routes if getattr(r, "path", "") != "/health"]
 
         async def dev_token(request: Request) -> Response:
             body = await read_json(request, max_bytes=4096)

@@ -116,7 +116,8 @@ def test_callback_tool_completed_through_the_callback_function(chat_stack: ChatS
         assert accepted.status_code == 202, accepted.text
         replay = client.post(url, content=body, headers=headers)
         assert replay.status_code == 401 and replay.json()["error"]["code"] == "unauthorized"
-        fresh = {"content-type": "application/json", **signed_headers(secret, "POST", url, body)}
+        later = time.time() + 1  # a new signature needs a new timestamp (same second, same bytes: a replay)
+        fresh = {"content-type": "application/json", **signed_headers(secret, "POST", url, body, now=later)}
         resent = client.post(url, content=body, headers=fresh)
         assert resent.status_code == 409  # signed anew: authentic, but the operation is completed already
 
@@ -158,7 +159,7 @@ def test_failing_tool_still_gets_a_continuation(chat_stack: ChatStack):
 
 
 def test_callback_that_never_comes_times_out(table_name: str, redis_url: str):
-    chat = start_chat_stack(table_name, redis_url, callback_timeout_seconds=2, callback_heartbeat_seconds=2)
+    chat = start_chat_stack(table_name, redis_url, callback_timeout_seconds=2, callback_heartbeat_seconds=1)
     chat.llm.token_delay = 0.05
     try:
         with chat.client() as client:

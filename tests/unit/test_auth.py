@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chatcore.auth import Authenticator, bearer_token
 from chatcore.config import Settings
-from chatcore.errors import Unauthorized
+from chatcore.errors import ConfigError, Unauthorized
 from tests.support.tokens import SECRET, make_token
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +66,7 @@ async def test_audience_and_issuer_checks():
 
 
 def test_hs256_without_secret_refuses_to_start():
-    with pytest.raises(ValueError, match="JWT_SECRET"):
+    with pytest.raises(ConfigError, match="JWT_SECRET"):
         Authenticator(Settings(auth_mode="hs256", jwt_secret=""))
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import jwt
 
 from chatcore.config import Settings
-from chatcore.errors import Unauthorized
+from chatcore.errors import ConfigError, Unauthorized
 
 MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 30
+MIN_SECRET_CHARS = 32  # HS256 keys shorter than the hash are guessable offline from one token
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ class Authenticator:
         if self._mode == "jwks":
             self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=5)
         elif not self._secret:
-            raise ValueError("AUTH_MODE=hs256 needs JWT_SECRET")
+            raise ConfigError("AUTH_MODE=hs256 needs JWT_SECRET_ARN (or JWT_SECRET)")
+        elif len(self._secret) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"the HS256 secret (JWT_SECRET_ARN or JWT_SECRET) needs at least {MIN_SECRET_CHARS} characters"
+            )
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chatcore.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -45,7 +48,12 @@ def stepfunctions_client() -> Any:
 
 def read_secret(arn: str) -> str:
     """A Secrets Manager secret's string value (cached by the caller)."""
-    value: str = secrets_client().get_secret_value(SecretId=arn)["SecretString"]
+    try:
+        value: str = secrets_client().get_secret_value(SecretId=arn)["SecretString"]
+    except ClientError as exc:
+        raise ServiceUnavailable(exc.response.get("Error", {}).get("Code", "ClientError")) from exc
+    except (BotoCoreError, KeyError) as exc:  # the message is the error's name, never the value
+        raise ServiceUnavailable(type(exc).__name__) from exc
     return value
 
 

@@ -2,6 +2,11 @@
 
 This is the only module that reads ``os.environ``. Everything else receives a ``Settings`` (or calls
 ``get_settings()``), so tests inject their own with ``Settings.from_env({...})``.
+
+Secrets never travel as environment variables in a deployment: ``*_SECRET_ARN`` settings name Secrets Manager
+secrets, read once when the settings are first built (``chatcore.secret_settings``) and kept for the container's
+life. The plain ``JWT_SECRET`` / ``CALLBACK_SECRET`` / ``REDIS_URL`` / ``LLM_API_KEY`` variables remain for local
+runs and tests.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from chatcore.errors import ConfigError
+
+__all__ = ["AuthMode", "ConfigError", "Settings", "get_settings", "reset_settings"]
+
 AuthMode = Literal["hs256", "jwks"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class ConfigError(ValueError):
-    """A setting is present but unusable; raised at start-up, never per request."""
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -63,13 +68,15 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     table_name: str = "ChatTable"
-    redis_url: str = ""
+    redis_url: str = field(default="", repr=False)  # may hold a password
+    redis_url_secret_arn: str = ""
     cache_ttl_seconds: int = 900
     redis_timeout_seconds: float = 0.5
     redis_retry_after_seconds: float = 5.0
 
     auth_mode: AuthMode = "hs256"
     jwt_secret: str = field(default="", repr=False)
+    jwt_secret_arn: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwks_url: str = ""
@@ -96,11 +103,13 @@ class Settings:
     turn_lease_seconds: int = 900
     replay_ttl_seconds: int = 1800
     heartbeat_seconds: float = 15.0
+    resume_idle_seconds: int = 240
     title_timeout_seconds: float = 8.0
     stream_finish_reason: bool = False
 
     state_machine_arn: str = ""
     callback_secret: str = field(default="", repr=False)
+    callback_secret_arn: str = ""
     callback_url: str = ""
     operation_guard_seconds: int = 86_400
     max_operation_depth: int = 3
@@ -120,14 +129,16 @@ class Settings:
                 raise ConfigError("AUTH_MODE=jwks needs JWKS_URL or JWT_ISSUER")
             jwks_url = jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
         origins = tuple(o.strip() for o in env.get("CORS_ALLOW_ORIGINS", "").split(",") if o.strip())
-        return cls(
+        settings = cls(
             table_name=env.get("CHAT_TABLE_NAME", "ChatTable"),
             redis_url=env.get("REDIS_URL", "").strip(),
+            redis_url_secret_arn=env.get("REDIS_URL_SECRET_ARN", "").strip(),
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 900, minimum=1),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.5),
             redis_retry_after_seconds=_float(env, "REDIS_RETRY_AFTER_SECONDS", 5.0),
             auth_mode=auth_mode,  # type: ignore[arg-type]  # checked above
             jwt_secret=env.get("JWT_SECRET", ""),
+            jwt_secret_arn=env.get("JWT_SECRET_ARN", "").strip(),
             jwt_issuer=jwt_issuer,
             jwt_audience=env.get("JWT_AUDIENCE", "").strip(),
             jwks_url=jwks_url,
@@ -152,22 +163,54 @@ class Settings:
             turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 900, minimum=10),
             replay_ttl_seconds=_int(env, "REPLAY_TTL_SECONDS", 1800, minimum=60),
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
+            resume_idle_seconds=_int(env, "RESUME_IDLE_SECONDS", 240, minimum=1),
             title_timeout_seconds=_float(env, "TITLE_TIMEOUT_SECONDS", 8.0),
             stream_finish_reason=_bool(env, "STREAM_FINISH_REASON", False),
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip(),
             callback_secret=env.get("CALLBACK_SECRET", ""),
-            callback_url=env.get("CALLBACK_URL", "").strip(),
+            callback_secret_arn=env.get("CALLBACK_SECRET_ARN", "").strip(),
+            # A Function URL ends in "/": strip it so the URLs handed out have no "//".
+            callback_url=env.get("CALLBACK_URL", "").strip().rstrip("/"),
             operation_guard_seconds=_int(env, "OPERATION_GUARD_SECONDS", 86_400, minimum=60),
             max_operation_depth=_int(env, "MAX_OPERATION_DEPTH", 3, minimum=1),
             tool_timeout_seconds=_int(env, "TOOL_TIMEOUT_SECONDS", 900, minimum=1),
             callback_heartbeat_seconds=_int(env, "CALLBACK_HEARTBEAT_SECONDS", 3600, minimum=1),
             callback_timeout_seconds=_int(env, "CALLBACK_TIMEOUT_SECONDS", 86_400, minimum=1),
         )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules across settings (CloudFormation cannot compare two parameters, so they are checked here)."""
+        if self.callback_heartbeat_seconds >= self.callback_timeout_seconds:
+            raise ConfigError(
+                "CALLBACK_HEARTBEAT_SECONDS must be less than CALLBACK_TIMEOUT_SECONDS "
+                f"({self.callback_heartbeat_seconds} >= {self.callback_timeout_seconds})"
+            )
+        if self.tool_timeout_seconds > 900:
+            raise ConfigError(
+                f"TOOL_TIMEOUT_SECONDS must be at most 900 (a Lambda run), got {self.tool_timeout_seconds}"
+            )
+
+    def secret_arns(self) -> dict[str, str]:
+        """The Secrets Manager secrets to read at init: setting name -> ARN, for the values not given directly."""
+        pairs = {
+            "jwt_secret": self.jwt_secret_arn,
+            "callback_secret": self.callback_secret_arn,
+            "redis_url": self.redis_url_secret_arn,
+            "llm_api_key": self.llm_api_key_secret_arn,
+        }
+        return {name: arn for name, arn in pairs.items() if arn and not getattr(self, name)}
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings.from_env(os.environ)
+    settings = Settings.from_env(os.environ)
+    if settings.secret_arns():
+        from chatcore.secret_settings import with_secrets  # boto3 only where a secret is configured
+
+        settings = with_secrets(settings)
+    return settings
 
 
 def reset_settings() -> None:

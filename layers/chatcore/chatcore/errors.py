@@ -12,6 +12,7 @@
     │   └── DuplicateClientMessage  the client message id is already stored
     ├── PayloadTooLarge          body or field over its limit (413)
     └── ServiceUnavailable       a backend we cannot do without failed (503)
+        └── ConfigError          a setting is missing or unusable: found at init, every request answers 503
 
 Third-party errors (botocore ``ClientError``, ``redis.exceptions.*``, ``jwt.*``) are translated at the store,
 cache and auth boundaries and chained with ``from exc``; nothing outside those modules sees them.
@@ -92,3 +93,10 @@ class DuplicateClientMessage(Conflict):
         super().__init__(message)
         self.client_message_id = client_message_id
         self.seq = seq
+
+
+class ConfigError(ServiceUnavailable):
+    """Raised while a function starts (settings, secrets, clients), never per request; the message names the
+    setting. The HTTP apps then answer every request with it (``chatcore.web.misconfigured``)."""
+
+    code = "misconfigured"

@@ -2,7 +2,8 @@
 tracing, metrics with the cold-start metric).
 
 * ``function_url_handler(factory)``: an ASGI app behind Mangum for a Function URL (payload v2.0); the app is built
-  on the first invocation, so configuration is read at run time and reused while the container is warm.
+  on the first invocation, so configuration is read at run time and reused while the container is warm. A
+  configuration error makes every request a JSON 503 naming the setting (``chatcore.web.misconfigured``).
 * ``step_handler(step)``: a state-machine task (``chatcore.operation_steps``) on a fresh event loop.
 """
 
@@ -30,7 +31,9 @@ def function_url_handler(app_factory: Callable[[], Any]) -> Handler:
         if adapter is None:
             from mangum import Mangum
 
-            adapter = Mangum(app_factory(), lifespan="off")
+            from chatcore.web.misconfigured import build_or_refuse
+
+            adapter = Mangum(build_or_refuse(app_factory), lifespan="off")
         # Mangum types the context with its own protocol; Powertools' LambdaContext is the same object.
         response: dict[str, Any] = adapter(event, cast(Any, context))
         return response

@@ -12,15 +12,13 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
 
-from chatcore.aws import read_secret
 from chatcore.config import Settings
-from chatcore.errors import ChatError
+from chatcore.errors import ChatError, ConfigError
 from chatcore.models import Usage
 from chatcore.observability import logger
 
@@ -79,9 +77,14 @@ async def _closing(stream: Any) -> AsyncIterator[Any]:
         await stream.close()
 
 
-@cache
-def _secret_key(arn: str) -> str:
-    return read_secret(arn)
+def require_llm_key(settings: Settings) -> None:
+    """The default endpoint is OpenAI's, which needs a key (a custom ``LLM_BASE_URL`` may not): without one the chat
+    function answers 503 naming the setting instead of failing every turn with the provider's 401."""
+    if not settings.llm_api_key and not settings.llm_base_url:
+        raise ConfigError(
+            "no LLM API key: set LLM_API_KEY_SECRET_ARN (template parameter LlmApiKeySecretArn), "
+            "or LLM_BASE_URL for a server that needs none"
+        )
 
 
 class LLM:
@@ -96,11 +99,8 @@ class LLM:
     @property
     def client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            key = self._settings.llm_api_key
-            if not key and self._settings.llm_api_key_secret_arn:
-                key = _secret_key(self._settings.llm_api_key_secret_arn)
             self._client = openai.AsyncOpenAI(
-                api_key=key or "not-needed",
+                api_key=self._settings.llm_api_key or "not-needed",
                 base_url=self._settings.llm_base_url or None,
                 timeout=self._settings.llm_timeout_seconds,
                 max_retries=0,  # retries are ours: only before any output

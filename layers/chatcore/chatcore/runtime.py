@@ -31,6 +31,23 @@ def system_prompt_source(settings: Settings) -> TimedCache:
     return TimedCache(lambda: settings.system_prompt, float("inf"))
 
 
+def build_operations(settings: Settings, sessions: SessionService) -> Operations | None:
+    """Long-running tools, when a state machine is configured."""
+    if not settings.state_machine_arn:
+        return None
+    return Operations(
+        settings.table_name,
+        settings.state_machine_arn,
+        sessions.cache.connector,
+        guard_seconds=settings.operation_guard_seconds,
+        timeouts={
+            "tool_timeout_seconds": settings.tool_timeout_seconds,
+            "callback_heartbeat_seconds": settings.callback_heartbeat_seconds,
+            "callback_timeout_seconds": settings.callback_timeout_seconds,
+        },
+    )
+
+
 def build_engine(
     settings: Settings,
     sessions: SessionService,
@@ -39,19 +56,7 @@ def build_engine(
     tools: ToolRegistry | None = None,
 ) -> ChatEngine:
     prompt = system_prompt_source(settings)
-    operations = None
-    if settings.state_machine_arn:
-        operations = Operations(
-            settings.table_name,
-            settings.state_machine_arn,
-            sessions.cache.connector,
-            guard_seconds=settings.operation_guard_seconds,
-            timeouts={
-                "tool_timeout_seconds": settings.tool_timeout_seconds,
-                "callback_heartbeat_seconds": settings.callback_heartbeat_seconds,
-                "callback_timeout_seconds": settings.callback_timeout_seconds,
-            },
-        )
+    operations = build_operations(settings, sessions)
     deps = ChatDeps(
         settings=settings,
         sessions=sessions,

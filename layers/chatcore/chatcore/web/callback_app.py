@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatcore.config import Settings
-from chatcore.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from chatcore.errors import BadRequest, ConfigError, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from chatcore.operations import Operations
 from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, signature_digest, verify
 from chatcore.web.api import json_api
@@ -78,6 +78,11 @@ class CallbackApi:
             raise BadRequest("malformed JSON body") from exc
         return operation_id, data
 
+    async def health(self, request: Request) -> Response:
+        if self.operations is None or not self.settings.callback_secret:
+            raise ServiceUnavailable("callbacks are not configured")
+        return JSONResponse({"status": "ok"})
+
     async def complete(self, request: Request) -> Response:
         operation_id, data = await self._verified(request)
         body = parse_model(CompleteIn, data)
@@ -104,6 +109,7 @@ def create_callback_app(operations: Operations | None, settings: Settings) -> St
     api = CallbackApi(operations, settings)
     return json_api(
         [
+            Route("/health", api.health, methods=["GET"]),
             Route("/operations/{operation_id}/complete", api.complete, methods=["POST"]),
             Route("/operations/{operation_id}/fail", api.fail, methods=["POST"]),
             Route("/operations/{operation_id}/heartbeat", api.heartbeat, methods=["POST"]),
@@ -113,6 +119,10 @@ def create_callback_app(operations: Operations | None, settings: Settings) -> St
 
 def default_callback_app() -> Starlette:
     from chatcore.config import get_settings
-    from chatcore.runtime import default_engine
+    from chatcore.runtime import build_operations  # no chat engine (and no LLM client) in this function
+    from chatcore.sessions import default_service
 
-    return create_callback_app(default_engine().deps.operations, get_settings())
+    settings = get_settings()
+    if not settings.callback_secret:
+        raise ConfigError("no callback secret: set CALLBACK_SECRET_ARN (the stack's CallbackSigningSecret)")
+    return create_callback_app(build_operations(settings, default_service()), settings)

@@ -35,6 +35,7 @@ from chatcore.turn_types import ExistingTurn, TurnHandle
 from chatcore.turns import ChatEngine
 from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_model, read_json, session_id_param
+from chatcore.web.misconfigured import READY_PATH, build_or_refuse, ready
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _CLIENT_ID = re.compile(r"^[\w.:-]{1,128}$")
@@ -200,7 +201,7 @@ class ChatApi:
                 return
             if not entries:
                 idle += block
-                if idle >= self.settings.turn_lease_seconds:
+                if idle >= self.settings.resume_idle_seconds:
                     yield DONE
                     return
                 yield PING
@@ -218,6 +219,7 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
     api = ChatApi(engine, authenticator, settings)
     routes = [
         Route("/health", api.health, methods=["GET"]),
+        Route(READY_PATH, ready, methods=["GET"]),
         Route("/chat", api.chat, methods=["POST"]),
         Route("/chat/{session_id}/stream", api.resume, methods=["GET"]),
         Route("/chat/{session_id}/stop", api.stop, methods=["POST"]),
@@ -228,20 +230,23 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
 
 def default_chat_app() -> Starlette:
     from chatcore.config import get_settings
+    from chatcore.llm import require_llm_key
     from chatcore.runtime import default_engine
 
     settings = get_settings()
+    require_llm_key(settings)
     return create_chat_app(default_engine(), Authenticator(settings), settings)
 
 
 def lazy(factory: Any) -> Any:
-    """An ASGI app that builds the real one on its first request (settings are read at run time)."""
+    """An ASGI app that builds the real one on its first request (settings are read at run time); a configuration
+    error gives the misconfigured app (503 naming the setting, ``/ready`` still 200)."""
     app: Any = None
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         nonlocal app
         if app is None:
-            app = factory()
+            app = build_or_refuse(factory)
         await app(scope, receive, send)
 
     return asgi
