@@ -170,6 +170,23 @@ class RedisCluster:
             protocol=2,
         )
 
+    def client(self) -> redis.RedisCluster:
+        """A cluster-aware TLS client, for tests to look at what the product wrote."""
+        return redis.RedisCluster(
+            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca_file), socket_timeout=5, protocol=2
+        )
+
+    def keys_per_node(self) -> dict[int, list[str]]:
+        """Every key, by the port of the node that holds it."""
+        found: dict[int, list[str]] = {}
+        for port in self.ports:
+            admin = self.admin(port)
+            try:
+                found[port] = sorted(key.decode() for key in admin.scan_iter(count=1000))
+            finally:
+                admin.close()
+        return found
+
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
         node_dir = self.dir / str(port)
         node_dir.mkdir()

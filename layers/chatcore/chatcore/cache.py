@@ -20,12 +20,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from chatcore.models import ChatSession
 from chatcore.observability import count, logger
 
 T = TypeVar("T")
+
+RedisClient = aioredis.Redis | RedisCluster
+RESP_VERSION = 2
 
 SESSION_KEY = "chat:session:{session_id}"
 
@@ -62,15 +66,30 @@ def session_key(session_id: str) -> str:
 
 class RedisConnector:
     """One ``redis.asyncio`` client per event loop (Mangum may run invocations on a fresh loop), plus the
-    fail-open circuit shared by every Redis user."""
+    fail-open circuit shared by every Redis user.
 
-    def __init__(self, url: str, *, timeout: float = 0.5, retry_after: float = 5.0) -> None:
+    ``cluster`` picks the cluster-aware client (``RedisCluster``: slot map, MOVED/ASK); ElastiCache Serverless
+    is cluster-mode, so a deployment that creates the cache sets it. A ``rediss://`` URL means TLS with the
+    server's certificate and host name verified, against ``ca_file`` when given, else the system trust store.
+    RESP2 is pinned: the replies are parsed in their RESP2 shapes (XREAD as a list of [stream, entries])."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.5,
+        retry_after: float = 5.0,
+        cluster: bool = False,
+        ca_file: str = "",
+    ) -> None:
         self.url = url
+        self.cluster = cluster
+        self._ca_file = ca_file
         self._timeout = timeout
         self._retry_after = retry_after
         # Connections belong to an event loop: one set of clients per loop (Mangum and per-invocation
         # asyncio.run() may use several over a container's life); a finished loop's entry goes with it.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, aioredis.Redis]] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, RedisClient]] = (
             weakref.WeakKeyDictionary()
         )
         self._down_until = 0.0
@@ -79,19 +98,27 @@ class RedisConnector:
     def enabled(self) -> bool:
         return bool(self.url)
 
-    def client(self, *, blocking: bool = False) -> aioredis.Redis:
+    def client(self, *, blocking: bool = False) -> RedisClient:
         """The client for this event loop; ``blocking`` gives one without a socket timeout, for XREAD BLOCK."""
         clients = self._clients.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(blocking)
         if client is None:
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=None if blocking else self._timeout,
-                socket_connect_timeout=self._timeout,
-                health_check_interval=30,
-            )
+            client = self._new_client(blocking)
             clients[blocking] = client
         return client
+
+    def _new_client(self, blocking: bool) -> RedisClient:
+        options: dict[str, Any] = {
+            "socket_timeout": None if blocking else self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "health_check_interval": 30,
+            "protocol": RESP_VERSION,
+        }
+        if self._ca_file and self.url.startswith("rediss://"):
+            options["ssl_ca_certs"] = self._ca_file
+        if self.cluster:
+            return RedisCluster.from_url(self.url, **options)
+        return aioredis.Redis.from_url(self.url, **options)
 
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until
@@ -99,7 +126,7 @@ class RedisConnector:
     async def run(
         self,
         operation: str,
-        call: Callable[[aioredis.Redis], Awaitable[T]],
+        call: Callable[[RedisClient], Awaitable[T]],
         fallback: T,
         *,
         blocking: bool = False,
@@ -109,7 +136,9 @@ class RedisConnector:
             return fallback
         try:
             return await call(self.client(blocking=blocking))
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException is not a RedisError: the cluster client raises it when no node can be reached
+        # (refused, TLS verification failed) or the slots are not covered.
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self._retry_after
             count("CacheErrors")
             logger.warning("redis unavailable, continuing without it", operation=operation, error=repr(exc))
@@ -139,7 +168,7 @@ class SessionCache:
         await self._redis.close()
 
     async def get(self, session_id: str) -> ChatSession | None:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.hget(session_key(session_id), "d")
 
         raw = await self._redis.run("cache.get", call, None)
@@ -159,7 +188,7 @@ class SessionCache:
         """Write the session if its version is newer than the cached one; True if written."""
         payload = session.model_dump_json()
 
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.eval(
                 _CAS_SCRIPT, 1, session_key(session.session_id), session.version, payload, self._ttl
             )
@@ -170,7 +199,7 @@ class SessionCache:
         """Make the next read go to DynamoDB. Pass the version just written, when known, so a slower writer
         holding an older copy cannot re-populate the cache with it."""
 
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.eval(
                 _INVALIDATE_SCRIPT, 1, session_key(session_id), -1 if version is None else version, self._ttl
             )

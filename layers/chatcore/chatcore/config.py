@@ -67,6 +67,8 @@ class Settings:
     cache_ttl_seconds: int = 900
     redis_timeout_seconds: float = 0.5
     redis_retry_after_seconds: float = 5.0
+    redis_cluster: bool = False  # a cluster-mode server (ElastiCache Serverless): the cluster-aware client
+    redis_tls_ca_file: str = ""  # CA bundle that verifies a rediss:// server; empty = the system trust store
 
     auth_mode: AuthMode = "hs256"
     jwt_secret: str = field(default="", repr=False)
@@ -120,12 +122,16 @@ class Settings:
                 raise ConfigError("AUTH_MODE=jwks needs JWKS_URL or JWT_ISSUER")
             jwks_url = jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
         origins = tuple(o.strip() for o in env.get("CORS_ALLOW_ORIGINS", "").split(",") if o.strip())
+        if env.get("REDIS_TLS_CA_FILE", "").strip() and not env.get("REDIS_URL", "").strip().startswith("rediss://"):
+            raise ConfigError("REDIS_TLS_CA_FILE needs a TLS REDIS_URL (rediss://...)")
         return cls(
             table_name=env.get("CHAT_TABLE_NAME", "ChatTable"),
             redis_url=env.get("REDIS_URL", "").strip(),
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 900, minimum=1),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.5),
             redis_retry_after_seconds=_float(env, "REDIS_RETRY_AFTER_SECONDS", 5.0),
+            redis_cluster=_bool(env, "REDIS_CLUSTER", False),
+            redis_tls_ca_file=env.get("REDIS_TLS_CA_FILE", "").strip(),
             auth_mode=auth_mode,  # type: ignore[arg-type]  # checked above
             jwt_secret=env.get("JWT_SECRET", ""),
             jwt_issuer=jwt_issuer,
