@@ -1,4 +1,4 @@
-"""Redis: the session cache (and, later, replay logs and guards). Always optional, never the only copy.
+"""Redis: the session cache and the connector every Redis user goes through. Always optional, never the only copy.
 
 ``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
 compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
@@ -8,6 +8,10 @@ version cannot put it back.
 Every Redis failure is logged, counted (``CacheErrors``) and answered as a miss: a request that DynamoDB can serve
 never fails because of Redis. After a failure the cache is skipped for ``retry_after`` seconds, so a dead Redis
 does not add a connect timeout to every request.
+
+Cluster mode (ElastiCache Serverless): every Redis user here keeps each atomic step on one key — one-key Lua
+scripts, single-stream XREAD, non-transactional pipelines (split per node by the cluster client) — so no key
+needs a hash tag. A MULTI or a script over several keys would need them (``{...}`` around the shared part).
 """
 
 from __future__ import annotations
