@@ -34,7 +34,7 @@ from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.support.redis_cluster import RedisCluster
 from tests.support.tokens import SECRET
 
-SPREAD = 12  # sessions / turns per test: enough that their keys land on all three nodes
+SPREAD = 12  # turns / operations per test; their fixed ids put keys on all three nodes (asserted, not assumed)
 
 
 def cluster_settings(table_name: str, cluster: RedisCluster, **overrides: Any) -> Settings:
@@ -87,7 +87,9 @@ async def test_the_client_is_cluster_aware_over_tls_with_resp2(service: SessionS
 
 @pytest.mark.anyio
 async def test_session_cache_on_the_cluster(service: SessionService, cluster: RedisCluster):
-    sessions = [await service.upsert_chat_session(ChatSession.new("alice", title=f"s{n}")) for n in range(SPREAD)]
+    sessions: list[ChatSession] = []
+    while len({cluster.node_of(f"chat:session:{s.session_id}") for s in sessions}) < len(cluster.ports):
+        sessions.append(await service.upsert_chat_session(ChatSession.new("alice", title=f"s{len(sessions)}")))
     for saved in sessions:
         cached = await service.cache.get(saved.session_id)
         assert cached is not None and cached.model_dump() == saved.model_dump()
@@ -116,7 +118,7 @@ async def test_session_cache_on_the_cluster(service: SessionService, cluster: Re
 @pytest.mark.anyio
 async def test_replay_log_on_the_cluster(service: SessionService, cluster: RedisCluster):
     replay = ReplayLog(service.cache.connector, ttl_seconds=120)
-    turns = [(f"s-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}", f"m-{n}") for n in range(SPREAD)]
+    turns = [(f"s-{n}", f"t-{n}", f"m-{n}") for n in range(SPREAD)]  # the cluster is flushed for each test
     for session_id, turn_id, cmid in turns:
         assert await replay.begin(session_id, turn_id, cmid) is True
         await replay.append(turn_id, ['{"type":"start"}', '{"type":"text-delta","delta":"a"}'])
@@ -163,13 +165,13 @@ async def test_replay_log_on_the_cluster(service: SessionService, cluster: Redis
 @pytest.mark.anyio
 async def test_operation_guard_on_the_cluster(table_name: str, service: SessionService, cluster: RedisCluster):
     operations = Operations(table_name, "arn:aws:states:us-east-1:123456789012:stateMachine:x", service.cache.connector)
-    ids = [f"op-{uuid.uuid4().hex}" for _ in range(SPREAD)]
-    assert [await operations._take_guard(op) for op in ids] == [True] * SPREAD
-    assert [await operations._take_guard(op) for op in ids] == [False] * SPREAD  # SET NX: held
+    ids = [f"op-{n}" for n in range(SPREAD)]  # chat:op:op-0 … op-11: fixed names, known to cover the three nodes
+    assert [await operations._take_guard(op) for op in ids] == [True] * len(ids)
+    assert [await operations._take_guard(op) for op in ids] == [False] * len(ids)  # SET NX: held
     _spread_over_every_node(cluster, [guard_key(op) for op in ids])
     for op in ids:
         await operations.release_guard(op)
-    assert [await operations._take_guard(op) for op in ids] == [True] * SPREAD
+    assert [await operations._take_guard(op) for op in ids] == [True] * len(ids)
     assert service.cache.connector.available()
 
 

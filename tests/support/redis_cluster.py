@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from redis.crc import key_slot
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # redis' cluster bus listens on the (TLS) client port + 10000
@@ -176,6 +178,11 @@ class RedisCluster:
             host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca_file), socket_timeout=5, protocol=2
         )
 
+    def node_of(self, key: str) -> int:
+        """The port of the node that holds ``key`` (slots are split evenly, in port order, by ``start()``)."""
+        per_node = SLOTS // len(self.ports)
+        return self.ports[min(key_slot(key.encode()) // per_node, len(self.ports) - 1)]
+
     def keys_per_node(self) -> dict[int, list[str]]:
         """Every key, by the port of the node that holds it."""
         found: dict[int, list[str]] = {}
@@ -226,8 +233,7 @@ class RedisCluster:
             stderr=subprocess.DEVNULL,
         )
 
-    def _wait(self, deadline: float, what: str, check: object) -> None:
-        assert callable(check)
+    def _wait(self, deadline: float, what: str, check: Callable[[], object]) -> None:
         while time.monotonic() < deadline:
             try:
                 if check():

@@ -86,6 +86,8 @@ class ReplayLog:
         await self._redis.run("replay.append", call, None)
 
     async def end(self, session_id: str, turn_id: str) -> None:
+        # On a cluster the three keys may sit on three nodes, written in parallel: any order is correct (a resume
+        # that finds no pointer answers 204; one that finds it reads the log up to the end entry).
         async def call(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.xadd(log_key(turn_id), {"end": "1"})
