@@ -137,11 +137,12 @@ async def test_replay_log_on_the_cluster(service: SessionService, cluster: Redis
             '{"type":"text-delta","delta":"a"}',
         ]
 
-    # Follow: a blocking XREAD waits on the log's node until the turn appends, then the end entry arrives.
+    # Follow: a blocking XREAD waits on the log's node — longer than the 0.5 s socket timeout of the ordinary
+    # client — until the turn appends.
     session_id, turn_id, _ = turns[0]
     last = (await replay.read(turn_id, "0-0", block_ms=100) or [])[-1].entry_id
     follower = asyncio.create_task(replay.read(turn_id, last, block_ms=5000))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.8)
     assert not follower.done()
     await replay.append(turn_id, ['{"type":"text-delta","delta":"b"}'])
     followed = await asyncio.wait_for(follower, 5)
