@@ -22,6 +22,7 @@ from local.offline_llm import OfflineLLM
 from local.server import ServerThread
 from local.stack import LocalStack
 from local.template import create_table_kwargs
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.tokens import SECRET, auth_header
 
@@ -69,6 +70,14 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three cluster-mode masters, TLS only, certificates from a test CA: what ElastiCache Serverless looks like."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

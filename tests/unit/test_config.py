@@ -9,6 +9,7 @@ def test_defaults():
     settings = Settings.from_env({})
     assert settings.table_name == "ChatTable" and settings.redis_url == "" and settings.auth_mode == "hs256"
     assert settings.allow_anonymous is False and settings.cache_ttl_seconds == 900
+    assert settings.redis_cluster is False and settings.redis_tls_ca_file == ""
 
 
 def test_values_are_parsed():
@@ -39,11 +40,20 @@ def test_values_are_parsed():
         {"CACHE_TTL_SECONDS": "ten"},
         {"CACHE_TTL_SECONDS": "0"},
         {"REDIS_TIMEOUT_SECONDS": "-1"},
+        {"REDIS_CLUSTER": "cluster"},
+        {"REDIS_URL": "redis://h:6379/0", "REDIS_TLS_CA_FILE": "/ca.pem"},  # a CA for a connection without TLS
     ],
 )
 def test_bad_values_fail_at_start(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_cluster_and_tls_settings():
+    settings = Settings.from_env(
+        {"REDIS_URL": "rediss://cache.example:6379", "REDIS_CLUSTER": "true", "REDIS_TLS_CA_FILE": " /etc/ca.pem "}
+    )
+    assert settings.redis_cluster is True and settings.redis_tls_ca_file == "/etc/ca.pem"
 
 
 def test_secret_is_not_in_repr():

@@ -1,4 +1,4 @@
-"""Redis: the session cache (and, later, replay logs and guards). Always optional, never the only copy.
+"""Redis: the session cache and the connector every Redis user goes through. Always optional, never the only copy.
 
 ``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
 compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
@@ -8,6 +8,10 @@ version cannot put it back.
 Every Redis failure is logged, counted (``CacheErrors``) and answered as a miss: a request that DynamoDB can serve
 never fails because of Redis. After a failure the cache is skipped for ``retry_after`` seconds, so a dead Redis
 does not add a connect timeout to every request.
+
+Cluster mode (ElastiCache Serverless): every Redis user here keeps each atomic step on one key — one-key Lua
+scripts, single-stream XREAD, non-transactional pipelines (split per node by the cluster client) — so no key
+needs a hash tag. A MULTI or a script over several keys would need them (``{...}`` around the shared part).
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from chatcore.models import ChatSession
 from chatcore.observability import count, logger
 
 T = TypeVar("T")
+
+RedisClient = aioredis.Redis | RedisCluster
+RESP_VERSION = 2
 
 SESSION_KEY = "chat:session:{session_id}"
 
@@ -62,15 +70,30 @@ def session_key(session_id: str) -> str:
 
 class RedisConnector:
     """One ``redis.asyncio`` client per event loop (Mangum may run invocations on a fresh loop), plus the
-    fail-open circuit shared by every Redis user."""
+    fail-open circuit shared by every Redis user.
 
-    def __init__(self, url: str, *, timeout: float = 0.5, retry_after: float = 5.0) -> None:
+    ``cluster`` picks the cluster-aware client (``RedisCluster``: slot map, MOVED/ASK); ElastiCache Serverless
+    is cluster-mode, so a deployment that creates the cache sets it. A ``rediss://`` URL means TLS with the
+    server's certificate and host name verified, against ``ca_file`` when given, else the system trust store.
+    RESP2 is pinned: the replies are parsed in their RESP2 shapes (XREAD as a list of [stream, entries])."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.5,
+        retry_after: float = 5.0,
+        cluster: bool = False,
+        ca_file: str = "",
+    ) -> None:
         self.url = url
+        self.cluster = cluster
+        self._ca_file = ca_file
         self._timeout = timeout
         self._retry_after = retry_after
         # Connections belong to an event loop: one set of clients per loop (Mangum and per-invocation
         # asyncio.run() may use several over a container's life); a finished loop's entry goes with it.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, aioredis.Redis]] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, RedisClient]] = (
             weakref.WeakKeyDictionary()
         )
         self._down_until = 0.0
@@ -79,19 +102,27 @@ class RedisConnector:
     def enabled(self) -> bool:
         return bool(self.url)
 
-    def client(self, *, blocking: bool = False) -> aioredis.Redis:
+    def client(self, *, blocking: bool = False) -> RedisClient:
         """The client for this event loop; ``blocking`` gives one without a socket timeout, for XREAD BLOCK."""
         clients = self._clients.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(blocking)
         if client is None:
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=None if blocking else self._timeout,
-                socket_connect_timeout=self._timeout,
-                health_check_interval=30,
-            )
+            client = self._new_client(blocking)
             clients[blocking] = client
         return client
+
+    def _new_client(self, blocking: bool) -> RedisClient:
+        options: dict[str, Any] = {
+            "socket_timeout": None if blocking else self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "health_check_interval": 30,
+            "protocol": RESP_VERSION,
+        }
+        if self._ca_file and self.url.startswith("rediss://"):
+            options["ssl_ca_certs"] = self._ca_file
+        if self.cluster:
+            return RedisCluster.from_url(self.url, **options)
+        return aioredis.Redis.from_url(self.url, **options)
 
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until
@@ -99,7 +130,7 @@ class RedisConnector:
     async def run(
         self,
         operation: str,
-        call: Callable[[aioredis.Redis], Awaitable[T]],
+        call: Callable[[RedisClient], Awaitable[T]],
         fallback: T,
         *,
         blocking: bool = False,
@@ -109,7 +140,9 @@ class RedisConnector:
             return fallback
         try:
             return await call(self.client(blocking=blocking))
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException is not a RedisError: the cluster client raises it when no node can be reached
+        # (refused, TLS verification failed) or the slots are not covered.
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self._retry_after
             count("CacheErrors")
             logger.warning("redis unavailable, continuing without it", operation=operation, error=repr(exc))
@@ -139,7 +172,7 @@ class SessionCache:
         await self._redis.close()
 
     async def get(self, session_id: str) -> ChatSession | None:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.hget(session_key(session_id), "d")
 
         raw = await self._redis.run("cache.get", call, None)
@@ -159,7 +192,7 @@ class SessionCache:
         """Write the session if its version is newer than the cached one; True if written."""
         payload = session.model_dump_json()
 
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.eval(
                 _CAS_SCRIPT, 1, session_key(session.session_id), session.version, payload, self._ttl
             )
@@ -170,7 +203,7 @@ class SessionCache:
         """Make the next read go to DynamoDB. Pass the version just written, when known, so a slower writer
         holding an older copy cannot re-populate the cache with it."""
 
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.eval(
                 _INVALIDATE_SCRIPT, 1, session_key(session_id), -1 if version is None else version, self._ttl
             )

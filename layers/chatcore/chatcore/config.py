@@ -73,6 +73,8 @@ class Settings:
     cache_ttl_seconds: int = 900
     redis_timeout_seconds: float = 0.5
     redis_retry_after_seconds: float = 5.0
+    redis_cluster: bool = False  # a cluster-mode server (ElastiCache Serverless): the cluster-aware client
+    redis_tls_ca_file: str = ""  # CA bundle that verifies a rediss:// server; empty = the system trust store
 
     auth_mode: AuthMode = "hs256"
     jwt_secret: str = field(default="", repr=False)
@@ -136,6 +138,8 @@ class Settings:
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 900, minimum=1),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.5),
             redis_retry_after_seconds=_float(env, "REDIS_RETRY_AFTER_SECONDS", 5.0),
+            redis_cluster=_bool(env, "REDIS_CLUSTER", False),
+            redis_tls_ca_file=env.get("REDIS_TLS_CA_FILE", "").strip(),
             auth_mode=auth_mode,  # type: ignore[arg-type]  # checked above
             jwt_secret=env.get("JWT_SECRET", ""),
             jwt_secret_arn=env.get("JWT_SECRET_ARN", "").strip(),
@@ -182,6 +186,8 @@ class Settings:
 
     def check(self) -> None:
         """Rules across settings (CloudFormation cannot compare two parameters, so they are checked here)."""
+        if self.redis_tls_ca_file and self.redis_url and not self.redis_url.startswith("rediss://"):
+            raise ConfigError("REDIS_TLS_CA_FILE needs a TLS REDIS_URL (rediss://...)")
         if self.callback_heartbeat_seconds >= self.callback_timeout_seconds:
             raise ConfigError(
                 "CALLBACK_HEARTBEAT_SECONDS must be less than CALLBACK_TIMEOUT_SECONDS "

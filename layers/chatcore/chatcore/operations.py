@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
 from botocore.exceptions import ClientError
 
 from chatcore.aws import dynamodb_client, stepfunctions_client
-from chatcore.cache import RedisConnector
+from chatcore.cache import RedisClient, RedisConnector
 from chatcore.dynamo import in_thread, iso, pk
 from chatcore.errors import Conflict, NotFound, ServiceUnavailable
 from chatcore.models import utcnow
@@ -385,14 +384,14 @@ class Operations:
     # -- guard ----------------------------------------------------------------------------------------------
 
     async def _take_guard(self, operation_id: str) -> bool:
-        async def call(client: aioredis.Redis) -> bool:
+        async def call(client: RedisClient) -> bool:
             return bool(await client.set(guard_key(operation_id), "1", nx=True, ex=self._guard_seconds))
 
         # Redis down: True — the record and the execution name still make the start happen once.
         return await self._redis.run("operation.guard", call, True)
 
     async def release_guard(self, operation_id: str) -> None:
-        async def call(client: aioredis.Redis) -> None:
+        async def call(client: RedisClient) -> None:
             await client.delete(guard_key(operation_id))
 
         await self._redis.run("operation.release", call, None)

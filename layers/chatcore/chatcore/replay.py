@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from chatcore.cache import RedisConnector
+from chatcore.cache import RedisClient, RedisConnector
 from chatcore.stream import StreamEvent, encode_json
 
 BATCH_SECONDS = 0.02
@@ -67,7 +65,7 @@ class ReplayLog:
     async def begin(self, session_id: str, turn_id: str, client_message_id: str | None) -> bool:
         """Point the session at this turn; True when the log is being kept."""
 
-        async def call(client: aioredis.Redis) -> bool:
+        async def call(client: RedisClient) -> bool:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.set(active_key(session_id), turn_id, ex=self._ttl)
                 if client_message_id:
@@ -78,7 +76,7 @@ class ReplayLog:
         return await self._redis.run("replay.begin", call, False)
 
     async def append(self, turn_id: str, chunks: list[str]) -> None:
-        async def call(client: aioredis.Redis) -> None:
+        async def call(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for chunk in chunks:
                     pipe.xadd(log_key(turn_id), {"c": chunk})
@@ -88,7 +86,9 @@ class ReplayLog:
         await self._redis.run("replay.append", call, None)
 
     async def end(self, session_id: str, turn_id: str) -> None:
-        async def call(client: aioredis.Redis) -> None:
+        # On a cluster the three keys may sit on three nodes, written in parallel: any order is correct (a resume
+        # that finds no pointer answers 204; one that finds it reads the log up to the end entry).
+        async def call(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.xadd(log_key(turn_id), {"end": "1"})
                 pipe.expire(log_key(turn_id), self._ttl)
@@ -99,14 +99,14 @@ class ReplayLog:
         await self._redis.run("replay.end", call, None)
 
     async def active_turn(self, session_id: str) -> str | None:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.get(active_key(session_id))
 
         raw = await self._redis.run("replay.active", call, None)
         return raw.decode() if isinstance(raw, bytes) else None
 
     async def turn_of_client_message(self, session_id: str, client_message_id: str) -> str | None:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.get(cmid_key(session_id, client_message_id))
 
         raw = await self._redis.run("replay.cmid", call, None)
@@ -116,7 +116,7 @@ class ReplayLog:
         """Entries after ``after`` ("0-0" = from the start), waiting up to ``block_ms`` for new ones.
         None when Redis failed (the reader should stop)."""
 
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.xread({log_key(turn_id): after}, count=500, block=block_ms)
 
         result = await self._redis.run("replay.read", call, None, blocking=True)
@@ -130,20 +130,20 @@ class ReplayLog:
         return entries
 
     async def exists(self, turn_id: str) -> bool:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.exists(log_key(turn_id))
 
         return bool(await self._redis.run("replay.exists", call, 0))
 
     async def request_cancel(self, turn_id: str) -> bool:
-        async def call(client: aioredis.Redis) -> bool:
+        async def call(client: RedisClient) -> bool:
             await client.set(cancel_key(turn_id), "1", ex=self._ttl)
             return True
 
         return await self._redis.run("replay.cancel", call, False)
 
     async def cancel_requested(self, turn_id: str) -> bool:
-        async def call(client: aioredis.Redis) -> Any:
+        async def call(client: RedisClient) -> Any:
             return await client.exists(cancel_key(turn_id))
 
         return bool(await self._redis.run("replay.cancelled", call, 0))

@@ -223,6 +223,8 @@ def build_service(settings: Settings) -> SessionService:
         settings.redis_url,
         timeout=settings.redis_timeout_seconds,
         retry_after=settings.redis_retry_after_seconds,
+        cluster=settings.redis_cluster,
+        ca_file=settings.redis_tls_ca_file,
     )
     on_delete = None
     if settings.state_machine_arn:
