@@ -53,10 +53,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def sam_builds() -> Iterator[dict[str, Build]]:
     """Both architectures' builds, run side by side (each is mostly pip start-ups)."""
+    missing = ""
     try:
         sam_executable()
     except SamMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
+    if missing:  # a failure, not a skip: CI installs the SAM CLI (.ci/run), and so does ./run test
+        pytest.fail(missing, pytrace=False)
     with build_area() as (area, cached):
         started = time.monotonic()
         running: dict[str, Any] = {}
@@ -129,7 +132,7 @@ class BuiltFunction:
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in close()
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [python, "-I", "-S", str(RUNNER), str(task_root), str(build.layer_python), handler, str(write_fd)],
+            [python, "-I", "-S", "-B", str(RUNNER), str(task_root), str(build.layer_python), handler, str(write_fd)],
             cwd=task_root,
             env=lambda_environment(logical_id, task_root, services),
             stdin=subprocess.PIPE,

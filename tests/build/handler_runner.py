@@ -1,7 +1,8 @@
 """A warm Lambda container for one built function, standard library only.
 
-Run as ``python3.12 -I -S handler_runner.py TASK_ROOT LAYER_DIR HANDLER RESULT_FD``: ``-I -S`` leaves
-``sys.path`` with the standard library alone (no site-packages, no PYTHONPATH, not this file's folder); this script
+Run as ``python3.12 -I -S -B handler_runner.py TASK_ROOT LAYER_DIR HANDLER RESULT_FD``: ``-I -S`` leaves
+``sys.path`` with the standard library alone (no site-packages, no PYTHONPATH, not this file's folder; ``-B``
+writes no .pyc into the build, read-only in Lambda); this script
 puts the function's build folder and its layer in front, as Lambda does with /var/task and /opt/python, imports the
 handler (the init phase), then reads one JSON request a line from stdin:
 

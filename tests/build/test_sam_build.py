@@ -163,11 +163,12 @@ def test_the_built_run_sh_serves_the_readiness_check(
     env = lambda_environment(logical_id, task_root, services)
     readiness = env["AWS_LWA_READINESS_CHECK_PATH"]
     # Lambda's `python` is the runtime's interpreter; here the plain interpreter without any site-packages, so
-    # the layer (PYTHONPATH, as /opt/python is in Lambda) is the only place packages can come from.
+    # the layer (PYTHONPATH, as /opt/python is in Lambda) is the only place packages can come from; no .pyc
+    # files are written into the build (Lambda's /var/task and /opt are read-only).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = bin_dir / "python"
-    python.write_text(f'#!/bin/sh\nexec "{getattr(sys, "_base_executable", sys.executable)}" -S "$@"\n')
+    python.write_text(f'#!/bin/sh\nexec "{getattr(sys, "_base_executable", sys.executable)}" -S -B "$@"\n')
     python.chmod(0o755)
     port = free_port()
     env |= {"PORT": str(port), "PATH": f"{bin_dir}:{env['PATH']}", "PYTHONPATH": str(host_build.layer_python)}
