@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -37,11 +38,15 @@ UNZIPPED_BUDGET = 250 * 1024 * 1024
 # fetch; leave it this much of the budget.
 ADAPTER_LAYER_ALLOWANCE = 20 * 1024 * 1024
 
+ADAPTER_LAYER_NAME = {"arm64": "LambdaAdapterLayerArm64", "x86_64": "LambdaAdapterLayerX86"}
 # ELF e_machine values (elf.h)
 EM_X86_64 = 62
 EM_AARCH64 = 183
 ELF_MACHINE = {"arm64": EM_AARCH64, "x86_64": EM_X86_64}
-WHEEL_PLATFORM_SUFFIX = {"arm64": "_aarch64", "x86_64": "_x86_64"}
+WHEEL_MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}
+# The python3.12 runtime is Amazon Linux 2023: glibc 2.34 (aws-lambda-builders' _RUNTIME_GLIBC says the same)
+LAMBDA_GLIBC = (2, 34)
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 # PEP 508 marker environment of the Lambda python3.12 runtime, per architecture
 LAMBDA_MARKERS = {
     arch: {
@@ -109,6 +114,9 @@ def retarget_template(text: str, arch: str) -> str:
                     changed.append(name)
                 else:
                     walk(value, name)
+        elif isinstance(node, yaml.ScalarNode) and "LambdaAdapterLayer" in str(node.value):
+            # the Lambda Web Adapter publishes one layer per architecture
+            node.value = re.sub(r"LambdaAdapterLayer(Arm64|X86)", ADAPTER_LAYER_NAME[arch], str(node.value))
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
                 walk(item, path)
@@ -240,6 +248,28 @@ def wheel_tags(site: Path) -> dict[str, list[str]]:
         lines = wheel.read_text().splitlines()
         tags[wheel.parent.name] = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Tag:")]
     return tags
+
+
+def wheel_tag_problem(tag: str, arch: str) -> str | None:
+    """Why a wheel tag (``py-abi-platform``) cannot load on Lambda python3.12 for ``arch``; None when it can.
+    A ``linux_*`` platform means a wheel compiled on the build machine from an sdist: refused too."""
+    python, abi, platform = tag.split("-")
+    if not (python in ("py3", "py2") or (python.startswith("cp3") and int(python[3:]) <= 12)):
+        return f"python tag {python}"
+    if abi not in ("none", "abi3", "cp312"):
+        return f"ABI {abi}"
+    if platform == "any":
+        return None
+    match = re.fullmatch(r"(manylinux1|manylinux2010|manylinux2014|manylinux_(\d+)_(\d+))_(\w+)", platform)
+    if match is None:
+        return f"platform {platform} (not a manylinux wheel; linux_* ones are built on this machine from an sdist)"
+    legacy, major, minor, machine = match.groups()
+    if machine != WHEEL_MACHINE[arch]:
+        return f"machine {machine}"
+    glibc = _LEGACY_MANYLINUX[legacy] if major is None else (int(major), int(minor))
+    if glibc > LAMBDA_GLIBC:
+        return f"needs glibc {glibc[0]}.{glibc[1]}, Lambda has {LAMBDA_GLIBC[0]}.{LAMBDA_GLIBC[1]}"
+    return None
 
 
 def tree_size(path: Path) -> int:

@@ -32,7 +32,6 @@ from tests.build.sam import (
     LAYER_ID,
     ROOT,
     UNZIPPED_BUDGET,
-    WHEEL_PLATFORM_SUFFIX,
     Build,
     Services,
     elf_files,
@@ -41,6 +40,7 @@ from tests.build.sam import (
     mb,
     template_architecture,
     tree_size,
+    wheel_tag_problem,
     wheel_tags,
 )
 from tests.e2e.test_local_invoke import EVENTS, FUNCTION_OF_PREFIX, STATUS, STEP_RESULTS
@@ -50,7 +50,7 @@ from tests.support.sse import parse_sse
 pytestmark = pytest.mark.sam_build
 
 HANDLER_FUNCTIONS = sorted(i for i, p in functions().items() if p["Handler"].endswith(".handler"))
-SCRIPT_FUNCTIONS = sorted(i for i, p in functions().items() if not p["Handler"].endswith(".handler"))
+STREAMING_FUNCTION = "ChatFunction"  # Handler: run.sh, behind the Lambda Web Adapter
 
 
 def _layer_requirements(arch: str) -> dict[str, str]:
@@ -73,15 +73,12 @@ def test_every_layer_wheel_was_resolved_for_the_architecture(arch: str, sam_buil
     tags = wheel_tags(layer)
     wrong = {}
     for dist, dist_tags in tags.items():
-        for tag in dist_tags:
-            _python, abi, platform = tag.split("-")
-            if not (platform == "any" or platform.endswith(WHEEL_PLATFORM_SUFFIX[arch])) or abi not in (
-                "none",
-                "abi3",
-                "cp312",
-            ):
-                wrong[dist] = dist_tags
-    assert not wrong, f"wheels not for Lambda python3.12 on {arch}: {wrong}"
+        problems = {tag: wheel_tag_problem(tag, arch) for tag in dist_tags}
+        # a wheel loads when one of its tags fits; a tag for another machine means the wrong file was picked
+        foreign = [t for t, why in problems.items() if why and why.startswith("machine")]
+        if not dist_tags or foreign or all(problems.values()):
+            wrong[dist] = problems
+    assert not wrong, f"wheels that do not fit Lambda python3.12 on {arch}: {wrong}"
     installed = {canonicalize_name(d.removesuffix(".dist-info").rsplit("-", 1)[0]): d for d in tags}
     versions = {name: d.removesuffix(".dist-info").rsplit("-", 1)[1] for name, d in installed.items()}
     assert versions == _layer_requirements(arch), "the built layer differs from layers/chatcore/requirements.txt"
@@ -151,16 +148,14 @@ def test_built_handler_imports_only_from_the_build(
     assert not [p for p in answer["sys_path"] if "site-packages" in p], answer["sys_path"]
 
 
-@pytest.mark.parametrize("logical_id", SCRIPT_FUNCTIONS)
-def test_the_built_run_sh_serves_the_readiness_check(
-    logical_id: str, host_build: Build, services: Services, tmp_path: Path
-):
+def test_the_built_run_sh_serves_the_readiness_check_and_streams(host_build: Build, services: Services, tmp_path: Path):
     """The Lambda Web Adapter execs the handler script and waits for its readiness path before the first
-    request: the built script, the built app and the built layer must get there on their own."""
-    task_root = host_build.function_dir(logical_id)
-    script = task_root / functions()[logical_id]["Handler"]
+    request: the built script, the built app and the built layer must get there on their own. Then one sample
+    chat turn goes through it, as the adapter would forward the Function URL request."""
+    task_root = host_build.function_dir(STREAMING_FUNCTION)
+    script = task_root / functions()[STREAMING_FUNCTION]["Handler"]
     assert script.stat().st_mode & stat.S_IXUSR, f"{script} is not executable: the adapter could not exec it"
-    env = lambda_environment(logical_id, task_root, services)
+    env = lambda_environment(STREAMING_FUNCTION, task_root, services)
     readiness = env["AWS_LWA_READINESS_CHECK_PATH"]
     # Lambda's `python` is the runtime's interpreter; here the plain interpreter without any site-packages, so
     # the layer (PYTHONPATH, as /opt/python is in Lambda) is the only place packages can come from; no .pyc
@@ -172,6 +167,7 @@ def test_the_built_run_sh_serves_the_readiness_check(
     python.chmod(0o755)
     port = free_port()
     env |= {"PORT": str(port), "PATH": f"{bin_dir}:{env['PATH']}", "PYTHONPATH": str(host_build.layer_python)}
+    reset_state(services)
     log = tmp_path / "run.log"
     with log.open("w") as out:
         proc = subprocess.Popen([str(script)], cwd=task_root, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -187,6 +183,19 @@ def test_the_built_run_sh_serves_the_readiness_check(
         assert status == 200, f"{readiness} answered {status}; exit code {proc.poll()}; log:\n{log.read_text()}"
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert str(host_build.layer_python / "pydantic_core") in maps, "the app did not load the built layer"
+
+        event = json.loads((ROOT / "events" / "chat-send.json").read_text())
+        response = httpx.request(
+            event["requestContext"]["http"]["method"],
+            f"http://127.0.0.1:{port}{event['rawPath']}",
+            headers={k: v for k, v in event["headers"].items() if k in ("authorization", "content-type")},
+            content=event["body"],
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = parse_sse(response.text)
+        assert stream.done and stream.types[-1] == "finish" and not stream.of_type("error"), response.text
     finally:
         proc.terminate()
         try:
