@@ -121,8 +121,7 @@ class LocalStack:
         how = "secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "secret generated at start"
         self.parts.append(Part("auth", "embedded", f"HS256, {how}; POST /dev/token"))
         state_machine_arn = self._start_step_functions()
-        self.settings = replace(
-            Settings.from_env(os.environ),
+        wiring: dict[str, Any] = dict(
             table_name=table,
             redis_url=redis_url,
             auth_mode="hs256",
@@ -134,8 +133,8 @@ class LocalStack:
             state_machine_arn=state_machine_arn,
             callback_secret=os.environ.get("CALLBACK_SECRET") or secrets.token_urlsafe(32),
             callback_url=self.public_url,
-            **self.overrides,
         )
+        self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
         self._export_env(self.settings)
         self.service = build_service(self.settings)
         self.engine = build_engine(self.settings, self.service)
