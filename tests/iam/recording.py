@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -191,9 +192,21 @@ def pytest_runtest_setup(item: Any) -> None:
     RECORDER.current_test = item.nodeid
 
 
+_CHECKED = {"collected": False}
+
+
 def pytest_collection_modifyitems(items: list[Any]) -> None:
     """The IAM checks run last, so that they see the calls of every test of the session."""
     items.sort(key=lambda item: item.get_closest_marker("iam_check") is not None)
+    _CHECKED["collected"] = any(item.get_closest_marker("iam_check") for item in items)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _CHECKED["collected"]:
+        return
+    counts = Counter(c.principal for c in RECORDER.calls if c.principal)
+    summary = ", ".join(f"{principal} {n}" for principal, n in sorted(counts.items()))
+    terminalreporter.write_line(f"AWS calls held against template.yaml's roles: {summary or 'none'}")
 
 
 def pytest_configure(config: Any) -> None:

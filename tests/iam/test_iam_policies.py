@@ -248,6 +248,7 @@ def recording(redis_server: RedisServer) -> Iterator[Recording]:
     # Each function reads the key in its own container; in this one process, read it every time a client is made.
     patch.setattr("chatcore.llm._secret_key", read_secret)
     scenarios: list[Scenario] = []
+    tables: list[str] = []
     secret_arn = ""
     try:
         # The defaults with the cache; then the optional parameters set and no cache (every read hits DynamoDB).
@@ -257,8 +258,9 @@ def recording(redis_server: RedisServer) -> Iterator[Recording]:
                 overrides = _optional_resources() if variant != "defaults" else {}
                 secret_arn = overrides.get("llm_api_key_secret_arn", secret_arn)
                 redis_url = redis_server.url if variant == "defaults" else ""
+                tables.append(_new_table())
                 chat = start_chat_stack(
-                    _new_table(), redis_url, callback_heartbeat_seconds=2, callback_timeout_seconds=60, **overrides
+                    tables[-1], redis_url, callback_heartbeat_seconds=2, callback_timeout_seconds=60, **overrides
                 )
             try:
                 for scenario in SCENARIOS:
@@ -269,6 +271,9 @@ def recording(redis_server: RedisServer) -> Iterator[Recording]:
         yield Recording(scenarios, secret_arn)
     finally:
         patch.undo()
+        with RECORDER.harness("clean up"):
+            for table in tables:
+                boto3.client("dynamodb").delete_table(TableName=table)
 
 
 def _flush(url: str) -> None:
@@ -441,7 +446,8 @@ def test_roles_have_no_other_managed_policies(evaluation: Evaluation, variant: s
 def test_role_allows_every_recorded_call(evaluation: Evaluation, principal: str):
     denied = sorted(
         {
-            f"{check.action} on {check.resource} ({check.variant}): {result}" + _example(evaluation, check)
+            f"{check.action} on {check.resource} [template with {check.variant}]: {result}"
+            + _example(evaluation, check)
             for check, result in evaluation.checks.items()
             if check.principal == principal and result != "Allowed"
         }
