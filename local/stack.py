@@ -26,10 +26,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
 
 from chatcore.auth import Authenticator
-from chatcore.aws import reset_clients
+from chatcore.aws import reset_clients, running_as
 from chatcore.config import Settings
 from chatcore.errors import ValidationFailed
 from chatcore.runtime import build_engine
@@ -61,6 +61,32 @@ class Part:
     name: str
     mode: str
     detail: str
+
+
+class RunAsFunction:
+    """ASGI middleware: a request runs as the template function that owns the route it matches
+    (``chatcore.aws.running_as``); in AWS each function has its own URL, here they share one origin."""
+
+    def __init__(self, app: Any, functions: dict[str, list[BaseRoute]]) -> None:
+        self.app = app
+        self.functions = functions
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        function = None
+        if scope["type"] == "http":
+            function = next(
+                (
+                    name
+                    for name, routes in self.functions.items()
+                    if any(route.matches(scope)[0] is Match.FULL for route in routes)
+                ),
+                None,
+            )
+        if function is None:
+            await self.app(scope, receive, send)
+            return
+        with running_as(function):
+            await self.app(scope, receive, send)
 
 
 @dataclass
@@ -95,8 +121,7 @@ class LocalStack:
         how = "secret from JWT_SECRET" if "JWT_SECRET" in os.environ else "secret generated at start"
         self.parts.append(Part("auth", "embedded", f"HS256, {how}; POST /dev/token"))
         state_machine_arn = self._start_step_functions()
-        self.settings = replace(
-            Settings.from_env(os.environ),
+        wiring: dict[str, Any] = dict(
             table_name=table,
             redis_url=redis_url,
             auth_mode="hs256",
@@ -108,8 +133,8 @@ class LocalStack:
             state_machine_arn=state_machine_arn,
             callback_secret=os.environ.get("CALLBACK_SECRET") or secrets.token_urlsafe(32),
             callback_url=self.public_url,
-            **self.overrides,
         )
+        self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
         self._export_env(self.settings)
         self.service = build_service(self.settings)
         self.engine = build_engine(self.settings, self.service)
@@ -221,7 +246,13 @@ class LocalStack:
             claims = {"sub": user_id, "iat": now, "exp": now + 12 * 3600}
             return JSONResponse({"token": jwt.encode(claims, settings.jwt_secret, algorithm="HS256")})
 
-        # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON).
+        # The functions' routes are disjoint, so one router serves them all (and answers 404/405 as JSON);
+        # a request runs as the function whose route it matched, as it would in AWS.
+        functions = {
+            "SessionsFunction": sessions.router.routes,
+            "CallbackFunction": callback_routes,
+            "ChatFunction": chat_routes,
+        }
         return json_api(
             [
                 *web_routes(),
@@ -236,7 +267,8 @@ class LocalStack:
                     allow_origins=list(settings.cors_allow_origins),
                     allow_methods=["GET", "POST", "PATCH", "DELETE"],
                     allow_headers=["authorization", "content-type", "last-event-id"],
-                )
+                ),
+                Middleware(RunAsFunction, functions=functions),
             ],
         )
 

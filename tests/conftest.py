@@ -26,6 +26,9 @@ from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.tokens import SECRET, auth_header
 
+# Records every AWS call with the function it runs as (checked against template.yaml's roles by tests/iam).
+pytest_plugins = ["tests.iam.recording"]
+
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

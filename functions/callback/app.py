@@ -3,4 +3,4 @@
 from chatcore.handlers import function_url_handler
 from chatcore.web.callback_app import default_callback_app
 
-handler = function_url_handler(default_callback_app)
+handler = function_url_handler(default_callback_app, function="CallbackFunction")

@@ -8,8 +8,8 @@ One ASGI app, two entry points:
   invokes (ChatBufferedFunction); it returns the whole SSE body.
 """
 
-from chatcore.handlers import function_url_handler
+from chatcore.handlers import function_asgi_app, function_url_handler
 from chatcore.web.chat_app import default_chat_app, lazy
 
-asgi_app = lazy(default_chat_app)
-handler = function_url_handler(default_chat_app)
+asgi_app = function_asgi_app(lazy(default_chat_app), function="ChatFunction")
+handler = function_url_handler(default_chat_app, function="ChatBufferedFunction")

@@ -3,4 +3,4 @@
 from chatcore.handlers import step_handler
 from chatcore.operation_steps import continuation_step
 
-handler = step_handler(continuation_step)
+handler = step_handler(continuation_step, function="ContinuationFunction")

@@ -3,4 +3,4 @@
 from chatcore.handlers import function_url_handler
 from chatcore.web.sessions_app import default_sessions_app
 
-handler = function_url_handler(default_sessions_app)
+handler = function_url_handler(default_sessions_app, function="SessionsFunction")

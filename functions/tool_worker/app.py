@@ -4,4 +4,4 @@ tool's task token)."""
 from chatcore.handlers import step_handler
 from chatcore.operation_steps import run_tool
 
-handler = step_handler(run_tool)
+handler = step_handler(run_tool, function="ToolWorkerFunction")

@@ -2,10 +2,18 @@
 
 boto3 is imported here and in the store only. Region and endpoint come from the standard AWS variables
 (``AWS_REGION``, ``AWS_ENDPOINT_URL``), which boto3 itself reads.
+
+``current_function`` names the function of ``template.yaml`` (its logical id) whose code is running, so whose IAM
+role the AWS calls made here need: the Lambda entry points (``chatcore.handlers``) set it, and the local stack sets
+it per route, as it serves every function's routes on one origin. The IAM tests hold each recorded call against
+that function's role.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +32,19 @@ _CONFIG = Config(
     read_timeout=5,
     max_pool_connections=32,
 )
+
+
+current_function: ContextVar[str | None] = ContextVar("current_function", default=None)
+
+
+@contextmanager
+def running_as(function: str) -> Iterator[None]:
+    """Run the block as ``function`` (a logical id of template.yaml); tasks and threads started inside inherit it."""
+    token = current_function.set(function)
+    try:
+        yield
+    finally:
+        current_function.reset(token)
 
 
 @cache

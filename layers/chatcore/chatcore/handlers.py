@@ -5,6 +5,10 @@ tracing, metrics with the cold-start metric).
   on the first invocation, so configuration is read at run time and reused while the container is warm. A
   configuration error makes every request a JSON 503 naming the setting (``chatcore.web.misconfigured``).
 * ``step_handler(step)``: a state-machine task (``chatcore.operation_steps``) on a fresh event loop.
+* ``function_asgi_app(app)``: an ASGI app served by uvicorn behind the Lambda Web Adapter.
+
+Each names its function (the logical id in template.yaml): the code runs as that function
+(``chatcore.aws.running_as``), which is the role its AWS calls are made with.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from typing import Any, cast
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from chatcore.aws import running_as
 from chatcore.observability import logger, metrics, tracer
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
+Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
 
-def function_url_handler(app_factory: Callable[[], Any]) -> Handler:
+def function_url_handler(app_factory: Callable[[], Any], *, function: str) -> Handler:
     adapter: Any = None
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
@@ -28,27 +34,37 @@ def function_url_handler(app_factory: Callable[[], Any]) -> Handler:
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         nonlocal adapter
-        if adapter is None:
-            from mangum import Mangum
+        with running_as(function):
+            if adapter is None:
+                from mangum import Mangum
 
-            from chatcore.web.misconfigured import build_or_refuse
+                from chatcore.web.misconfigured import build_or_refuse
 
-            adapter = Mangum(build_or_refuse(app_factory), lifespan="off")
-        # Mangum types the context with its own protocol; Powertools' LambdaContext is the same object.
-        response: dict[str, Any] = adapter(event, cast(Any, context))
+                adapter = Mangum(build_or_refuse(app_factory), lifespan="off")
+            # Mangum types the context with its own protocol; Powertools' LambdaContext is the same object.
+            response: dict[str, Any] = adapter(event, cast(Any, context))
         return response
 
     return handler
 
 
-def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Handler:
+def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]], *, function: str) -> Handler:
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         from chatcore.runtime import run_step
 
-        result: dict[str, Any] = run_step(step, event)
+        with running_as(function):
+            result: dict[str, Any] = run_step(step, event)
         return result
 
     return handler
+
+
+def function_asgi_app(app: Asgi, *, function: str) -> Asgi:
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        with running_as(function):
+            await app(scope, receive, send)
+
+    return serve
