@@ -523,3 +523,60 @@ def test_role_grants_nothing_unused(evaluation: Evaluation, principal: str):
 
 # Statements for calls the service makes on the role's behalf, not the code (Step Functions log delivery).
 UNCHECKED_STATEMENTS = {"ExecutionLogs"}
+
+
+# ------------------------------------------------------------------------------------------------ network placement
+
+VPC_PARAMETERS = {
+    "VpcId": "vpc-0123",
+    "SubnetIds": "subnet-a,subnet-b",
+    "SubnetsHaveNat": "true",
+    "RouteTableIds": "rtb-0123",
+    "SystemPromptParameter": PROMPT_PARAMETER,
+}
+# botocore service name -> the VPC endpoint service that carries it
+ENDPOINT_OF = {"dynamodb": "dynamodb", "stepfunctions": "states", "secretsmanager": "secretsmanager", "ssm": "ssm"}
+
+
+def test_network_placement_matches_what_each_function_calls(recording: Recording):
+    """With a VPC, only the functions that use the cache are placed in it, and every AWS service their code was
+    recorded calling has an endpoint there (the LLM API and JWKS go through the NAT the Rules insist on)."""
+    from tests.support.template_eval import Deployment as Evaluated
+
+    vpc = Evaluated(parameters=VPC_PARAMETERS)
+    vpc.check_rules()
+    vpc.refs.update({name: f"ref-{name}" for name in vpc.template["Resources"]})
+    vpc.attributes.update({"Cache.Endpoint.Address": "cache.vpc", "Cache.Endpoint.Port": "6379"})
+    vpc.attributes["CallbackFunctionUrl.FunctionUrl"] = "https://callback.lambda-url.us-east-1.on.aws/"
+    endpoints = {
+        str(vpc.resolve(r["Properties"]["ServiceName"])).rsplit(".", 1)[1]
+        for r in vpc.template["Resources"].values()
+        if r["Type"] == "AWS::EC2::VPCEndpoint" and vpc.condition(r["Condition"])
+    }
+    called: dict[str, set[str]] = {}
+    for call in RECORDER.calls:
+        if call.principal is not None and call.harness is None:
+            called.setdefault(call.principal, set()).add(call.service)
+    called["ChatBufferedFunction"] = called.get("ChatBufferedFunction", set()) | called.get("ChatFunction", set())
+    placed = set()
+    for logical_id, props in vpc.functions().items():
+        in_vpc = bool(vpc.resolve({"v": props.get("VpcConfig", {"Ref": "AWS::NoValue"})}).get("v"))
+        uses_cache = bool(vpc.environment(logical_id).get("REDIS_URL"))
+        assert in_vpc == uses_cache, f"{logical_id}: in the VPC {in_vpc}, uses the cache {uses_cache}"
+        if in_vpc:
+            placed.add(logical_id)
+            assert called.get(logical_id), f"no recorded calls of {logical_id}"
+            missing = {ENDPOINT_OF[s] for s in called[logical_id]} - endpoints
+            assert not missing, f"{logical_id} calls {sorted(missing)} with no endpoint in the VPC"
+    assert placed == {
+        "SessionsFunction",
+        "ChatFunction",
+        "ChatBufferedFunction",
+        "ToolWorkerFunction",
+        "ContinuationFunction",
+    }
+    # Without a VPC nothing is placed in one.
+    plain = Evaluated()
+    assert not any(
+        plain.resolve({"v": p.get("VpcConfig", {"Ref": "AWS::NoValue"})}).get("v") for p in plain.functions().values()
+    )
