@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +21,7 @@ from local.offline_llm import OfflineLLM
 from local.server import ServerThread
 from local.stack import LocalStack
 from local.template import create_table_kwargs
+from tests.support.deploy import handler_loop
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.tokens import SECRET, auth_header
@@ -122,15 +122,8 @@ def lambda_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("JWT_SECRET", SECRET)
     reset_settings()
     default_service.cache_clear()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield settings
-    if default_service.cache_info().currsize:
-        loop.run_until_complete(default_service().aclose())
-    loop.close()
-    asyncio.set_event_loop(None)
-    reset_settings()
-    default_service.cache_clear()
+    with handler_loop():
+        yield settings
 
 
 @dataclass

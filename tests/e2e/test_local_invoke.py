@@ -17,6 +17,7 @@ from local.invoke import function_dirs, run, sample_environment, seed
 from local.stack import LocalStack
 from tests.integration.test_chat_events import EXPECTED as CHAT_EXPECTED
 from tests.integration.test_sessions_events import EXPECTED as SESSIONS_EXPECTED
+from tests.support.deploy import handler_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted(p for p in (ROOT / "events").glob("*.json") if p.name != "env.json")
@@ -51,19 +52,9 @@ def local_stack(table_name: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
     for key, value in sample_environment().items():
         monkeypatch.setenv(key, value)
     stack = LocalStack(aws="external", table=table_name, redis_url=redis_url).start()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(_seed())
-    yield stack
-    from chatcore.runtime import default_engine
-    from chatcore.sessions import default_service
-
-    if default_engine.cache_info().currsize:
-        loop.run_until_complete(default_engine().aclose())
-    if default_service.cache_info().currsize:
-        loop.run_until_complete(default_service().aclose())
-    loop.close()
-    asyncio.set_event_loop(None)
+    with handler_loop():
+        asyncio.get_event_loop().run_until_complete(_seed())
+        yield stack
     stack.stop()
 
 
