@@ -282,3 +282,19 @@ def test_public_functions_can_be_capped_and_only_cache_users_sit_in_the_vpc():
     assert in_vpc == {name for name, props in functions.items() if "REDIS_URL" in props["Environment"]["Variables"]}
     assert "CallbackFunction" not in in_vpc
     assert "VpcConfig" not in load_template()["Globals"]["Function"]
+
+
+def test_every_test_file_is_collected():
+    """pytest silently skips folders named like build/, dist/ or venv/ (norecursedirs): a test file there would
+    never run in CI (tests/build once did). Every tests/**/test_*.py must appear in the default collection."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    collected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
+    files = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "node_modules" not in p.parts}
+    assert files and files <= collected, sorted(files - collected)

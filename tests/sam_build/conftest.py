@@ -24,7 +24,7 @@ from local.invoke import seed
 from local.moto_server import MotoServer
 from local.offline_llm import OfflineLLM
 from local.template import create_table_kwargs
-from tests.build.sam import (
+from tests.sam_build.sam import (
     Build,
     SamMissing,
     Services,

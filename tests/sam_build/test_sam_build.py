@@ -24,8 +24,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.build.conftest import ARCHITECTURES, REPORT, RUNNER, BuiltFunction, reset_state
-from tests.build.sam import (
+from tests.e2e.test_local_invoke import EVENTS, FUNCTION_OF_PREFIX, STATUS, STEP_RESULTS
+from tests.sam_build.conftest import ARCHITECTURES, REPORT, RUNNER, BuiltFunction, reset_state
+from tests.sam_build.sam import (
     ADAPTER_LAYER_ALLOWANCE,
     ELF_MACHINE,
     LAMBDA_MARKERS,
@@ -43,7 +44,6 @@ from tests.build.sam import (
     wheel_tag_problem,
     wheel_tags,
 )
-from tests.e2e.test_local_invoke import EVENTS, FUNCTION_OF_PREFIX, STATUS, STEP_RESULTS
 from tests.support.redis_server import free_port
 from tests.support.sse import parse_sse
 

@@ -126,7 +126,7 @@ def retarget_template(text: str, arch: str) -> str:
     needed.add(f".Resources.{LAYER_ID}.Metadata.BuildArchitecture")
     missing = needed - set(changed)
     if missing:
-        raise AssertionError(f"template.yaml no longer has {sorted(missing)}: update tests/build/sam.py")
+        raise AssertionError(f"template.yaml no longer has {sorted(missing)}: update tests/sam_build/sam.py")
     return yaml.serialize(root)
 
 
