@@ -95,11 +95,8 @@ async def save_result(engine: ChatEngine, state: dict[str, Any]) -> dict[str, An
         status="complete" if ok else "error",
         operation_id=operation.operation_id,
     )
-    store, cache = engine.deps.sessions.store, engine.deps.sessions.cache
-    version = await store.replace_pending(operation.session_id, operation.seq, message)
-    if version is None:
+    if await engine.deps.sessions.replace_pending(operation.session_id, operation.seq, message) is None:
         return {"saved": False}
-    await cache.invalidate(operation.session_id, version=version)
     await operations.transition(operation.operation_id, "saved", expect={"running", "waiting", "completing"})
     return {"saved": True}
 

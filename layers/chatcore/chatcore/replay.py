@@ -15,10 +15,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatcore.cache import RedisClient, RedisConnector
 from chatcore.stream import StreamEvent, encode_json
+
+if TYPE_CHECKING:
+    from chatcore import ports
 
 BATCH_SECONDS = 0.02
 
@@ -161,7 +164,7 @@ class TurnChannel:
 
     def __init__(
         self,
-        log: ReplayLog,
+        log: ports.ReplayLog,
         session_id: str,
         turn_id: str,
         *,

@@ -14,7 +14,7 @@ from chatcore.context import TimedCache
 from chatcore.llm import LLM
 from chatcore.operations import Operations
 from chatcore.replay import ReplayLog
-from chatcore.sessions import SessionService, default_service
+from chatcore.sessions import SessionLeases, SessionService, default_service
 from chatcore.stream import ProtocolProfile, StreamEvent
 from chatcore.tools import ToolRegistry
 from chatcore.turn_types import ChatDeps
@@ -60,6 +60,7 @@ def build_engine(
     deps = ChatDeps(
         settings=settings,
         sessions=sessions,
+        leases=SessionLeases(sessions.store, sessions.cache),
         llm=llm or LLM(settings),
         tools=tools or default_registry(),
         replay=ReplayLog(sessions.cache.connector, ttl_seconds=settings.replay_ttl_seconds),

@@ -134,6 +134,24 @@ class SessionService:
             await self.cache.invalidate(saved.session_id, version=saved.version)
         return saved
 
+    async def load_fresh(self, session_id: str) -> ChatSession | None:
+        return await self.store.load(session_id)
+
+    async def active_turn_id(self, session_id: str) -> str | None:
+        meta = await self.store.load_meta(session_id)
+        return meta.active_turn_id if meta else None
+
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
+        await self.store.set_summary(session_id, summary, seq)
+
+    async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
+        """Replace a pending tool message with its result (see ``SessionStore.replace_pending``); the cached
+        copy is invalidated. Returns the new version, or None when nothing was replaced."""
+        version = await self.store.replace_pending(session_id, seq, message)
+        if version is not None:
+            await self.cache.invalidate(session_id, version=version)
+        return version
+
     async def invalidate_session_cache(self, session_id: str) -> None:
         await self.cache.invalidate(session_id)
 
@@ -215,6 +233,23 @@ class SessionService:
         for session_id in dict.fromkeys(session_ids):
             (deleted if await self.delete_session(session_id, user_id) else missing).append(session_id)
         return deleted, missing
+
+
+class SessionLeases:
+    """The turn lease on META (``chatcore.ports.TurnLeases``): a release also drops the cached copy, whose
+    ``active_turn`` it changed."""
+
+    def __init__(self, store: SessionStore, cache: SessionCache) -> None:
+        self.store = store
+        self.cache = cache
+
+    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        return await self.store.acquire_turn(session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
+
+    async def release(self, session_id: str, turn_id: str) -> None:
+        meta = await self.store.release_turn(session_id, turn_id)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
 
 
 def build_service(settings: Settings) -> SessionService:

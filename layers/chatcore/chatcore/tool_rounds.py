@@ -168,8 +168,7 @@ class ToolRounds:
                     "operation_id": message.operation_id,
                 }
             )
-            await self.deps.sessions.store.replace_pending(session.session_id, message.seq, failed)
-            await self.deps.sessions.cache.invalidate(session.session_id)
+            await self.deps.sessions.replace_pending(session.session_id, message.seq, failed)
             handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))
             return
         handle.channel.publish(

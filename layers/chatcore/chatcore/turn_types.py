@@ -7,19 +7,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatcore.config import Settings
-from chatcore.llm import LLM
 from chatcore.operations import Operations
-from chatcore.replay import ReplayLog, TurnChannel
-from chatcore.sessions import SessionService
+from chatcore.ports import ChatModel, ReplayLog, SessionRepository, TurnLeases
+from chatcore.replay import TurnChannel
 from chatcore.stream import ProtocolProfile
 from chatcore.tools import ToolRegistry
 
 
 @dataclass
 class ChatDeps:
+    """What a chat turn needs, as ports (``chatcore.ports``): production adapters or in-memory fakes."""
+
     settings: Settings
-    sessions: SessionService
-    llm: LLM
+    sessions: SessionRepository
+    leases: TurnLeases
+    llm: ChatModel
     tools: ToolRegistry
     replay: ReplayLog
     system_prompt: Callable[[], str]

@@ -123,7 +123,7 @@ class ChatEngine:
             return await self._existing(session_id, client_message_id)
         turn_id = new_id("turn_")
         try:
-            meta = await deps.sessions.store.acquire_turn(
+            meta = await deps.leases.acquire(
                 session_id, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
             )
         except TurnInProgress:
@@ -133,7 +133,7 @@ class ChatEngine:
                     return await self._existing(session_id, client_message_id)
             raise
         if meta.message_count != session.message_count:
-            fresh = await deps.sessions.store.load(session_id)
+            fresh = await deps.sessions.load_fresh(session_id)
             if fresh is None:
                 raise NotFound("session not found")
             session = fresh
@@ -151,16 +151,16 @@ class ChatEngine:
     async def continue_session(self, session_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
         """A turn without a new user message: the assistant continues after a background tool's result.
         Raises ``TurnInProgress`` while another turn runs (the state machine retries)."""
-        store = self.deps.sessions.store
-        session = await store.load(session_id)
+        sessions = self.deps.sessions
+        session = await sessions.load_fresh(session_id)
         if session is None:
             raise NotFound("session not found")
         turn_id = new_id("turn_")
-        meta = await store.acquire_turn(
+        meta = await self.deps.leases.acquire(
             session_id, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
         )
         if meta.message_count != session.message_count:
-            fresh = await store.load(session_id)
+            fresh = await sessions.load_fresh(session_id)
             if fresh is None:
                 raise NotFound("session not found")
             session = fresh
@@ -208,8 +208,7 @@ class ChatEngine:
                 return handle.turn_id
         turn_id = await self.deps.replay.active_turn(session_id)
         if turn_id is None:
-            meta = await self.deps.sessions.store.load_meta(session_id)
-            turn_id = meta.active_turn_id if meta else None
+            turn_id = await self.deps.sessions.active_turn_id(session_id)
         if turn_id is not None and await self.deps.replay.request_cancel(turn_id):
             return turn_id
         return None
@@ -284,7 +283,7 @@ class ChatEngine:
         summary: asyncio.Task[None] | None = None
         if context.new_summary:
             summary = asyncio.create_task(
-                deps.sessions.store.set_summary(session.session_id, context.new_summary, context.summary_seq)
+                deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )
         watcher = asyncio.create_task(self._watch_cancel(handle))
         title = asyncio.create_task(self._title(session.session_id, user_text)) if is_first else None
@@ -435,9 +434,7 @@ class ChatEngine:
 
     async def _release(self, handle: TurnHandle) -> None:
         with contextlib.suppress(ChatError):
-            meta = await self.deps.sessions.store.release_turn(handle.session_id, handle.turn_id)
-            if meta is not None:
-                await self.deps.sessions.cache.invalidate(handle.session_id, version=meta.version)
+            await self.deps.leases.release(handle.session_id, handle.turn_id)
 
     async def _watch_cancel(self, handle: TurnHandle) -> None:
         replay = self.deps.replay

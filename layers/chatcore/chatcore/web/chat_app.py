@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from chatcore import ports
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, NotFound, ValidationFailed
 from chatcore.models import is_valid_session_id
-from chatcore.replay import ReplayLog
 from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
 from chatcore.turn_types import ExistingTurn, TurnHandle
 from chatcore.turns import ChatEngine
@@ -100,7 +100,7 @@ class ChatApi:
         self.settings = settings
 
     @property
-    def replay(self) -> ReplayLog:
+    def replay(self) -> ports.ReplayLog:
         return self.engine.deps.replay
 
     async def _user(self, request: Request) -> str | None:

@@ -1,0 +1,113 @@
+"""The narrow interfaces the chat engine depends on — never boto3, Redis or openai types.
+
+    SessionRepository   sessions as the engine reads and writes them (DynamoDB + cache: ``SessionService``)
+    TurnLeases          the one-turn-per-session lease on META (``SessionLeases``)
+    ReplayLog           a turn's replay log, active-turn pointers and cancel flags (``chatcore.replay.ReplayLog``)
+    ChatModel           the LLM (``chatcore.llm.LLM``)
+    OperationStarter    long-running tools (``chatcore.operations.Operations``)
+
+The production adapters are named after each port; the engine's unit tests pass in-memory fakes
+(``tests/unit/fakes.py``), so the turn logic is exercised without moto, Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from chatcore.llm import LLMDelta
+    from chatcore.models import ChatMessage, ChatSession, Usage
+    from chatcore.operations import Operation
+    from chatcore.replay import LogEntry
+    from chatcore.store import TurnGuard
+
+
+class SessionRepository(Protocol):
+    async def get_chat_session(self, session_id: str, user_id: str | None = None) -> ChatSession | None: ...
+
+    async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None: ...
+
+    async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession: ...
+
+    async def update_session_title(
+        self, session_id: str, title: str, user_id: str | None = None
+    ) -> ChatSession | None: ...
+
+    async def load_fresh(self, session_id: str) -> ChatSession | None:
+        """The whole session from the source of truth (never a cached copy)."""
+        ...
+
+    async def active_turn_id(self, session_id: str) -> str | None:
+        """The turn holding the session's lease, as stored."""
+        ...
+
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> None: ...
+
+    async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None: ...
+
+    async def aclose(self) -> None:
+        """Close what is bound to the running event loop (the cache's connections)."""
+        ...
+
+
+class TurnLeases(Protocol):
+    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        """Take the lease (META without messages is returned); raises ``TurnInProgress`` or ``NotFound``."""
+        ...
+
+    async def release(self, session_id: str, turn_id: str) -> None:
+        """Give the lease back if ``turn_id`` still holds it; cached copies are invalidated."""
+        ...
+
+
+class ReplayLog(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    def available(self) -> bool: ...
+
+    async def begin(self, session_id: str, turn_id: str, client_message_id: str | None) -> bool: ...
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None: ...
+
+    async def end(self, session_id: str, turn_id: str) -> None: ...
+
+    async def active_turn(self, session_id: str) -> str | None: ...
+
+    async def turn_of_client_message(self, session_id: str, client_message_id: str) -> str | None: ...
+
+    async def read(self, turn_id: str, after: str, *, block_ms: int) -> list[LogEntry] | None: ...
+
+    async def exists(self, turn_id: str) -> bool: ...
+
+    async def request_cancel(self, turn_id: str) -> bool: ...
+
+    async def cancel_requested(self, turn_id: str) -> bool: ...
+
+
+class ChatModel(Protocol):
+    @property
+    def title_model(self) -> str: ...
+
+    def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[LLMDelta]: ...
+
+    async def complete(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256
+    ) -> tuple[str, Usage | None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class OperationStarter(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    async def start(self, operation: Operation) -> Operation: ...
