@@ -80,6 +80,28 @@ class _Prefetch:
             await self._source.aclose()  # type: ignore[attr-defined]
 
 
+async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncIterator[LLMDelta]:
+    """The stream's deltas until ``stop`` is set — also while the model is silent (before its first token, or in
+    the client's retry backoff): the pending read is cancelled at once, which closes the HTTP request."""
+    iterator = aiter(stream)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait([pending, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
+                return
+            try:
+                yield pending.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
+
+
 async def _close(stream: AsyncIterable[LLMDelta]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
@@ -330,9 +352,7 @@ class ChatEngine:
                 calls: dict[int, PendingCall] = {}
                 failed: LLMError | None = None
                 try:
-                    async for delta in stream:
-                        if handle.cancel.is_set():
-                            break
+                    async for delta in _until(stream, handle.cancel):
                         if isinstance(delta, TextDelta):
                             if text_id is None:
                                 text_id = new_id("text_")

@@ -1,0 +1,261 @@
+"""In-memory fakes of the engine's ports (``chatcore.ports``): the turn logic runs against these in unit tests,
+without moto, Redis or HTTP. They keep the rules the engine relies on — versions, the one-turn lease, writes
+guarded by the lease — and record what the engine asked of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatcore.errors import NotFound, TurnInProgress, TurnLost
+from chatcore.llm import Finished, LLMDelta, TextDelta, ToolCallDelta
+from chatcore.models import ChatMessage, ChatSession, Usage
+from chatcore.replay import LogEntry
+from chatcore.store import TurnGuard
+
+
+def _copy(session: ChatSession) -> ChatSession:
+    copy = session.model_copy(deep=True)
+    copy.mark_clean()
+    return copy
+
+
+class InMemorySessions:
+    """``SessionRepository`` and ``TurnLeases`` over a dict: one source of truth, no cache."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, ChatSession] = {}
+        self.writes: list[tuple[str, TurnGuard | None]] = []  # (session id, guard) of every upsert
+        self.released: list[str] = []
+        self.closed = False
+
+    def add(self, session: ChatSession) -> ChatSession:
+        for seq, message in enumerate(session.messages, start=1):
+            message.seq = seq
+        session.message_count = len(session.messages)
+        self.sessions[session.session_id] = _copy(session)
+        return session
+
+    # -- SessionRepository ------------------------------------------------------------------------------------
+    async def get_chat_session(self, session_id: str, user_id: str | None = None) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        if stored is None or (user_id is not None and stored.user_id != user_id):
+            return None
+        return _copy(stored)
+
+    async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        return _copy(stored) if stored is not None and stored.user_id == caller else None
+
+    async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
+        # Like the store: new messages are appended and only the fields the caller changed are written.
+        stored = self.sessions.get(session.session_id)
+        if turn is not None and (stored is None or stored.active_turn_id != turn.turn_id):
+            raise TurnLost("the turn no longer holds the lease")
+        if stored is None:
+            stored = self.sessions[session.session_id] = _copy(session)
+            stored.messages = []
+        for field_name, value in session.changed_fields().items():
+            setattr(stored, field_name, value)
+        for message in session.messages:
+            if message.seq is None:
+                stored.messages.append(message.model_copy(update={"seq": len(stored.messages) + 1}))
+        stored.message_count = len(stored.messages)
+        stored.version += 1
+        if turn is not None and turn.release:
+            stored.active_turn_id = None
+        self.writes.append((session.session_id, turn))
+        return _copy(stored)
+
+    async def update_session_title(self, session_id: str, title: str, user_id: str | None = None) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        if stored is None:
+            return None
+        stored.title = title
+        stored.version += 1
+        return _copy(stored)
+
+    async def load_fresh(self, session_id: str) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        return _copy(stored) if stored else None
+
+    async def active_turn_id(self, session_id: str) -> str | None:
+        stored = self.sessions.get(session_id)
+        return stored.active_turn_id if stored else None
+
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
+        stored = self.sessions[session_id]
+        if seq > stored.summary_seq:
+            stored.context_summary, stored.summary_seq = summary, seq
+
+    async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
+        stored = self.sessions.get(session_id)
+        if stored is None or stored.messages[seq - 1].status != "pending":
+            return None
+        stored.messages[seq - 1] = message.model_copy(update={"seq": seq})
+        stored.version += 1
+        return stored.version
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    # -- TurnLeases -------------------------------------------------------------------------------------------
+    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        stored = self.sessions.get(session_id)
+        if stored is None or stored.user_id != owner:
+            raise NotFound("session not found")
+        if stored.active_turn_id is not None:
+            raise TurnInProgress("another reply is being generated in this session")
+        stored.active_turn_id = turn_id
+        stored.version += 1
+        meta = _copy(stored)
+        meta.messages = []
+        return meta
+
+    async def release(self, session_id: str, turn_id: str) -> None:
+        stored = self.sessions.get(session_id)
+        if stored is not None and stored.active_turn_id == turn_id:
+            stored.active_turn_id = None
+            stored.version += 1
+            self.released.append(turn_id)
+
+
+@dataclass
+class InMemoryReplay:
+    """``ReplayLog``: the log of each turn as a list (None marks its end), pointers and cancel flags."""
+
+    logs: dict[str, list[str | None]] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+    cmids: dict[tuple[str, str], str] = field(default_factory=dict)
+    cancels: set[str] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def available(self) -> bool:
+        return True
+
+    async def begin(self, session_id: str, turn_id: str, client_message_id: str | None) -> bool:
+        self.active[session_id] = turn_id
+        self.logs.setdefault(turn_id, [])
+        if client_message_id:
+            self.cmids[(session_id, client_message_id)] = turn_id
+        return True
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None:
+        self.logs.setdefault(turn_id, []).extend(chunks)
+        self._wake()
+
+    async def end(self, session_id: str, turn_id: str) -> None:
+        self.logs.setdefault(turn_id, []).append(None)
+        if self.active.get(session_id) == turn_id:
+            del self.active[session_id]
+        self.cancels.discard(turn_id)
+        self._wake()
+
+    async def active_turn(self, session_id: str) -> str | None:
+        return self.active.get(session_id)
+
+    async def turn_of_client_message(self, session_id: str, client_message_id: str) -> str | None:
+        return self.cmids.get((session_id, client_message_id))
+
+    async def read(self, turn_id: str, after: str, *, block_ms: int) -> list[LogEntry] | None:
+        start = int(after.split("-")[1]) + 1 if after != "0-0" else 0
+        entries = self.logs.get(turn_id, [])
+        if len(entries) <= start:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), block_ms / 1000)
+            except TimeoutError:
+                return []
+        return [LogEntry(f"1-{i}", chunk) for i, chunk in enumerate(self.logs[turn_id]) if i >= start]
+
+    async def exists(self, turn_id: str) -> bool:
+        return turn_id in self.logs
+
+    async def request_cancel(self, turn_id: str) -> bool:
+        self.cancels.add(turn_id)
+        return True
+
+    async def cancel_requested(self, turn_id: str) -> bool:
+        return turn_id in self.cancels
+
+    def _wake(self) -> None:
+        self.changed.set()
+
+
+# A scripted model call: what it yields, in order. An exception instance is raised at that point; HANG waits
+# until the consumer stops reading (a silent model).
+HANG = object()
+Step = LLMDelta | Exception | object
+
+
+def text(*pieces: str, usage: Usage | None = None, reason: str = "stop") -> list[Step]:
+    return [
+        *(TextDelta(p) for p in pieces),
+        Finished(reason, usage or Usage(prompt_tokens=5, completion_tokens=3, total_tokens=8)),
+    ]
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> list[Step]:
+    return [
+        ToolCallDelta(0, call_id, name, ""),
+        ToolCallDelta(0, None, None, arguments),
+        Finished("tool_calls", Usage(prompt_tokens=4, completion_tokens=2, total_tokens=6)),
+    ]
+
+
+@dataclass
+class ScriptedModel:
+    """``ChatModel``: each ``stream()`` call plays the next script; ``complete()`` answers titles/summaries."""
+
+    scripts: list[list[Step]] = field(default_factory=list)
+    # What complete() answers (titles, summaries); an exception is raised instead.
+    answer: Callable[[list[dict[str, Any]]], str | Exception] = lambda messages: "A Fine Title"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    completions: list[list[dict[str, Any]]] = field(default_factory=list)
+    closed_streams: int = 0
+
+    @property
+    def title_model(self) -> str:
+        return "title-model"
+
+    def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[LLMDelta]:
+        self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice})
+        script = self.scripts.pop(0) if self.scripts else text("(no script)")
+        return self._play(script)
+
+    async def _play(self, script: list[Step]) -> AsyncIterator[LLMDelta]:
+        try:
+            for step in script:
+                if step is HANG:
+                    await asyncio.Event().wait()
+                if isinstance(step, Exception):
+                    raise step
+                yield step  # type: ignore[misc]
+                await asyncio.sleep(0)
+        finally:
+            self.closed_streams += 1
+
+    async def complete(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256
+    ) -> tuple[str, Usage | None]:
+        self.completions.append(messages)
+        answer = self.answer(messages)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, None
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,236 @@
+"""The chat turn engine against in-memory fakes of its ports (no moto, no Redis, no HTTP): what it streams, what
+it stores, and that the lease is always given back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from chatcore.config import Settings
+from chatcore.errors import TurnInProgress
+from chatcore.llm import LLMError, TextDelta
+from chatcore.models import ChatMessage, ChatSession
+from chatcore.stream import StreamEvent
+from chatcore.tools import ToolContext, ToolRegistry
+from chatcore.turn_types import ChatDeps, TurnHandle
+from chatcore.turns import ERROR_TEXT, ChatEngine
+from tests.unit.fakes import HANG, InMemoryReplay, InMemorySessions, ScriptedModel, text, tool_call
+
+pytestmark = pytest.mark.anyio
+
+
+class AddArgs(BaseModel):
+    a: int
+    b: int
+
+
+async def add(args: AddArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"sum": args.a + args.b}
+
+
+@dataclass
+class Parts:
+    engine: ChatEngine
+    sessions: InMemorySessions
+    replay: InMemoryReplay
+    model: ScriptedModel
+    session_id: str
+
+
+@pytest.fixture
+def parts() -> Parts:
+    sessions, replay, model = InMemorySessions(), InMemoryReplay(), ScriptedModel()
+    tools = ToolRegistry()
+    tools.tool("Add two integers.")(add)
+    settings = Settings(title_timeout_seconds=1.0, max_tool_rounds=2, llm_context_tokens=16_000)
+    deps = ChatDeps(
+        settings=settings,
+        sessions=sessions,
+        leases=sessions,
+        llm=model,
+        tools=tools,
+        replay=replay,
+        system_prompt=lambda: "You are a test.",
+    )
+    session = sessions.add(ChatSession.new("alice"))
+    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id)
+
+
+async def _turn(parts: Parts, message: str = "Hello") -> list[StreamEvent]:
+    return [e async for e in parts.engine.stream_chat_completion(parts.session_id, message, "alice")]
+
+
+async def _live(parts: Parts, message: str) -> TurnHandle:
+    started = await parts.engine.start_turn(parts.session_id, message, user_id="alice")
+    assert isinstance(started, TurnHandle)
+    return started
+
+
+def _types(events: list[StreamEvent]) -> list[str]:
+    return [e.chunk()["type"] for e in events]
+
+
+def _stored(parts: Parts) -> ChatSession:
+    return parts.sessions.sessions[parts.session_id]
+
+
+async def test_plain_turn_streams_stores_and_releases(parts: Parts):
+    parts.model.scripts = [text("Hi ", "there")]
+    events = await _turn(parts)
+    types = _types(events)
+    assert types[:3] == ["start", "start-step", "text-start"]
+    assert types[-3:] == ["text-end", "finish-step", "finish"] or types[-2:] == ["finish-step", "finish"]
+    assert "".join(e.chunk().get("delta", "") for e in events) == "Hi there"
+    stored = _stored(parts)
+    assert [(m.role, m.content, m.status) for m in stored.messages] == [
+        ("user", "Hello", "complete"),
+        ("assistant", "Hi there", "complete"),
+    ]
+    assert stored.messages[1].usage is not None and stored.messages[1].usage.total_tokens == 8
+    assert stored.active_turn_id is None  # released with the answer's write
+    # The LLM saw the system prompt and the user message; every write was guarded by the turn's lease.
+    assert parts.model.requests[0]["messages"][0] == {"role": "system", "content": "You are a test."}
+    assert parts.model.requests[0]["messages"][-1] == {"role": "user", "content": "Hello"}
+    assert all(guard is not None for _, guard in parts.sessions.writes)
+    # The replay log holds the same chunks in order, then its end.
+    turn_id = events[0].chunk()["messageId"]
+    log = parts.replay.logs[turn_id]
+    assert log[-1] is None and [json.loads(c)["type"] for c in log[:-1] if c] == types
+
+
+async def test_tool_round_then_answer(parts: Parts):
+    parts.model.scripts = [tool_call("call_1", "add", '{"a": 2, "b": 3}'), text("It is 5.")]
+    events = await _turn(parts, "What is 2+3?")
+    types = _types(events)
+    assert "tool-input-available" in types and "tool-output-available" in types
+    output = next(e.chunk() for e in events if e.chunk()["type"] == "tool-output-available")
+    assert output["toolCallId"] == "call_1" and output["output"] == {"sum": 5}
+    roles = [(m.role, m.status) for m in _stored(parts).messages]
+    assert roles == [("user", "complete"), ("assistant", "complete"), ("tool", "complete"), ("assistant", "complete")]
+    assert _stored(parts).messages[3].content == "It is 5."
+    # The second model call carries the call and its result, right after each other.
+    second = parts.model.requests[1]["messages"]
+    assert second[-2]["tool_calls"][0]["id"] == "call_1"
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"sum": 5})}
+    assert _stored(parts).active_turn_id is None
+
+
+async def test_tool_rounds_are_bounded(parts: Parts):
+    parts.model.scripts = [tool_call(f"call_{i}", "add", '{"a": 1, "b": 1}') for i in range(2)] + [text("done")]
+    await _turn(parts)
+    # max_tool_rounds=2: the last allowed round asks the model to answer without tools.
+    assert parts.model.requests[2]["tool_choice"] == "none"
+    assert _stored(parts).active_turn_id is None
+
+
+async def test_failure_before_output_keeps_the_user_message_only(parts: Parts):
+    parts.model.scripts = [[LLMError("the language model failed")]]
+    events = await _turn(parts)
+    types = _types(events)
+    assert types[-1] == "finish" and "error" in types
+    error = next(e.chunk() for e in events if e.chunk()["type"] == "error")
+    assert error["errorText"] == ERROR_TEXT  # no internals leak
+    assert [m.role for m in _stored(parts).messages] == ["user"]
+    assert _stored(parts).active_turn_id is None
+
+
+async def test_failure_after_output_keeps_the_partial_answer(parts: Parts):
+    parts.model.scripts = [[TextDelta("Half an"), TextDelta(" answer"), LLMError("connection reset")]]
+    events = await _turn(parts)
+    assert "error" in _types(events)
+    answer = _stored(parts).messages[-1]
+    assert (answer.role, answer.content, answer.status) == ("assistant", "Half an answer", "partial")
+    assert _stored(parts).active_turn_id is None
+
+
+async def test_stop_keeps_the_partial_answer_without_an_error(parts: Parts):
+    parts.model.scripts = [[TextDelta("Some words"), HANG]]
+    started = await _live(parts, "Talk")
+    queue = started.channel.listen()
+    seen: list[str] = []
+    while (item := await queue.get()) is not None:
+        seen.append(item.event.chunk()["type"])
+        if seen[-1] == "text-delta":
+            assert await parts.engine.stop(parts.session_id, "alice") == started.turn_id
+    assert started.task is not None
+    await started.task
+    assert "error" not in seen and seen[-1] == "finish"
+    answer = _stored(parts).messages[-1]
+    assert (answer.content, answer.status) == ("Some words", "partial")
+    assert parts.model.closed_streams == 1  # the silent model's request was closed, not left hanging
+    assert _stored(parts).active_turn_id is None
+
+
+async def test_stop_is_404_for_another_caller_and_none_when_idle(parts: Parts):
+    from chatcore.errors import NotFound
+
+    with pytest.raises(NotFound):
+        await parts.engine.stop(parts.session_id, "mallory")
+    with pytest.raises(NotFound):
+        await parts.engine.stop(parts.session_id, None)  # anonymous reaches owner-less sessions only
+    assert await parts.engine.stop(parts.session_id, "alice") is None
+
+
+async def test_first_message_gets_a_title(parts: Parts):
+    parts.model.scripts = [text("Sure.")]
+    parts.model.answer = lambda messages: '"Trip To Lisbon"'
+    events = await _turn(parts, "Plan a trip to Lisbon")
+    titles = [e.chunk() for e in events if e.chunk()["type"] == "data-title"]
+    assert titles and titles[0]["data"] == {"title": "Trip To Lisbon"}
+    assert _stored(parts).title == "Trip To Lisbon"
+    # Only the first message of an untitled session asks for one.
+    parts.model.scripts = [text("Again.")]
+    before = len(parts.model.completions)
+    await _turn(parts, "And then?")
+    assert len(parts.model.completions) == before
+
+
+async def test_a_failing_title_never_fails_the_turn(parts: Parts):
+    parts.model.scripts = [text("Fine.")]
+    parts.model.answer = lambda messages: LLMError("title model down")
+    events = await _turn(parts)
+    assert "error" not in _types(events) and "data-title" not in _types(events)
+    assert _stored(parts).title == "" and _stored(parts).messages[-1].content == "Fine."
+
+
+async def test_long_history_is_summarised_once_and_the_summary_stored(parts: Parts):
+    stored = _stored(parts)
+    words = " ".join(["word"] * 400)
+    for index in range(40):
+        stored.messages.append(
+            ChatMessage(role="user" if index % 2 == 0 else "assistant", content=words, seq=index + 1)
+        )
+    stored.message_count = len(stored.messages)
+    stored.title = "long"
+    parts.engine.deps.settings = Settings(llm_context_tokens=4_000, title_timeout_seconds=1.0)
+    parts.model.answer = lambda messages: "The user kept saying word."
+    parts.model.scripts = [text("ok")]
+    await _turn(parts, "Summarise please")
+    assert len(parts.model.completions) == 1  # one summary call
+    assert "The user kept saying word." in parts.model.requests[0]["messages"][0]["content"]
+    assert _stored(parts).context_summary == "The user kept saying word."
+    assert 0 < _stored(parts).summary_seq < 41
+
+
+async def test_a_refused_lease_streams_nothing_and_stores_nothing(parts: Parts):
+    _stored(parts).active_turn_id = "turn_other"
+    with pytest.raises(TurnInProgress):
+        await parts.engine.start_turn(parts.session_id, "Hello?", user_id="alice")
+    assert parts.model.requests == []  # no model request went out
+    assert _stored(parts).messages == [] and parts.replay.logs == {}
+    assert _stored(parts).active_turn_id == "turn_other"  # the other turn's lease is untouched
+
+
+async def test_the_client_going_away_does_not_stop_the_turn(parts: Parts):
+    parts.model.scripts = [text(*["word "] * 20)]
+    started = await _live(parts, "Go")
+    queue = started.channel.listen()
+    await queue.get()  # read one event, then "disconnect": nobody reads the rest
+    assert started.task is not None
+    await asyncio.wait_for(started.task, timeout=5)
+    assert _stored(parts).messages[-1].content == "word " * 20
