@@ -104,6 +104,6 @@ async def test_adding_a_tool_is_a_few_lines_and_crashes_are_contained():
 
     assert (await registry.run("echo", '{"text": "hi"}', CTX)).output == {"echo": "hi"}
     crashed = await registry.run("echo", '{"text": "boom"}', CTX)
-    assert not crashed.ok and "internal detail" not in crashed.content()
+    assert not crashed.ok and "internal detail" not in crashed.to_message("call_1", "echo").content
     with pytest.raises(ValueError, match="already registered"):
         registry.tool("again")(echo)
