@@ -8,7 +8,7 @@ import threading
 import httpx
 from pydantic import BaseModel
 
-from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext
+from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolRegistry
 from tests.conftest import ChatStack
 from tests.support.sse import parse_sse
 
@@ -235,7 +235,7 @@ class _BigArgs(BaseModel):
 
 
 def test_sync_tool_output_over_the_limit_is_cut_for_the_store_and_the_llm(chat_stack: ChatStack):
-    tools = chat_stack.stack.engine.deps.tools
+    tools: ToolRegistry = chat_stack.stack.engine.deps.tools
 
     @tools.tool("A tool with a very large answer.")
     async def big_output(args: _BigArgs, ctx: ToolContext) -> dict:

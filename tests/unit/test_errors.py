@@ -27,8 +27,11 @@ def test_no_exception_class_is_defined_outside_errors():
 
 
 def _subclasses(cls: type) -> set[type]:
-    found = set(cls.__subclasses__())
-    return found.union(*(_subclasses(sub) for sub in cls.__subclasses__()))
+    found: set[type] = set()
+    direct: list[type] = cls.__subclasses__()
+    for sub in direct:
+        found |= {sub, *_subclasses(sub)}
+    return found
 
 
 def test_every_exception_of_errors_is_a_chat_error():
