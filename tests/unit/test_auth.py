@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -84,17 +85,16 @@ class _Keys:
         self.jwks = {"keys": [{**public, "kid": "key-1", "use": "sig", "alg": "RS256"}]}
 
 
-@pytest.fixture(scope="module")
-def jwks_server() -> Iterator[tuple[str, _Keys]]:
-    keys = _Keys()
-    body = json.dumps(keys.jwks).encode()
+@contextlib.contextmanager
+def _endpoint(served: dict[str, bytes]) -> Iterator[str]:
+    """An HTTP server on loopback answering every GET with ``served["body"]`` (read per request)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(served["body"])
 
         def log_message(self, *args) -> None:
             pass
@@ -102,9 +102,18 @@ def jwks_server() -> Iterator[tuple[str, _Keys]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", keys
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def jwks_server() -> Iterator[tuple[str, _Keys]]:
+    keys = _Keys()
+    with _endpoint({"body": json.dumps(keys.jwks).encode()}) as url:
+        yield url, keys
 
 
 def _rs(keys: _Keys, key=None, kid="key-1", **claims) -> str:
@@ -142,23 +151,8 @@ async def test_rs256_through_jwks(jwks_server):
 def broken_jwks() -> Iterator[tuple[str, dict[str, bytes]]]:
     """A JWKS endpoint whose body the test sets."""
     served = {"body": b""}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.end_headers()
-            self.wfile.write(served["body"])
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", served
-    server.shutdown()
-    server.server_close()
+    with _endpoint(served) as url:
+        yield url + "/jwks.json", served
 
 
 @pytest.mark.parametrize("body", [b"<html>gateway error</html>", b'{"keys": []}', b'{"keys": [{"kty": "nope"}]}'])
