@@ -6,7 +6,9 @@ import json
 import threading
 
 import httpx
+from pydantic import BaseModel
 
+from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolRegistry
 from tests.conftest import ChatStack
 from tests.support.sse import parse_sse
 
@@ -226,3 +228,46 @@ def test_anonymous_chat_when_allowed_and_claiming_the_session(table_name: str, r
             assert anonymous.post("/chat", json=ui_body("anon-session-0001", "again", "m2")).status_code == 404
     finally:
         stop_chat_stack(chat)
+
+
+class _BigArgs(BaseModel):
+    size: int
+
+
+def test_sync_tool_output_over_the_limit_is_cut_for_the_store_and_the_llm(chat_stack: ChatStack):
+    tools: ToolRegistry = chat_stack.stack.engine.deps.tools
+
+    @tools.tool("A tool with a very large answer.")
+    async def big_output(args: _BigArgs, ctx: ToolContext) -> dict:
+        return {"blob": "x" * args.size}
+
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        prompt = '[[tool:big_output {"size": 50000}]]'
+        stream = parse_sse(client.post(f"/sessions/{sid}/stream", json={"message": prompt}).text)
+        assert stream.done and not stream.of_type("error")
+        messages = history(chat_stack, client, sid)
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+        stored = messages[2]["content"]
+        assert len(stored) == MAX_RESULT_CHARS + len(TRUNCATED) and stored.endswith(TRUNCATED)
+        assert stored.startswith('{"blob": "xxx') and messages[2]["status"] == "complete"
+        sent = [m for m in chat_stack.llm.requests[-1]["messages"] if m["role"] == "tool"]
+        assert [m["content"] for m in sent] == [stored]  # the next LLM request reads the cut result
+        assert stream.of_type("tool-output-available")[0]["output"] == stored  # and the client sees the same
+
+
+def test_unserialisable_tool_result_becomes_an_error_result(chat_stack: ChatStack):
+    """999999**1000 has 6,000 digits: past Python's 4,300-digit int-to-str limit, so json.dumps raises."""
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={}).json()["id"]
+        prompt = '[[tool:calculator {"expression": "999999**1000"}]]'
+        stream = parse_sse(client.post(f"/sessions/{sid}/stream", json={"message": prompt}).text)
+        assert stream.done and stream.types[-1] == "finish" and not stream.of_type("error")
+        error = stream.of_type("tool-output-error")[0]["errorText"]
+        assert "cannot be encoded as JSON" in error and not stream.of_type("tool-output-available")
+        assert "The tool calculator returned" in stream.text()  # the answer streams
+        messages = history(chat_stack, client, sid)
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+        tool = messages[2]
+        assert tool["status"] == "error" and json.loads(tool["content"])["error"] == error
+        assert messages[3]["content"] == stream.text() and _tool_pairs_complete(messages)

@@ -11,6 +11,7 @@ import pytest
 
 from chatcore.operations import operation_id_for
 from chatcore.signing import signed_headers
+from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolRegistry, ToolResult
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.integration.test_chat_turns import _tool_pairs_complete, history
 from tests.support.sse import parse_sse
@@ -266,3 +267,52 @@ def test_non_ascii_digit_timestamp_is_401_json(chat_stack: ChatStack, timestamp:
         response = client.post(path, content=b"{}", headers=headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthorized"
+
+
+def _cut(content: str) -> bool:
+    return len(content) == MAX_RESULT_CHARS + len(TRUNCATED) and content.endswith(TRUNCATED)
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["result", "error-result"])
+def test_long_running_result_over_the_limit_is_cut(chat_stack: ChatStack, monkeypatch, ok: bool):
+    """The worker's output (or its error) travels through the state machine; the save step stores it cut."""
+    run = ToolRegistry.run
+
+    async def huge(self: ToolRegistry, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
+        if name != "summarize_conversation":
+            return await run(self, name, arguments, ctx)
+        return ToolResult(ok, {"summary": "s" * 40_000} if ok else {"error": "e" * 40_000})
+
+    monkeypatch.setattr(ToolRegistry, "run", huge)
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={"title": "ops"}).json()["id"]
+        first = _turn(client, sid, "[[tool:summarize_conversation]]")
+        assert first.of_type("data-operation")
+        messages = _wait(lambda: (m := history(chat_stack, client, sid)) and len(m) == 4 and m)
+        assert messages[3]["role"] == "assistant" and "returned" in messages[3]["content"]  # the continuation
+        tool = messages[2]
+        assert tool["role"] == "tool" and tool["status"] == ("complete" if ok else "error")
+        assert _cut(tool["content"]) and tool["content"].startswith('{"summary": "sss' if ok else '{"error": "eee')
+        sent = [m for m in chat_stack.llm.requests[-1]["messages"] if m["role"] == "tool"]
+        assert [m["content"] for m in sent] == [tool["content"]]
+
+
+def test_callback_result_over_the_limit_is_cut(chat_stack: ChatStack):
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={"title": "ops"}).json()["id"]
+        first = _turn(client, sid, '[[tool:wait_for_external_job {"description": "a big report"}]]')
+        operation_id = first.of_type("data-operation")[0]["id"]
+        _wait(lambda: _operation(chat_stack, operation_id).status == "waiting")
+        body = json.dumps({"output": {"report": "r" * 40_000}}).encode()
+        url = f"/operations/{operation_id}/complete"
+        headers = {
+            "content-type": "application/json",
+            **signed_headers(chat_stack.settings.callback_secret, "POST", url, body),
+        }
+        assert client.post(url, content=body, headers=headers).status_code == 202
+        messages = _wait(lambda: (m := history(chat_stack, client, sid)) and len(m) == 4 and m)
+        assert messages[3]["role"] == "assistant" and "returned" in messages[3]["content"]  # the continuation
+        tool = messages[2]
+        assert tool["status"] == "complete" and _cut(tool["content"]) and tool["content"].startswith('{"report": "rrr')
+        sent = [m for m in chat_stack.llm.requests[-1]["messages"] if m["role"] == "tool"]
+        assert [m["content"] for m in sent] == [tool["content"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -10,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chatcore.auth import Authenticator, bearer_token
 from chatcore.config import Settings
-from chatcore.errors import ConfigError, Unauthorized
+from chatcore.errors import ConfigError, ServiceUnavailable, Unauthorized
 from tests.support.tokens import SECRET, make_token
 
 pytestmark = pytest.mark.anyio
@@ -84,17 +85,16 @@ class _Keys:
         self.jwks = {"keys": [{**public, "kid": "key-1", "use": "sig", "alg": "RS256"}]}
 
 
-@pytest.fixture(scope="module")
-def jwks_server() -> Iterator[tuple[str, _Keys]]:
-    keys = _Keys()
-    body = json.dumps(keys.jwks).encode()
+@contextlib.contextmanager
+def _endpoint(served: dict[str, bytes]) -> Iterator[str]:
+    """An HTTP server on loopback answering every GET with ``served["body"]`` (read per request)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(served["body"])
 
         def log_message(self, *args) -> None:
             pass
@@ -102,9 +102,18 @@ def jwks_server() -> Iterator[tuple[str, _Keys]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", keys
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def jwks_server() -> Iterator[tuple[str, _Keys]]:
+    keys = _Keys()
+    with _endpoint({"body": json.dumps(keys.jwks).encode()}) as url:
+        yield url, keys
 
 
 def _rs(keys: _Keys, key=None, kid="key-1", **claims) -> str:
@@ -136,3 +145,36 @@ async def test_rs256_through_jwks(jwks_server):
     for token in rejected:
         with pytest.raises(Unauthorized):
             await auth.authenticate(f"Bearer {token}")
+
+
+@pytest.fixture
+def broken_jwks() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A JWKS endpoint whose body the test sets."""
+    served = {"body": b""}
+    with _endpoint(served) as url:
+        yield url + "/jwks.json", served
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway error</html>", b'{"keys": []}', b'{"keys": [{"kty": "nope"}]}'])
+async def test_a_jwks_endpoint_without_usable_keys_is_503_not_a_crash(broken_jwks, body):
+    url, served = broken_jwks
+    served["body"] = body
+    auth = Authenticator(Settings(auth_mode="jwks", jwks_url=url))
+    with pytest.raises(ServiceUnavailable):
+        await auth.authenticate(f"Bearer {_rs(_Keys())}")
+
+
+async def test_a_key_of_another_type_than_the_token_is_401(jwks_server):
+    """The token claims ES256 for the JWKS's RSA key: PyJWT raises a bare TypeError."""
+    url, _ = jwks_server
+    auth = Authenticator(Settings(auth_mode="jwks", jwks_url=url + "/.well-known/jwks.json"))
+    now = int(time.time())
+    es_key = ec.generate_private_key(ec.SECP256R1())
+    token = jwt.encode({"sub": "eve", "exp": now + 60}, es_key, algorithm="ES256", headers={"kid": "key-1"})
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {token}")
+
+
+def test_a_jwks_url_that_is_not_http_refuses_to_start():
+    with pytest.raises(ConfigError, match="JWKS_URL"):
+        Authenticator(Settings(auth_mode="jwks", jwks_url="file:///etc/jwks.json"))

@@ -1,4 +1,5 @@
-"""Each stream event encodes to exactly the documented chunk (PROTOCOL.md): no extra keys, strict JSON."""
+"""Each stream event encodes to exactly the documented chunk (the ``ai`` package's ``uiMessageChunkSchema``): no
+extra keys, strict JSON."""
 
 from __future__ import annotations
 

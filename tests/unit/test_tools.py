@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import pytest
 from pydantic import BaseModel
 
 from chatcore.builtin_tools import default_registry, evaluate
-from chatcore.tools import ToolContext, ToolFailure, ToolRegistry
+from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolFailure, ToolRegistry, ToolResult
 
 pytestmark = pytest.mark.anyio
 CTX = ToolContext(user_id="u", session_id="s")
@@ -104,6 +107,33 @@ async def test_adding_a_tool_is_a_few_lines_and_crashes_are_contained():
 
     assert (await registry.run("echo", '{"text": "hi"}', CTX)).output == {"echo": "hi"}
     crashed = await registry.run("echo", '{"text": "boom"}', CTX)
-    assert not crashed.ok and "internal detail" not in crashed.content()
+    assert not crashed.ok and "internal detail" not in str(crashed.to_message("call_1", "echo").content)
     with pytest.raises(ValueError, match="already registered"):
         registry.tool("again")(echo)
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ({"result": 999999**1000}, "4300 digits"),  # past Python's int-to-str limit
+        ({"at": datetime(2026, 1, 1, tzinfo=UTC)}, "datetime"),
+        ({"value": float("nan")}, "Out of range float"),
+    ],
+)
+def test_a_result_that_is_not_json_becomes_an_error_message(output, reason):
+    message = ToolResult(True, output).to_message("call_1", "calc", turn_id="turn_1")
+    error = json.loads(message.content or "")["error"]
+    assert message.status == "error" and "cannot be encoded as JSON" in error and reason in error
+    assert (message.role, message.tool_call_id, message.name, message.turn_id) == ("tool", "call_1", "calc", "turn_1")
+
+
+def test_a_message_is_cut_at_the_limit_and_a_pending_one_says_so():
+    exact = ToolResult(True, "x" * (MAX_RESULT_CHARS - 2)).to_message("c", "t")
+    assert exact.content == json.dumps("x" * (MAX_RESULT_CHARS - 2))  # at the limit: whole
+    over = ToolResult(False, {"error": "x" * MAX_RESULT_CHARS}).to_message("c", "t")
+    assert (
+        over.status == "error"
+        and over.content == json.dumps({"error": "x" * MAX_RESULT_CHARS})[:MAX_RESULT_CHARS] + TRUNCATED
+    )
+    pending = ToolResult(True, {"status": "running"}).to_message("c", "t", operation_id="op_1", pending=True)
+    assert pending.status == "pending" and pending.operation_id == "op_1"

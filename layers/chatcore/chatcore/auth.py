@@ -4,8 +4,9 @@
 * ``jwks``: RS256 (or ES256) keys from the issuer's JWKS, Cognito-compatible: issuer, audience (``aud``, or
   ``client_id`` on Cognito access tokens) and expiry are checked.
 
-The user id is the ``sub`` claim. Every failure is an ``Unauthorized`` with a short reason; PyJWT's exceptions
-do not leave this module.
+The user id is the ``sub`` claim. A rejected token is an ``Unauthorized`` with a short reason; a JWKS endpoint that
+answers with no usable key set is a ``ServiceUnavailable``; an unusable setting is a ``ConfigError``. PyJWT's
+exceptions (and the ``ValueError`` of a JWKS body that is not JSON) do not leave this module.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import jwt
 
 from chatcore.config import Settings
-from chatcore.errors import ConfigError, Unauthorized
+from chatcore.errors import ConfigError, ServiceUnavailable, Unauthorized
 
 MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 30
@@ -50,7 +51,10 @@ class Authenticator:
         self._audience = settings.jwt_audience or None
         self._jwks: jwt.PyJWKClient | None = None
         if self._mode == "jwks":
-            self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=5)
+            try:
+                self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=5)
+            except jwt.PyJWKClientError as exc:
+                raise ConfigError(f"JWKS_URL must be an http(s) URL: {exc}") from exc
         elif not self._secret:
             raise ConfigError("AUTH_MODE=hs256 needs JWT_SECRET_ARN (or JWT_SECRET)")
         elif len(self._secret) < MIN_SECRET_CHARS:
@@ -62,7 +66,7 @@ class Authenticator:
         token = bearer_token(authorization)
         try:
             if self._jwks is not None:
-                key: Any = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+                key: Any = await self._signing_key(self._jwks, token)
                 algorithms = ["RS256", "ES256"]
             else:
                 key, algorithms = self._secret, ["HS256"]
@@ -78,13 +82,21 @@ class Authenticator:
             raise Unauthorized("token expired") from exc
         except jwt.PyJWKClientError as exc:
             raise Unauthorized("token signed by an unknown key") from exc
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError) as exc:
+            # InvalidKeyError, TypeError: the token names an algorithm that does not fit the key (ES256 on RSA)
             raise Unauthorized("invalid token") from exc
         self._check_audience(claims)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise Unauthorized("invalid token subject")
         return Principal(user_id=sub, claims=claims)
+
+    @staticmethod
+    async def _signing_key(jwks: jwt.PyJWKClient, token: str) -> Any:
+        try:
+            return (await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)).key
+        except (jwt.PyJWKSetError, ValueError) as exc:  # ValueError: the JWKS body is not JSON
+            raise ServiceUnavailable("the JWKS endpoint returned no usable key set") from exc
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         if self._audience is None:

@@ -2,7 +2,8 @@
 
     ChatError                    root; never raised itself
     ├── BadRequest               the caller sent something we refuse (400)
-    │   └── ValidationFailed     well-formed but invalid fields (422)
+    │   ├── ValidationFailed     well-formed but invalid fields (422)
+    │   └── UnsupportedMediaType a body that is not application/json (415)
     ├── Unauthorized             missing, malformed, forged or expired credentials (401)
     ├── NotFound                 no such resource *for this caller*: another user's session is one (404)
     ├── Conflict                 the state changed under the caller; retry later or reload (409)
@@ -11,8 +12,12 @@
     │   ├── TurnLost             this turn's lease was taken over after it expired
     │   └── DuplicateClientMessage  the client message id is already stored
     ├── PayloadTooLarge          body or field over its limit (413)
-    └── ServiceUnavailable       a backend we cannot do without failed (503)
-        └── ConfigError          a setting is missing or unusable: found at init, every request answers 503
+    ├── ServiceUnavailable       a backend we cannot do without failed (503)
+    │   └── ConfigError          a setting is missing or unusable: found at init, every request answers 503
+    ├── LLMError                 the language model failed after the retries (502; in a turn: an SSE error)
+    ├── ToolFailure              raised by a tool for an expected failure: its message is the error result the LLM
+    │                            reads, never an HTTP error
+    └── TransientToolError       a long-running tool's failure worth retrying: the state machine retries this name
 
 Third-party errors (botocore ``ClientError``, ``redis.exceptions.*``, ``jwt.*``) are translated at the store,
 cache and auth boundaries and chained with ``from exc``; nothing outside those modules sees them.
@@ -41,6 +46,11 @@ class BadRequest(ChatError):
 class ValidationFailed(BadRequest):
     status = 422
     code = "validation_error"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Unauthorized(ChatError):
@@ -100,3 +110,22 @@ class ConfigError(ServiceUnavailable):
     setting. The HTTP apps then answer every request with it (``chatcore.web.misconfigured``)."""
 
     code = "misconfigured"
+
+
+class LLMError(ChatError):
+    """The LLM call failed (after retries, or once output had reached the caller); the turn keeps what it has."""
+
+    status = 502
+    code = "llm_error"
+
+
+class ToolFailure(ChatError):
+    """Raised by a tool for an expected failure; its message is shown to the LLM (``ToolRegistry.run``)."""
+
+    code = "tool_failed"
+
+
+class TransientToolError(ChatError):
+    """A tool failure worth retrying: the ToolOperationStateMachine's RunTool step retries this error name."""
+
+    code = "transient_tool_error"

@@ -18,14 +18,10 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from chatcore.config import Settings
-from chatcore.errors import ChatError, ConfigError
+from chatcore.errors import ConfigError
+from chatcore.errors import LLMError as LLMError  # re-exported: the turn catches it from here
 from chatcore.models import Usage
 from chatcore.observability import logger
-
-
-class LLMError(ChatError):
-    status = 502
-    code = "llm_error"
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from chatcore.errors import ChatError, NotFound
-from chatcore.models import ChatMessage
 from chatcore.observability import logger
 from chatcore.operations import Operation, Operations
-from chatcore.tools import ToolContext
+from chatcore.tools import ToolContext, ToolResult
 from chatcore.turns import ChatEngine
-
-
-class TransientToolError(Exception):
-    """A tool failure worth retrying (the state machine retries this error name)."""
 
 
 def _require(engine: ChatEngine) -> Operations:
@@ -63,9 +57,11 @@ async def run_tool(engine: ChatEngine, event: dict[str, Any]) -> dict[str, Any]:
     return {"ok": result.ok, "output": result.output}
 
 
-def _result_content(result: dict[str, Any]) -> tuple[bool, Any]:
+def _tool_result(result: dict[str, Any]) -> ToolResult:
+    """The tool's result as the state machine hands it over: the worker's ``{ok, output}``, a callback's output,
+    or the ``failure`` a Catch recorded."""
     if result.get("ok"):
-        return True, result.get("output")
+        return ToolResult(True, result.get("output"))
     failure = result.get("failure") or {}
     if failure:
         error = str(failure.get("Error", "failed"))
@@ -75,9 +71,11 @@ def _result_content(result: dict[str, Any]) -> tuple[bool, Any]:
             "ExternalJobFailed": "the external job reported a failure",
         }.get(error, "the background job failed")
         cause = str(failure.get("Cause", ""))[:500]
-        return False, {"error": friendly, "detail": cause} if error == "ExternalJobFailed" else {"error": friendly}
+        return ToolResult(
+            False, {"error": friendly, "detail": cause} if error == "ExternalJobFailed" else {"error": friendly}
+        )
     output = result.get("output")
-    return False, output if isinstance(output, dict) and "error" in output else {"error": "the tool failed"}
+    return ToolResult(False, output if isinstance(output, dict) and "error" in output else {"error": "the tool failed"})
 
 
 async def save_result(engine: ChatEngine, state: dict[str, Any]) -> dict[str, Any]:
@@ -86,15 +84,8 @@ async def save_result(engine: ChatEngine, state: dict[str, Any]) -> dict[str, An
     record = await operations.get(operation.operation_id)
     if record is None or record.status in ("cancelled", "done"):
         return {"saved": False}
-    ok, output = _result_content(state.get("result") or {})
-    message = ChatMessage(
-        role="tool",
-        tool_call_id=operation.tool_call_id,
-        name=operation.tool_name,
-        content=json.dumps(output, ensure_ascii=False, default=str),
-        status="complete" if ok else "error",
-        operation_id=operation.operation_id,
-    )
+    result = _tool_result(state.get("result") or {})
+    message = result.to_message(operation.tool_call_id, operation.tool_name, operation_id=operation.operation_id)
     if await engine.deps.sessions.replace_pending(operation.session_id, operation.seq, message) is None:
         return {"saved": False}
     await operations.transition(operation.operation_id, "saved", expect={"running", "waiting", "completing"})

@@ -1,8 +1,10 @@
 """The Vercel AI SDK *UI message stream* (protocol ``v1``): one class per chunk, and the SSE framing.
 
-Follows ``shared/PROTOCOL.md`` (facts checked against the published ``ai`` package 5.x to 7.x):
-each event encodes to exactly the documented keys (older clients reject one extra key), JSON is strict (no NaN),
-and ``finish.finishReason`` is sent only when the profile enables it (clients below 5.0.92 reject it).
+Follows the ``ai`` package's chunk schema (``uiMessageChunkSchema`` in ``packages/ai/src/ui-message-stream/
+ui-message-chunks.ts`` of vercel/ai), checked against the published package by the oracle in ``tests/contract/``
+(pinned: ai 5.0.216, 5.0.277, 6.0.326): each event encodes to exactly the documented keys (older clients reject
+one extra key), JSON is strict (no NaN), and ``finish.finishReason`` is sent only when the profile enables it
+(clients below 5.0.92 reject it).
 Usage, heartbeats and status travel as ``data-*`` parts or SSE comments, never as invented chunk types.
 """
 

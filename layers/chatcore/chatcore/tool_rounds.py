@@ -22,7 +22,7 @@ from chatcore.stream import (
     StreamToolOutputAvailable,
     StreamToolOutputError,
 )
-from chatcore.tools import ToolContext
+from chatcore.tools import ToolContext, ToolResult
 from chatcore.turn_types import ChatDeps, TurnHandle
 
 
@@ -39,6 +39,18 @@ def parse_input(arguments: str) -> Any:
         return json.loads(arguments or "{}")
     except json.JSONDecodeError:
         return arguments
+
+
+def output_event(call_id: str, message: ChatMessage) -> StreamToolOutputAvailable | StreamToolOutputError:
+    """The stream chunk of a tool result: what the client shows is what the LLM reads (``message.content``)."""
+    try:
+        output = json.loads(message.content or "null")
+    except json.JSONDecodeError:  # cut to the size limit: the text as it is
+        output = message.content
+    if message.status != "error":
+        return StreamToolOutputAvailable(tool_call_id=call_id, output=output)
+    error = output.get("error") if isinstance(output, dict) else output
+    return StreamToolOutputError(tool_call_id=call_id, error_text=str(error or "tool failed"))
 
 
 class ToolRounds:
@@ -86,25 +98,12 @@ class ToolRounds:
                 results.append(self._pending_message(handle, session, call_id, name))
                 continue
             if over_limit:
-                result_ok, output = False, {"error": "tool call limit reached for this reply"}
+                result = ToolResult(False, {"error": "tool call limit reached for this reply"})
             else:
                 result = await self.deps.tools.run(name, call.function.arguments, ctx)
-                result_ok, output = result.ok, result.output
-            if result_ok:
-                publish(StreamToolOutputAvailable(tool_call_id=call_id, output=output))
-            else:
-                publish(StreamToolOutputError(tool_call_id=call_id, error_text=str(output.get("error", "tool failed"))))
-            content = json.dumps(output, ensure_ascii=False, default=str)
-            results.append(
-                ChatMessage(
-                    role="tool",
-                    tool_call_id=call_id,
-                    name=name,
-                    content=content,
-                    status="complete" if result_ok else "error",
-                    turn_id=handle.turn_id,
-                )
-            )
+            message = result.to_message(call_id, name, turn_id=handle.turn_id)
+            publish(output_event(call_id, message))
+            results.append(message)
         return assistant, results
 
     def _pending_message(self, handle: TurnHandle, session: ChatSession, call_id: str, name: str) -> ChatMessage:
@@ -117,25 +116,10 @@ class ToolRounds:
             error = "too many background operations in a row; answer without starting another"
         else:
             op_id = operation_id_for(session.session_id, call_id)
-            content = json.dumps({"status": "running", "operation_id": op_id})
-            return ChatMessage(
-                role="tool",
-                tool_call_id=call_id,
-                name=name,
-                content=content,
-                status="pending",
-                turn_id=handle.turn_id,
-                operation_id=op_id,
-            )
+            running = ToolResult(True, {"status": "running", "operation_id": op_id})
+            return running.to_message(call_id, name, turn_id=handle.turn_id, operation_id=op_id, pending=True)
         handle.channel.publish(StreamToolOutputError(tool_call_id=call_id, error_text=error))
-        return ChatMessage(
-            role="tool",
-            tool_call_id=call_id,
-            name=name,
-            content=json.dumps({"error": error}),
-            status="error",
-            turn_id=handle.turn_id,
-        )
+        return ToolResult(False, {"error": error}).to_message(call_id, name, turn_id=handle.turn_id)
 
     async def start_operation(
         self, handle: TurnHandle, session: ChatSession, message: ChatMessage, user_id: str | None
@@ -161,12 +145,8 @@ class ToolRounds:
         except ChatError as exc:
             logger.warning("operation not started", operation_id=operation.operation_id, error=exc.message)
             error = "the background job could not be started; try again later"
-            failed = message.model_copy(
-                update={
-                    "status": "error",
-                    "content": json.dumps({"error": error}),
-                    "operation_id": message.operation_id,
-                }
+            failed = ToolResult(False, {"error": error}).to_message(
+                call.id, call.function.name, turn_id=message.turn_id, operation_id=message.operation_id
             )
             await self.deps.sessions.replace_pending(session.session_id, message.seq, failed)
             handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))

@@ -13,6 +13,10 @@ Adding a tool is a few lines::
 
 ``kind`` says where a tool runs: ``sync`` in the chat turn; ``long_running`` and ``callback`` tools run outside
 the request (Step Functions).
+
+Every tool message (a sync result, a long-running or callback result saved by the state machine, an error result, the
+pending placeholder) is built by ``ToolResult.to_message``: the output as strict JSON, cut to ``MAX_RESULT_CHARS``;
+an output that is not JSON (a non-JSON type, an int past Python's 4,300-digit limit, NaN) becomes an error result.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from chatcore.errors import ToolFailure as ToolFailure  # raised by tools: re-exported for tool authors
+from chatcore.models import ChatMessage, MessageStatus
 from chatcore.observability import logger
 
 ToolKind = Literal["sync", "long_running", "callback"]
+# The most characters of a tool result that are stored and sent to the LLM; a longer result is cut, and marked so.
 MAX_RESULT_CHARS = 16_000
+TRUNCATED = "…(truncated)"
 
 
 @dataclass(frozen=True)
@@ -44,10 +52,37 @@ class ToolResult:
     ok: bool
     output: Any  # JSON-able; on failure {"error": "..."}
 
-    def content(self) -> str:
-        """The tool message content the LLM reads."""
-        text = json.dumps(self.output, ensure_ascii=False, default=str, allow_nan=False)
-        return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…(truncated)"
+    def to_message(
+        self,
+        tool_call_id: str,
+        name: str | None,
+        *,
+        turn_id: str | None = None,
+        operation_id: str | None = None,
+        pending: bool = False,
+    ) -> ChatMessage:
+        """The tool message for this result, the one way every tool message is made: the content the LLM reads is
+        strict JSON cut to ``MAX_RESULT_CHARS``; an output that cannot be JSON becomes an error result instead.
+        ``pending``: the placeholder of a long-running call, until its result replaces it."""
+        ok = self.ok
+        try:
+            content = json.dumps(self.output, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:  # a non-JSON type, NaN, an int past 4,300 digits
+            logger.warning("tool result is not JSON", tool=name, error=str(exc)[:200])
+            error = f"the tool {name} returned a result that cannot be encoded as JSON: {str(exc)[:200]}"
+            ok, content = False, json.dumps({"error": error}, ensure_ascii=False)
+        if len(content) > MAX_RESULT_CHARS:
+            content = content[:MAX_RESULT_CHARS] + TRUNCATED
+        status: MessageStatus = "pending" if pending else ("complete" if ok else "error")
+        return ChatMessage(
+            role="tool",
+            tool_call_id=tool_call_id,
+            name=name,
+            content=content,
+            status=status,
+            turn_id=turn_id,
+            operation_id=operation_id,
+        )
 
 
 ToolFn = Callable[[Any, ToolContext], Awaitable[Any]]
@@ -129,7 +164,3 @@ class ToolRegistry:
         except Exception:
             logger.exception("tool failed", tool=name)
             return ToolResult(False, {"error": f"tool {name} failed unexpectedly"})
-
-
-class ToolFailure(Exception):
-    """Raised by a tool for an expected failure; its message is shown to the LLM."""

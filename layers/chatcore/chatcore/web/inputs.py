@@ -8,15 +8,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from chatcore.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chatcore.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from chatcore.models import is_valid_session_id
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class UnsupportedMediaType(BadRequest):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def _reject_constant(value: str) -> Any:
