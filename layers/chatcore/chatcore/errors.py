@@ -100,3 +100,31 @@ class ConfigError(ServiceUnavailable):
     setting. The HTTP apps then answer every request with it (``chatcore.web.misconfigured``)."""
 
     code = "misconfigured"
+
+
+class ServiceRefused(ServiceUnavailable):
+    """An AWS service answered a request with an error (botocore ``ClientError``), translated in one place
+    (``chatcore.aws.call``). ``aws_code`` is the service's error code, ``reasons`` the per-item codes of a cancelled
+    DynamoDB transaction (``"None"`` for an item that passed) and ``item`` the item a failed condition saw, when
+    asked for. The adapters turn the refusals they expect into their answer (None, False, ``NotFound``, ...);
+    any other stays a 503 like every failed request."""
+
+    def __init__(
+        self, message: str, *, aws_code: str, reasons: tuple[str, ...] = (), item: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.aws_code = aws_code
+        self.reasons = reasons
+        self.item = item
+
+    @property
+    def cancelled(self) -> bool:
+        """A DynamoDB transaction was cancelled (``reasons`` says which items failed and why)."""
+        return self.aws_code == "TransactionCanceledException"
+
+    @property
+    def condition_failed(self) -> bool:
+        """A condition was false: of a single write, or of at least one item of a cancelled transaction."""
+        return self.aws_code == "ConditionalCheckFailedException" or (
+            self.cancelled and "ConditionalCheckFailed" in self.reasons
+        )
