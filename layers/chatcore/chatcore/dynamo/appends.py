@@ -176,9 +176,7 @@ def _message_items(
     return items
 
 
-async def _raise_duplicate(
-    table: Table, session_id: str, messages: Sequence[ChatMessage], exc: ServiceRefused
-) -> None:
+async def _raise_duplicate(table: Table, session_id: str, messages: Sequence[ChatMessage], exc: ServiceRefused) -> None:
     """If a client-message-id marker failed its condition, raise DuplicateClientMessage for it."""
     reasons = exc.reasons
     index = 1  # transaction item 0 is META; each message is followed by its client-id marker, if any

@@ -18,11 +18,11 @@ TOKEN_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 class StepFunctions(Protocol):
     """The Step Functions client methods used here (boto3's client fits)."""
 
-    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> Any: ...  # noqa: N803
-    def stop_execution(self, *, executionArn: str, error: str, cause: str) -> Any: ...  # noqa: N803
-    def send_task_success(self, *, taskToken: str, output: str) -> Any: ...  # noqa: N803
-    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> Any: ...  # noqa: N803
-    def send_task_heartbeat(self, *, taskToken: str) -> Any: ...  # noqa: N803
+    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> Any: ...
+    def stop_execution(self, *, executionArn: str, error: str, cause: str) -> Any: ...
+    def send_task_success(self, *, taskToken: str, output: str) -> Any: ...
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> Any: ...
+    def send_task_heartbeat(self, *, taskToken: str) -> Any: ...
 
 
 def token_gone(exc: ServiceRefused) -> bool:
