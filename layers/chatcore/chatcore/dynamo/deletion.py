@@ -14,7 +14,6 @@ from chatcore.dynamo.codecs import iso
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import META, TOMBSTONE_DAYS, meta_key, n_attr, pk, s_attr
 from chatcore.dynamo.table import Table
-from chatcore.errors import ServiceRefused
 from chatcore.models import utcnow
 
 
@@ -37,12 +36,9 @@ async def delete(
     ex.require("attribute_exists(PK)")
     if owner is not None:
         ex.require(ex.eq("user_id", s_attr(owner)))
-    try:
-        old = await table.update(meta_key(session_id), ex, ReturnValues="ALL_OLD")
-    except ServiceRefused as exc:
-        if exc.condition_failed:
-            return False
-        raise
+    old = await table.update_if(meta_key(session_id), ex, ReturnValues="ALL_OLD")
+    if old is None:
+        return False
     if before_sweep is not None:  # e.g. stop running operations (their markers are swept next)
         await before_sweep(session_id)
     await sweep(table, session_id)

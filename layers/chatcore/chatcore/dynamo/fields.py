@@ -8,20 +8,14 @@ from chatcore.dynamo.codecs import decode_meta, field_value, iso
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import SESSION_ALIVE, by_user_sk, meta_key, n_attr, s_attr, user_pk
 from chatcore.dynamo.table import Table
-from chatcore.errors import ServiceRefused
 from chatcore.models import ChatSession, utcnow
 
 
 async def update_meta(table: Table, session_id: str, ex: Expression) -> ChatSession | None:
     """Apply ``ex`` to META (the version is bumped); the updated session, or None when a condition failed."""
     ex.increment("version")
-    try:
-        item = await table.update(meta_key(session_id), ex, ReturnValues="ALL_NEW")
-    except ServiceRefused as exc:
-        if exc.condition_failed:
-            return None
-        raise
-    return decode_meta(item)
+    item = await table.update_if(meta_key(session_id), ex, ReturnValues="ALL_NEW")
+    return None if item is None else decode_meta(item)
 
 
 async def update_fields(

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from chatcore.aws import call, dynamodb_client
 from chatcore.dynamo.expressions import Expression
-from chatcore.dynamo.keys import Item, n_attr
-from chatcore.errors import ServiceUnavailable
+from chatcore.dynamo.keys import ABSENT, Item, n_attr
+from chatcore.errors import ServiceRefused, ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -52,8 +52,15 @@ class Table:
         found = await call(SERVICE, self._db.get_item, TableName=self.name, Key=key, ConsistentRead=True)
         return found.get("Item")
 
-    async def put(self, item: Item, *, condition: str) -> None:
-        await call(SERVICE, self._db.put_item, TableName=self.name, Item=item, ConditionExpression=condition)
+    async def put_new(self, item: Item) -> bool:
+        """Put an item that must not exist yet; False when it does."""
+        try:
+            await call(SERVICE, self._db.put_item, TableName=self.name, Item=item, ConditionExpression=ABSENT)
+        except ServiceRefused as exc:
+            if exc.condition_failed:
+                return False
+            raise
+        return True
 
     async def update(self, key: Item, expression: Expression, **options: Any) -> Item:
         """Apply the update; returns the attributes ``ReturnValues`` asked for (``{}`` when none)."""
@@ -61,6 +68,15 @@ class Table:
             SERVICE, self._db.update_item, TableName=self.name, Key=key, **expression.params(), **options
         )
         return dict(result.get("Attributes", {}))
+
+    async def update_if(self, key: Item, expression: Expression, **options: Any) -> Item | None:
+        """``update``, or None when its condition was false."""
+        try:
+            return await self.update(key, expression, **options)
+        except ServiceRefused as exc:
+            if exc.condition_failed:
+                return None
+            raise
 
     async def pages(self, expression: Expression, **options: Any) -> AsyncGenerator[dict[str, Any]]:
         """Query pages in order (``Items``, ``LastEvaluatedKey``); ``ExclusiveStartKey`` may start it later."""

@@ -119,13 +119,7 @@ class OperationRecords:
         for name, value in (extra or {}).items():
             ex.set(name, s_attr(value))
         ex.require("attribute_exists(PK)", ex.one_of("status", [s_attr(status) for status in sorted(expect)]))
-        try:
-            await self._table.update(operation_key(operation_id), ex)
-        except ServiceRefused as exc:
-            if exc.condition_failed:
-                return False
-            raise
-        return True
+        return await self._table.update_if(operation_key(operation_id), ex) is not None
 
     async def of_session(self, session_id: str) -> list[str]:
         """The ids of every operation the session's markers name."""
@@ -135,10 +129,4 @@ class OperationRecords:
 
     async def claim_signature(self, digest: str, *, expires_at: int) -> bool:
         """Record a verified callback signature once; False when it was used before (a replayed request)."""
-        try:
-            await self._table.put({**callback_key(digest), "expires_at": n_attr(expires_at)}, condition=ABSENT)
-        except ServiceRefused as exc:
-            if exc.condition_failed:
-                return False
-            raise
-        return True
+        return await self._table.put_new({**callback_key(digest), "expires_at": n_attr(expires_at)})
