@@ -45,7 +45,7 @@ async def test_client_errors_become_service_refused_with_reasons_and_item():
             "CancellationReasons": [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}],
             "Item": {"PK": {"S": "p"}},
         }
-        raise ClientError(response, "TransactWriteItems")  # type: ignore[arg-type]
+        raise ClientError(response, "TransactWriteItems")
 
     with pytest.raises(ServiceRefused) as caught:
         await call("DynamoDB", cancelled)
