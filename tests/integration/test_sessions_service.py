@@ -37,7 +37,8 @@ async def test_saved_session_reads_back_equal(service: SessionService):
     again = await service.get_chat_session(saved.session_id, "alice")
     assert again is not None
     assert again.model_dump() == saved.model_dump()
-    assert again.usage == Usage(prompt_tokens=10, completion_tokens=9, total_tokens=19)
+    assert again.usage == [Usage(prompt_tokens=10, total_tokens=10), Usage(completion_tokens=9, total_tokens=9)]
+    assert again.usage_totals == Usage(prompt_tokens=10, completion_tokens=9, total_tokens=19)
 
 
 async def test_another_user_reads_none(service: SessionService):

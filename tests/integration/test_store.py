@@ -8,7 +8,7 @@ import os
 import boto3
 import pytest
 
-from chatcore.dynamo import pk
+from chatcore.dynamo.keys import pk
 from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
 from chatcore.store import SessionStore
@@ -50,7 +50,8 @@ async def test_create_and_load_round_trip(store: SessionStore):
     saved = await store.save(session)
     assert saved.version == 1 and saved.message_count == 3
     assert [m.seq for m in saved.messages] == [1, 2, 3]
-    assert saved.usage == Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
+    assert saved.usage == [Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)]
+    assert saved.usage_totals == Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
     loaded = await store.load(session.session_id)
     assert loaded is not None
     assert loaded.model_dump() == saved.model_dump()
@@ -61,13 +62,15 @@ async def test_append_assigns_next_seqs_and_adds_usage(store: SessionStore):
     session.messages.append(ChatMessage(role="user", content="a"))
     session.messages.append(ChatMessage(role="assistant", content="b", usage=Usage(total_tokens=4)))
     saved = await store.save(session)
-    assert saved.version == 2 and saved.message_count == 2 and saved.usage.total_tokens == 4
+    assert saved.version == 2 and saved.message_count == 2 and saved.usage_totals.total_tokens == 4
+    assert saved.usage == [Usage(total_tokens=4)]
     saved.messages.append(ChatMessage(role="user", content="c"))
     saved = await store.save(saved)
     loaded = await store.load(session.session_id)
     assert loaded is not None
     assert [(m.seq, m.content) for m in loaded.messages] == [(1, "a"), (2, "b"), (3, "c")]
-    assert loaded.usage.total_tokens == 4 and loaded.version == 3
+    assert loaded.usage_totals.total_tokens == 4 and loaded.version == 3
+    assert loaded.usage == [Usage(total_tokens=4)]
 
 
 async def test_load_pages_through_many_large_messages(store: SessionStore):

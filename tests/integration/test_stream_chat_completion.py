@@ -58,7 +58,8 @@ async def test_stream_chat_completion_yields_the_named_events_and_persists(setti
             assert stored is not None
             assert [m.role for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
             assert stored.messages[-1].content == text
-            assert stored.usage.total_tokens > 0 and stored.usage == stored.messages[-1].usage
+            assert stored.usage_totals.total_tokens > 0 and stored.usage_totals == stored.messages[-1].usage
+            assert stored.usage == [stored.messages[-1].usage]
             assert stored.title  # generated and stored with the turn
         finally:
             await engine.aclose()

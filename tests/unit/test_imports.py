@@ -30,9 +30,11 @@ def test_sessions_handler_does_not_import_the_llm_client():
 def test_third_party_clients_are_imported_only_by_their_adapters():
     package = ROOT / "layers/chatcore/chatcore"
     allowed = {
+        # chatcore.aws.call is the one place botocore errors are translated; chatcore.dynamo and
+        # chatcore.operations make their requests through it.
         "boto3": {"aws.py"},
-        "botocore": {"aws.py", "dynamo.py", "store.py", "operations.py"},
-        "redis": {"cache.py", "replay.py", "operations.py"},
+        "botocore": {"aws.py"},
+        "redis": {"cache.py", "replay.py"},
         "jwt": {"auth.py"},
         "openai": {"llm.py"},
     }
@@ -41,7 +43,7 @@ def test_third_party_clients_are_imported_only_by_their_adapters():
         for lib, owners in allowed.items():
             imports = f"import {lib}" in text or f"from {lib}" in text
             if imports:
-                assert source.name in owners, f"{source.relative_to(ROOT)} imports {lib}"
+                assert source.relative_to(package).as_posix() in owners, f"{source.relative_to(ROOT)} imports {lib}"
 
 
 def test_os_environ_only_in_config():

@@ -76,3 +76,14 @@ def test_session_id_validation():
     assert is_valid_session_id("abcdEFGH1234_-")
     for bad in ["", "short", "has space here", "a" * 129, "../../etc", "ünïcödé-id-x", "id#with#hash"]:
         assert not is_valid_session_id(bad)
+
+
+def test_usage_is_a_list_per_model_call_and_round_trips():
+    session = _conversation()
+    session.usage = [Usage(prompt_tokens=3, total_tokens=3), Usage(completion_tokens=2, total_tokens=2)]
+    session.usage_totals = Usage.total(session.usage)
+    restored = ChatSession.model_validate_json(session.model_dump_json())
+    assert restored.usage == session.usage and restored.usage_totals == Usage(
+        prompt_tokens=3, completion_tokens=2, total_tokens=5
+    )
+    assert restored.model_dump_json() == session.model_dump_json()

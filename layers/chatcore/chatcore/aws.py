@@ -1,6 +1,8 @@
-"""boto3 clients, built on first use and cached across warm invocations.
+"""boto3 clients, built on first use and cached across warm invocations, and ``call``: the one place where botocore
+errors become ``chatcore.errors`` types.
 
-boto3 is imported here and in the store only. Region and endpoint come from the standard AWS variables
+boto3 and botocore are imported here only; the DynamoDB and Step Functions adapters (``chatcore.dynamo``,
+``chatcore.operations``) make every request through ``call``. Region and endpoint come from the standard AWS variables
 (``AWS_REGION``, ``AWS_ENDPOINT_URL``), which boto3 itself reads.
 
 ``current_function`` names the function of ``template.yaml`` (its logical id) whose code is running, so whose IAM
@@ -11,7 +13,8 @@ that function's role.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -21,7 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chatcore.errors import ServiceUnavailable
+from chatcore.errors import ServiceRefused, ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -65,6 +68,25 @@ def ssm_client() -> Any:
 @cache
 def stepfunctions_client() -> Any:
     return boto3.client("stepfunctions", config=_CONFIG)
+
+
+async def call[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run a blocking boto3 call in a thread. An error answer becomes ``ServiceRefused`` (its code, the cancellation
+    reasons of a transaction and the item a failed condition saw decoded here); a connection-level failure becomes
+    ``ServiceUnavailable``. Both are chained to the botocore error."""
+    try:
+        return await asyncio.to_thread(fn, **kwargs)
+    except ClientError as exc:
+        raise refusal(service, exc) from exc
+    except BotoCoreError as exc:
+        raise ServiceUnavailable("AWS is unreachable") from exc
+
+
+def refusal(service: str, exc: ClientError) -> ServiceRefused:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    reasons = tuple(reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", []))
+    item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+    return ServiceRefused(f"{service} request failed ({code})", aws_code=code, reasons=reasons, item=item)
 
 
 def read_secret(arn: str) -> str:

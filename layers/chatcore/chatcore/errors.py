@@ -13,14 +13,16 @@
     │   └── DuplicateClientMessage  the client message id is already stored
     ├── PayloadTooLarge          body or field over its limit (413)
     ├── ServiceUnavailable       a backend we cannot do without failed (503)
-    │   └── ConfigError          a setting is missing or unusable: found at init, every request answers 503
+    │   ├── ConfigError          a setting is missing or unusable: found at init, every request answers 503
+    │   └── ServiceRefused       an AWS service answered with an error (``chatcore.aws.call`` translates them all)
     ├── LLMError                 the language model failed after the retries (502; in a turn: an SSE error)
     ├── ToolFailure              raised by a tool for an expected failure: its message is the error result the LLM
     │                            reads, never an HTTP error
     └── TransientToolError       a long-running tool's failure worth retrying: the state machine retries this name
 
-Third-party errors (botocore ``ClientError``, ``redis.exceptions.*``, ``jwt.*``) are translated at the store,
-cache and auth boundaries and chained with ``from exc``; nothing outside those modules sees them.
+Third-party errors are translated at their boundary and chained with ``from exc``: botocore's in
+``chatcore.aws.call`` (the only module that imports botocore), ``redis.exceptions.*`` in ``chatcore.cache``,
+``jwt.*`` in ``chatcore.auth``; nothing outside those modules sees them.
 """
 
 from __future__ import annotations
@@ -129,3 +131,31 @@ class TransientToolError(ChatError):
     """A tool failure worth retrying: the ToolOperationStateMachine's RunTool step retries this error name."""
 
     code = "transient_tool_error"
+
+
+class ServiceRefused(ServiceUnavailable):
+    """An AWS service answered a request with an error (botocore ``ClientError``), translated in one place
+    (``chatcore.aws.call``). ``aws_code`` is the service's error code, ``reasons`` the per-item codes of a cancelled
+    DynamoDB transaction (``"None"`` for an item that passed) and ``item`` the item a failed condition saw, when
+    asked for. The adapters turn the refusals they expect into their answer (None, False, ``NotFound``, ...);
+    any other stays a 503 like every failed request."""
+
+    def __init__(
+        self, message: str, *, aws_code: str, reasons: tuple[str, ...] = (), item: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.aws_code = aws_code
+        self.reasons = reasons
+        self.item = item
+
+    @property
+    def cancelled(self) -> bool:
+        """A DynamoDB transaction was cancelled (``reasons`` says which items failed and why)."""
+        return self.aws_code == "TransactionCanceledException"
+
+    @property
+    def condition_failed(self) -> bool:
+        """A condition was false: of a single write, or of at least one item of a cancelled transaction."""
+        return self.aws_code == "ConditionalCheckFailedException" or (
+            self.cancelled and "ConditionalCheckFailed" in self.reasons
+        )

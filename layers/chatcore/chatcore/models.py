@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -59,6 +60,10 @@ class Usage(_Model):
             total_tokens=self.total_tokens + other.total_tokens,
         )
 
+    @classmethod
+    def total(cls, records: Iterable[Usage]) -> Usage:
+        return sum(records, cls())
+
 
 class ToolCallFunction(_Model):
     name: str
@@ -105,7 +110,21 @@ class ChatMessage(_Model):
 EDITABLE_FIELDS = ("title", "chat_type", "status", "metadata")
 
 
+def usage_of(messages: Iterable[ChatMessage]) -> list[Usage]:
+    """One record per model call: the usage of each message that carries one (assistant answers), in order."""
+    return [message.usage for message in messages if message.usage is not None]
+
+
 class ChatSession(_Model):
+    """A session and (some of) its messages.
+
+    Usage is kept twice, on purpose. ``usage`` is the list the design documents name: one ``Usage`` per model call
+    among ``messages``, derived from the messages' own ``usage`` (the store sets it whenever it loads or saves
+    messages); it is not stored separately, so META does not grow with the conversation. ``usage_totals`` is the
+    sum over every stored message, kept on META; it is right even when the messages are not loaded (``load_meta``,
+    listings), where ``usage`` is empty. For a whole session, ``usage_totals == Usage.total(usage)``.
+    """
+
     session_id: str
     user_id: str | None = None
     title: str = ""
@@ -115,7 +134,8 @@ class ChatSession(_Model):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     messages: list[ChatMessage] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
+    usage: list[Usage] = Field(default_factory=list)
+    usage_totals: Usage = Field(default_factory=Usage)
     # Number of messages persisted and the optimistic-concurrency version of the stored record;
     # both 0 for a session that was never saved.
     message_count: int = 0

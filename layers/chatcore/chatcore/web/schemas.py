@@ -62,7 +62,7 @@ class SessionOut(BaseModel):
             created_at=session.created_at,
             updated_at=session.updated_at,
             message_count=session.message_count,
-            usage=session.usage,
+            usage=session.usage_totals,
             version=session.version,
         )
 

@@ -1,0 +1,25 @@
+"""The DynamoDB adapter: the single table's layout and the session store.
+
+PK = SESSION#<sid>   SK = META                 the session (a tombstone after delete)
+PK = SESSION#<sid>   SK = MSG#<seq:010d>       one message (its JSON in ``body``)
+PK = SESSION#<sid>   SK = CMID#<client id>     the seq a client message id was stored at
+PK = SESSION#<sid>   SK = OP#<operation id>    a marker of the session's operation
+PK = OP#<operation id>   SK = META            the operation (chatcore.operations.records)
+PK = CALLBACK#<digest>   SK = SIGNATURE       a used callback signature
+GSI ByUser: GSI1PK = USER#<uid>, GSI1SK = <updated_at>#<sid>
+
+Modules, each with one reason to change:
+
+    keys         key shapes, prefixes, attribute values, the shared conditions
+    expressions  the one builder of update / condition / key / filter expressions
+    codecs       items <-> ChatSession / ChatMessage
+    table        the table's requests (every one through ``chatcore.aws.call``)
+    reads        load, load_meta, list_for_user
+    appends      save: create and append transactions, retried after a lost race; replace_pending
+    leases       the turn lease: acquire, release, the condition a turn's writes carry (TurnGuard)
+    fields       META field updates: title/type/status/metadata, owner, context summary
+    deletion     tombstone and sweep
+    store        SessionStore, the facade over the above
+
+Nothing here imports botocore: ``chatcore.aws.call`` translates its errors into ``chatcore.errors``.
+"""

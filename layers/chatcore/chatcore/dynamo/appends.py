@@ -1,0 +1,216 @@
+"""Saving a session: create it, or append its new messages and changed fields, in conditional transactions.
+
+A transaction holds META (created with ``attribute_not_exists``, or updated guarded by the expected ``version``
+and, for a chat turn, its lease) plus one item per message and one per client message id (both
+``attribute_not_exists``). A lost race reloads META and retries with jittered backoff; a deleted session fails
+with ``NotFound`` instead of being recreated; a client message id already stored fails with
+``DuplicateClientMessage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from chatcore.dynamo import reads
+from chatcore.dynamo.codecs import encode_message, encode_meta, field_value, iso, message_body, usage_values
+from chatcore.dynamo.expressions import Expression
+from chatcore.dynamo.keys import (
+    ABSENT,
+    SESSION_ALIVE,
+    Item,
+    by_user_sk,
+    cmid_key,
+    meta_key,
+    msg_key,
+    n_attr,
+    s_attr,
+)
+from chatcore.dynamo.leases import TurnGuard, hold
+from chatcore.dynamo.table import Table
+from chatcore.errors import ConcurrentWriteError, Conflict, DuplicateClientMessage, NotFound, ServiceRefused, TurnLost
+from chatcore.models import ChatMessage, ChatSession, Usage, usage_of, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+# One transaction holds at most 100 items: META plus up to 2 items (message + client id) per message.
+MESSAGES_PER_TRANSACTION = 49
+MAX_WRITE_ATTEMPTS = 40
+RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+
+
+async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
+    """Create the session or append its unsaved messages (``seq is None``) and changed fields.
+
+    Returns the stored state: seqs assigned, counters, version and usage updated. When another writer got in
+    first, the session is reloaded from the table so the result is never a partial picture. With ``turn``, the
+    write only succeeds while that turn holds the session's lease (and may release it).
+    """
+    new_messages = [message for message in session.messages if message.seq is None]
+    if session.version == 0:
+        await _create(table, session, new_messages[:MESSAGES_PER_TRANSACTION])
+        new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
+        if not new_messages:
+            return session
+    raced = False
+    while True:
+        chunk = new_messages[:MESSAGES_PER_TRANSACTION]
+        last = len(new_messages) <= MESSAGES_PER_TRANSACTION
+        raced |= await _append(table, session, chunk, turn if last else (turn and turn.keep()))
+        new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
+        if not new_messages:
+            break
+    if raced:
+        fresh = await reads.load(table, session.session_id)
+        if fresh is None:
+            raise NotFound("session was deleted")
+        return fresh
+    return session
+
+
+async def _create(table: Table, session: ChatSession, messages: list[ChatMessage]) -> None:
+    now = utcnow()
+    session.created_at = session.updated_at = now
+    meta = encode_meta(session, now, messages)
+    if expires := table.session_expiry(now):
+        meta["expires_at"] = expires
+    items = [table.put_item(meta, condition=ABSENT), *_message_items(table, session.session_id, messages, 1, now)]
+    try:
+        await table.transact(items)
+    except ServiceRefused as exc:
+        if exc.reasons and exc.reasons[0] == "ConditionalCheckFailed":
+            raise Conflict("a session with this id exists or was deleted") from exc
+        if exc.condition_failed:
+            await _raise_duplicate(table, session.session_id, messages, exc)
+        raise
+    for seq, message in enumerate(messages, start=1):
+        message.seq = seq
+    session.message_count = len(messages)
+    session.version = 1
+    session.usage = usage_of(session.messages)
+    session.usage_totals = Usage.total(usage_of(messages))
+    session.mark_clean()
+
+
+async def _append(table: Table, session: ChatSession, messages: list[ChatMessage], turn: TurnGuard | None) -> bool:
+    """Append ``messages`` and write changed fields; returns True when it had to retry after a race."""
+    expected_version, first_seq = session.version, session.message_count + 1
+    raced = False
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        now = utcnow()
+        try:
+            await table.transact(_append_items(table, session, messages, expected_version, first_seq, now, turn))
+        except ServiceRefused as exc:
+            if not exc.cancelled:
+                raise
+            await _raise_duplicate(table, session.session_id, messages, exc)
+            if not RETRYABLE_REASONS.issuperset(exc.reasons):
+                raise
+            fresh = await reads.load_meta(table, session.session_id)
+            if fresh is None:
+                raise NotFound("session was deleted") from exc
+            if turn is not None and fresh.active_turn_id != turn.turn_id:
+                raise TurnLost("this turn no longer holds the session's lease") from exc
+            expected_version, first_seq = fresh.version, fresh.message_count + 1
+            raced = True
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter
+            continue
+        for offset, message in enumerate(messages):
+            message.seq = first_seq + offset
+        session.message_count = first_seq + len(messages) - 1
+        session.version = expected_version + 1
+        session.updated_at = now
+        session.usage = usage_of(session.messages)
+        session.usage_totals = session.usage_totals + Usage.total(usage_of(messages))
+        if turn is not None and turn.release:
+            session.active_turn_id = None
+        session.mark_clean()
+        return raced
+    raise ConcurrentWriteError("too many concurrent writers on this session; try again")
+
+
+def _append_items(
+    table: Table,
+    session: ChatSession,
+    messages: list[ChatMessage],
+    expected_version: int,
+    first_seq: int,
+    now: datetime,
+    turn: TurnGuard | None,
+) -> list[TransactWriteItemTypeDef]:
+    ex = Expression().increment("version")
+    ex.set("message_count", n_attr(first_seq - 1 + len(messages))).set("updated_at", s_attr(iso(now)))
+    if session.user_id:
+        ex.set("GSI1SK", s_attr(by_user_sk(iso(now), session.session_id)))
+    for field, value in session.changed_fields().items():
+        ex.set(field, field_value(field, value))
+    if expires := table.session_expiry(now):
+        ex.set("expires_at", expires)
+    for attribute, count in usage_values(Usage.total(usage_of(messages))).items():
+        ex.add(attribute, count)
+    ex.require(SESSION_ALIVE, ex.eq("version", n_attr(expected_version)))
+    hold(ex, turn)
+    meta = table.update_item(meta_key(session.session_id), ex)
+    return [meta, *_message_items(table, session.session_id, messages, first_seq, now)]
+
+
+def _message_items(
+    table: Table, session_id: str, messages: Sequence[ChatMessage], first_seq: int, now: datetime
+) -> list[TransactWriteItemTypeDef]:
+    """Each message's item, followed by its client-message-id marker when it has one."""
+    items: list[TransactWriteItemTypeDef] = []
+    expires = table.session_expiry(now)
+    for seq, message in enumerate(messages, start=first_seq):
+        record = encode_message(session_id, message, seq)
+        markers: list[Item] = [record]
+        if message.client_message_id:
+            markers.append({**cmid_key(session_id, message.client_message_id), "seq": n_attr(seq)})
+        for item in markers:
+            if expires:
+                item["expires_at"] = expires
+            items.append(table.put_item(item, condition=ABSENT))
+    return items
+
+
+async def _raise_duplicate(table: Table, session_id: str, messages: Sequence[ChatMessage], exc: ServiceRefused) -> None:
+    """If a client-message-id marker failed its condition, raise DuplicateClientMessage for it."""
+    reasons = exc.reasons
+    index = 1  # transaction item 0 is META; each message is followed by its client-id marker, if any
+    for message in messages:
+        if not message.client_message_id:
+            index += 1
+            continue
+        marker = index + 1
+        if marker < len(reasons) and reasons[marker] == "ConditionalCheckFailed":
+            found = await table.get(cmid_key(session_id, message.client_message_id))
+            raise DuplicateClientMessage(
+                "a message with this client_message_id is already stored",
+                client_message_id=message.client_message_id,
+                seq=int(found["seq"]["N"]) if found else None,
+            ) from exc
+        index += 2
+
+
+async def replace_pending(table: Table, session_id: str, seq: int, message: ChatMessage) -> int | None:
+    """Replace the pending tool message at ``seq`` with its result, only while it is still pending for the
+    same operation and the session exists. Returns the new session version, or None when nothing was
+    replaced (already saved, or the session was deleted)."""
+    assert message.operation_id is not None
+    body = Expression().set("body", s_attr(message_body(message, seq))).remove("pending_op")
+    body.require(body.eq("pending_op", s_attr(message.operation_id)))
+    items = [
+        table.update_item(msg_key(session_id, seq), body),
+        table.update_item(meta_key(session_id), Expression().increment("version").require(SESSION_ALIVE)),
+    ]
+    try:
+        await table.transact(items)
+    except ServiceRefused as exc:
+        if exc.cancelled and exc.condition_failed:
+            return None
+        raise
+    meta = await reads.load_meta(table, session_id)
+    return meta.version if meta else None

@@ -1,0 +1,52 @@
+"""Updates of META's fields: title / chat_type / status / metadata, the owner, the context summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatcore.dynamo.codecs import decode_meta, field_value, iso
+from chatcore.dynamo.expressions import Expression
+from chatcore.dynamo.keys import SESSION_ALIVE, by_user_sk, meta_key, n_attr, s_attr, user_pk
+from chatcore.dynamo.table import Table
+from chatcore.models import ChatSession, utcnow
+
+
+async def update_meta(table: Table, session_id: str, ex: Expression) -> ChatSession | None:
+    """Apply ``ex`` to META (the version is bumped); the updated session, or None when a condition failed."""
+    ex.increment("version")
+    item = await table.update_if(meta_key(session_id), ex, ReturnValues="ALL_NEW")
+    return None if item is None else decode_meta(item)
+
+
+async def update_fields(
+    table: Table, session_id: str, changes: dict[str, Any], *, owner: str | None = None
+) -> ChatSession | None:
+    """Set META fields (title, chat_type, status, metadata); None when missing, deleted or not ``owner``'s."""
+    ex = Expression()
+    for field, value in changes.items():
+        ex.set(field, field_value(field, value))
+    ex.require(SESSION_ALIVE)
+    if owner is not None:
+        ex.require(ex.eq("user_id", s_attr(owner)))
+    return await update_meta(table, session_id, ex)
+
+
+async def assign_owner(table: Table, session_id: str, user_id: str) -> ChatSession | None:
+    """Give an anonymous session to ``user_id``; None if missing, deleted or owned by someone else."""
+    ex = Expression()
+    owner = ex.value(s_attr(user_id))
+    ex.set("GSI1PK", s_attr(user_pk(user_id))).set("GSI1SK", s_attr(by_user_sk(iso(utcnow()), session_id)))
+    unowned = f"attribute_not_exists({ex.name('user_id')})"
+    ex.require(SESSION_ALIVE, f"({unowned} OR {ex.name('user_id')} = {owner})")
+    ex.set("user_id", s_attr(user_id))
+    return await update_meta(table, session_id, ex)
+
+
+async def set_summary(table: Table, session_id: str, summary: str, seq: int) -> None:
+    """Store the context summary covering messages 1..seq, unless a summary covering more exists."""
+    ex = Expression()
+    covered = ex.name("summary_seq")
+    ex.set("summary", s_attr(summary))
+    ex.require(SESSION_ALIVE, f"(attribute_not_exists({covered}) OR {covered} < {ex.value(n_attr(seq))})")
+    ex.set("summary_seq", n_attr(seq))
+    await update_meta(table, session_id, ex)

@@ -1,0 +1,71 @@
+"""Key shapes and attribute values of the single table, and the conditions several writers share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Item = dict[str, Any]
+
+META = "META"
+MSG_PREFIX = "MSG#"
+CMID_PREFIX = "CMID#"
+OP_PREFIX = "OP#"
+MSG_END = "MSG#~"  # sorts after every MSG#<digits>
+BY_USER_INDEX = "ByUser"
+TOMBSTONE_DAYS = 30
+
+# The conditions written once: an item that must not exist yet, and a session that exists and is not deleted.
+ABSENT = "attribute_not_exists(PK)"
+SESSION_ALIVE = "attribute_exists(PK) AND attribute_not_exists(deleted_at)"
+
+
+def s_attr(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n_attr(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def pk(session_id: str) -> str:
+    return f"SESSION#{session_id}"
+
+
+def msg_sk(seq: int) -> str:
+    return f"{MSG_PREFIX}{seq:010d}"
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def by_user_sk(updated_at: str, session_id: str) -> str:
+    return f"{updated_at}#{session_id}"
+
+
+def key(partition: str, sort: str) -> Item:
+    return {"PK": s_attr(partition), "SK": s_attr(sort)}
+
+
+def meta_key(session_id: str) -> Item:
+    return key(pk(session_id), META)
+
+
+def msg_key(session_id: str, seq: int) -> Item:
+    return key(pk(session_id), msg_sk(seq))
+
+
+def cmid_key(session_id: str, client_message_id: str) -> Item:
+    return key(pk(session_id), CMID_PREFIX + client_message_id)
+
+
+def operation_key(operation_id: str) -> Item:
+    return key(OP_PREFIX + operation_id, META)
+
+
+def operation_marker_key(session_id: str, operation_id: str) -> Item:
+    return key(pk(session_id), OP_PREFIX + operation_id)
+
+
+def callback_key(digest: str) -> Item:
+    return key(f"CALLBACK#{digest}", "SIGNATURE")

@@ -1,0 +1,84 @@
+"""The turn lease on META: one chat turn at a time per session.
+
+``active_turn_id`` + ``active_turn_expires`` (epoch seconds) name the turn holding the session. A turn takes the
+lease with one conditional write (refused while another unexpired lease is held), makes its writes conditional on
+still holding it (``TurnGuard``, applied by ``hold``) and gives it back with its last write or ``release``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatcore.dynamo.codecs import decode_meta
+from chatcore.dynamo.expressions import Expression
+from chatcore.dynamo.fields import update_meta
+from chatcore.dynamo.keys import SESSION_ALIVE, Item, meta_key, n_attr, s_attr
+from chatcore.dynamo.reads import load_meta
+from chatcore.dynamo.table import Table
+from chatcore.errors import NotFound, ServiceRefused, TurnInProgress
+from chatcore.models import ChatSession, utcnow
+
+LEASE_ATTRIBUTES = ("active_turn_id", "active_turn_expires")
+
+
+@dataclass(frozen=True)
+class TurnGuard:
+    """Make a write conditional on ``turn_id`` holding the session's lease; ``release`` gives it back."""
+
+    turn_id: str
+    release: bool = False
+
+    def keep(self) -> TurnGuard:
+        return TurnGuard(self.turn_id, release=False)
+
+
+def hold(ex: Expression, turn: TurnGuard | None) -> None:
+    """Make the write ``ex`` conditional on ``turn`` holding the lease, and give it back when ``turn.release``."""
+    if turn is None:
+        return
+    ex.require(ex.eq("active_turn_id", s_attr(turn.turn_id)))
+    if turn.release:
+        ex.remove(*LEASE_ATTRIBUTES)
+
+
+async def acquire(table: Table, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+    """Take the session's turn lease (one conditional write). Raises ``NotFound`` (missing, deleted, another
+    user's) or ``TurnInProgress`` (an unexpired lease is held). Returns META as updated."""
+    now = int(utcnow().timestamp())
+    ex = Expression().increment("version")
+    ex.set("active_turn_id", s_attr(turn_id)).set("active_turn_expires", n_attr(now + lease_seconds))
+    ex.require(SESSION_ALIVE)
+    if owner is not None:
+        ex.require(ex.eq("user_id", s_attr(owner)))
+    held_by, expires = ex.name("active_turn_id"), ex.name("active_turn_expires")
+    ex.require(f"(attribute_not_exists({held_by}) OR {expires} < {ex.value(n_attr(now))})")
+    try:
+        item = await table.update(
+            meta_key(session_id), ex, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+        )
+    except ServiceRefused as exc:
+        if exc.aws_code != "ConditionalCheckFailedException":
+            raise
+        raise await _refusal(table, session_id, owner, exc.item) from exc
+    return decode_meta(item)
+
+
+async def _refusal(table: Table, session_id: str, owner: str | None, old: Item | None) -> NotFound | TurnInProgress:
+    """Why the lease was refused (``old`` is META as the condition saw it)."""
+    if old is not None:
+        owner_now = old.get("user_id", {}).get("S")
+        missing = "deleted_at" in old
+    else:  # no item, or an endpoint that does not return it on failure
+        meta = await load_meta(table, session_id)
+        missing = meta is None
+        owner_now = None if meta is None else meta.user_id
+    if missing or (owner is not None and owner_now != owner):
+        return NotFound("session not found")
+    return TurnInProgress("another reply is still being generated in this session")
+
+
+async def release(table: Table, session_id: str, turn_id: str) -> ChatSession | None:
+    """Give the lease back if this turn still holds it; None when it did not."""
+    ex = Expression()
+    hold(ex, TurnGuard(turn_id, release=True))
+    return await update_meta(table, session_id, ex)

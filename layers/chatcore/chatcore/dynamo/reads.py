@@ -1,0 +1,84 @@
+"""Reads of sessions: META alone, the whole session, and a user's sessions newest first."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Any
+
+from chatcore.dynamo.codecs import decode_message, decode_meta, iso, with_messages
+from chatcore.dynamo.expressions import Expression
+from chatcore.dynamo.keys import BY_USER_INDEX, META, MSG_END, by_user_sk, meta_key, pk, s_attr, user_pk
+from chatcore.dynamo.table import Table
+from chatcore.errors import ServiceUnavailable
+from chatcore.models import ChatSession
+
+Cursor = tuple[str, str]  # (updated_at iso, session_id) of the last session of a page
+
+
+async def load_meta(table: Table, session_id: str) -> ChatSession | None:
+    """The session without its messages (``usage`` empty, ``usage_totals`` right), or None when missing or
+    deleted."""
+    item = await table.get(meta_key(session_id))
+    if not item or "deleted_at" in item:
+        return None
+    return decode_meta(item)
+
+
+async def load(table: Table, session_id: str) -> ChatSession | None:
+    """The whole session, paging through any number of messages; None when missing or deleted."""
+    for _attempt in range(5):
+        items = await table.query(_session_items(session_id))
+        if not items or items[0]["SK"]["S"] != META or "deleted_at" in items[0]:
+            return None
+        session = decode_meta(items[0])
+        messages = [decode_message(item) for item in items[1:]][: session.message_count]
+        # A query is not isolated from a concurrent transaction: META may count a message the query
+        # did not see yet. Read again rather than return a history with a hole.
+        if len(messages) == session.message_count:
+            return with_messages(session, messages)
+        await asyncio.sleep(0.01)
+    raise ServiceUnavailable("session kept changing while it was read")
+
+
+def _session_items(session_id: str) -> Expression:
+    """META and every message of the session (they sort together: ``META`` < ``MSG#...`` < ``MSG#~``)."""
+    ex = Expression()
+    between = f"{ex.name('SK')} BETWEEN {ex.value(s_attr(META))} AND {ex.value(s_attr(MSG_END))}"
+    return ex.key(ex.eq("PK", s_attr(pk(session_id))), between)
+
+
+async def list_for_user(
+    table: Table,
+    user_id: str,
+    *,
+    limit: int,
+    start_after: Cursor | None = None,
+    status: str | None = None,
+    chat_type: str | None = None,
+) -> tuple[list[ChatSession], Cursor | None]:
+    """Sessions of ``user_id`` newest first; ``start_after`` and the returned cursor are
+    ``(updated_at_iso, session_id)`` of the last session of a page."""
+    ex = Expression()
+    ex.key(ex.eq("GSI1PK", s_attr(user_pk(user_id))))
+    if status:
+        ex.filter(ex.eq("status", s_attr(status)))
+    if chat_type:
+        ex.filter(ex.eq("chat_type", s_attr(chat_type)))
+    options: dict[str, Any] = {"IndexName": BY_USER_INDEX, "ScanIndexForward": False, "Limit": limit}
+    if start_after:
+        updated, sid = start_after
+        options["ExclusiveStartKey"] = {
+            **meta_key(sid),
+            "GSI1PK": s_attr(user_pk(user_id)),
+            "GSI1SK": s_attr(by_user_sk(updated, sid)),
+        }
+    sessions: list[ChatSession] = []
+    async with aclosing(table.pages(ex, **options)) as pages:
+        async for page in pages:
+            for item in page.get("Items", []):
+                sessions.append(decode_meta(item))
+                if len(sessions) == limit:
+                    tail = sessions[-1]
+                    return sessions, (iso(tail.updated_at), tail.session_id)
+    return sessions, None
