@@ -70,16 +70,21 @@ def stepfunctions_client() -> Any:
     return boto3.client("stepfunctions", config=_CONFIG)
 
 
-async def call[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """Run a blocking boto3 call in a thread. An error answer becomes ``ServiceRefused`` (its code, the cancellation
-    reasons of a transaction and the item a failed condition saw decoded here); a connection-level failure becomes
+def call_sync[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Make a boto3 call. An error answer becomes ``ServiceRefused`` (its code, the cancellation reasons of a
+    transaction and the item a failed condition saw decoded here); a connection-level failure becomes
     ``ServiceUnavailable``. Both are chained to the botocore error."""
     try:
-        return await asyncio.to_thread(fn, **kwargs)
+        return fn(**kwargs)
     except ClientError as exc:
         raise refusal(service, exc) from exc
     except BotoCoreError as exc:
         raise ServiceUnavailable("AWS is unreachable") from exc
+
+
+async def call[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """``call_sync`` in a thread: boto3 blocks."""
+    return await asyncio.to_thread(call_sync, service, fn, **kwargs)
 
 
 def refusal(service: str, exc: ClientError) -> ServiceRefused:
@@ -90,18 +95,16 @@ def refusal(service: str, exc: ClientError) -> ServiceRefused:
 
 
 def read_secret(arn: str) -> str:
-    """A Secrets Manager secret's string value (cached by the caller)."""
-    try:
-        value: str = secrets_client().get_secret_value(SecretId=arn)["SecretString"]
-    except ClientError as exc:
-        raise ServiceUnavailable(exc.response.get("Error", {}).get("Code", "ClientError")) from exc
-    except (BotoCoreError, KeyError) as exc:  # the message is the error's name, never the value
-        raise ServiceUnavailable(type(exc).__name__) from exc
+    """A Secrets Manager secret's string value (cached by the caller); errors name the AWS code, never the value."""
+    found = call_sync("secretsmanager", secrets_client().get_secret_value, SecretId=arn)
+    value = found.get("SecretString")
+    if not isinstance(value, str):
+        raise ServiceUnavailable("the secret has no string value")
     return value
 
 
 def read_parameter(name: str) -> str:
-    value: str = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    value: str = call_sync("ssm", ssm_client().get_parameter, Name=name, WithDecryption=True)["Parameter"]["Value"]
     return value
 
 
