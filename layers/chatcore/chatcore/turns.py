@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from chatcore.context import build_context
@@ -31,7 +31,6 @@ from chatcore.observability import logger
 from chatcore.replay import TurnChannel
 from chatcore.store import TurnGuard
 from chatcore.stream import (
-    StreamData,
     StreamError,
     StreamEvent,
     StreamFinish,
@@ -43,14 +42,11 @@ from chatcore.stream import (
     StreamTextStart,
     encode_json,
 )
+from chatcore.titles import TitleTask
 from chatcore.tool_rounds import PendingCall, ToolRounds
 from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
 ERROR_TEXT = "The assistant could not finish this reply. Please try again."
-TITLE_PROMPT = (
-    "Write a short title (at most 6 words) for a conversation that starts with the message below. "
-    "Answer with the title only, no quotes."
-)
 CANCEL_POLL_SECONDS = 0.5
 
 
@@ -107,18 +103,6 @@ async def _close(stream: AsyncIterable[LLMDelta]) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             await close()
-
-
-def _title_of(task: asyncio.Task[str | None]) -> str | None:
-    if not task.done() or task.cancelled() or task.exception() is not None:
-        return None
-    return task.result()
-
-
-def clean_title(raw: str) -> str:
-    title = raw.strip().splitlines()[0] if raw.strip() else ""
-    title = title.strip().strip("\"'“”*#").strip()
-    return title[:80]
 
 
 class ChatEngine:
@@ -308,7 +292,8 @@ class ChatEngine:
                 deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )
         watcher = asyncio.create_task(self._watch_cancel(handle))
-        title = asyncio.create_task(self._title(session.session_id, user_text)) if is_first else None
+        budget = deps.settings.title_timeout_seconds
+        title = TitleTask.start(deps.llm, user_text, budget_seconds=budget) if is_first else TitleTask.none()
         try:
             await self._converse(handle, session, context.messages, stream, tool_schemas, title, user_id)
         finally:
@@ -325,20 +310,10 @@ class ChatEngine:
         messages: list[dict[str, Any]],
         stream: AsyncIterable[LLMDelta],
         tool_schemas: list[dict[str, Any]],
-        title: asyncio.Task[str | None] | None,
+        title: TitleTask,
         user_id: str | None,
     ) -> None:
         deps, publish = self.deps, handle.channel.publish
-        title_saved = title_published = False
-
-        def take_title(target: ChatSession) -> None:
-            # A title that is ready rides along in the turn's next write (a separate update would bump the
-            # version under the turn and make its write retry).
-            nonlocal title_saved
-            if title is not None and title.done() and not title_saved and _title_of(title):
-                target.title = _title_of(title) or ""
-                title_saved = True
-
         usage = Usage()
         finish_reason = "stop"
         rounds = 0
@@ -368,9 +343,7 @@ class ChatEngine:
                                 if delta.reason == "tool_calls"
                                 else ("length" if delta.reason == "length" else "stop")
                             )
-                        if title is not None and title.done() and not title_published:
-                            self._publish_title(title, publish)
-                            title_published = True
+                        title.publish(publish)
                 except LLMError as exc:
                     failed = exc
                 finally:
@@ -390,7 +363,7 @@ class ChatEngine:
                         else []
                     )
                     session.messages += partial
-                    take_title(session)
+                    title.take(session)
                     session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
                     released = True
                     publish(StreamFinishStep())
@@ -402,7 +375,7 @@ class ChatEngine:
                 if not ready:
                     answer = ChatMessage(role="assistant", content=text, turn_id=handle.turn_id, usage=usage)
                     session.messages.append(answer)
-                    take_title(session)
+                    title.take(session)
                     session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
                     released = True
                     publish(StreamFinishStep())
@@ -416,7 +389,7 @@ class ChatEngine:
                 last_round = over_limit or bool(pending)
                 if last_round:
                     assistant.usage = usage
-                take_title(session)
+                title.take(session)
                 session = await deps.sessions.upsert_chat_session(
                     session, turn=TurnGuard(handle.turn_id, release=last_round)
                 )
@@ -440,16 +413,7 @@ class ChatEngine:
         finally:
             if not released:
                 await self._release(handle)
-        if title is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(title), timeout=2.0)
-            if title.done():
-                if not title_published:
-                    self._publish_title(title, publish)
-                late = _title_of(title)
-                if late and not title_saved:
-                    with contextlib.suppress(ChatError):
-                        await deps.sessions.update_session_title(session.session_id, late)
+        await title.finish(deps.sessions, session.session_id, publish)
         publish(StreamFinish(finish_reason=finish_reason))
 
     async def _release(self, handle: TurnHandle) -> None:
@@ -468,26 +432,3 @@ class ChatEngine:
     async def _summarise(self, messages: list[dict[str, Any]]) -> str:
         summary, _ = await self.deps.llm.complete(messages, model=self.deps.llm.title_model, max_tokens=400)
         return summary
-
-    async def _title(self, session_id: str, text: str) -> str | None:
-        deps = self.deps
-        try:
-            async with asyncio.timeout(deps.settings.title_timeout_seconds):
-                raw, _ = await deps.llm.complete(
-                    [
-                        {"role": "system", "content": TITLE_PROMPT},
-                        {"role": "user", "content": f"Message:\n{text[:2000]}"},
-                    ],
-                    model=deps.llm.title_model,
-                    max_tokens=20,
-                )
-            return clean_title(raw) or None
-        except (ChatError, TimeoutError) as exc:
-            logger.info("no title generated", session_id=session_id, error=repr(exc))
-            return None
-
-    @staticmethod
-    def _publish_title(task: asyncio.Task[str | None], publish: Callable[[StreamEvent], None]) -> None:
-        title = _title_of(task)
-        if title:
-            publish(StreamData.of("title", {"title": title}, id="title"))
