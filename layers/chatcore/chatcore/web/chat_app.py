@@ -13,12 +13,10 @@ Every input error is a JSON 4xx before any stream starts.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,9 +26,10 @@ from starlette.routing import Route
 from chatcore import ports
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
-from chatcore.errors import BadRequest, NotFound, ValidationFailed
+from chatcore.errors import BadRequest, ValidationFailed
 from chatcore.models import is_valid_session_id
 from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
+from chatcore.streams import Chunk, Frame, Ping, follow_live, follow_log, open_resume
 from chatcore.turn_types import ExistingTurn, TurnHandle
 from chatcore.turns import ChatEngine
 from chatcore.web.api import json_api
@@ -140,19 +139,10 @@ class ChatApi:
         after = request.headers.get("last-event-id")
         if after is not None and not _ENTRY_ID.fullmatch(after):
             raise BadRequest("invalid Last-Event-ID")
-        session = await self.engine.deps.sessions.session_of(session_id, user_id)
-        if session is None:
-            raise NotFound("session not found")
-        if not self.replay.enabled:
-            return Response(
-                status_code=204, headers={NO_RESUME_HEADER: "no cache configured: streams cannot be resumed"}
-            )
-        turn_id = await self.replay.active_turn(session_id)
-        if turn_id is None:
-            if not self.replay.available():
-                return Response(status_code=204, headers={NO_RESUME_HEADER: "cache unavailable"})
-            return Response(status_code=204)
-        return StreamingResponse(self._replay(turn_id, after or "0-0"), headers=STREAM_HEADERS)
+        resume = await open_resume(self.engine.deps.sessions, self.replay, session_id, user_id)
+        if resume.turn_id is None:
+            return Response(status_code=204, headers={NO_RESUME_HEADER: resume.reason} if resume.reason else None)
+        return self._stream(self._follow_log(resume.turn_id, after or "0-0"))
 
     async def stop(self, request: Request) -> Response:
         user_id = await self._user(request)
@@ -166,53 +156,29 @@ class ChatApi:
 
     def _respond(self, started: TurnHandle | ExistingTurn) -> Response:
         if isinstance(started, ExistingTurn):
-            return StreamingResponse(self._replay(started.turn_id, "0-0"), headers=STREAM_HEADERS)
-        return StreamingResponse(self._live(started), headers=STREAM_HEADERS)
+            return self._stream(self._follow_log(started.turn_id, "0-0"))
+        return self._stream(follow_live(started, heartbeat_seconds=self.settings.heartbeat_seconds))
 
-    async def _live(self, handle: TurnHandle) -> AsyncIterator[bytes]:
-        queue = handle.channel.listen()
-        finished = False
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=self.settings.heartbeat_seconds)
-                except TimeoutError:
-                    yield PING
-                    continue
-                if item is None:
-                    finished = True
-                    yield DONE
-                    return
-                yield sse(item.json)
-        finally:
-            if not finished and handle.task is not None:
-                # The client went away: the turn still completes (a Lambda must not freeze it half-done).
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait({handle.task})
+    def _follow_log(self, turn_id: str, after: str) -> AsyncIterator[Frame]:
+        settings = self.settings
+        return follow_log(
+            self.replay,
+            turn_id,
+            after,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            idle_seconds=settings.resume_idle_seconds,
+        )
 
-    async def _replay(self, turn_id: str, after: str) -> AsyncIterator[bytes]:
-        cursor = after
-        idle = 0.0
-        block = self.settings.heartbeat_seconds
-        while True:
-            entries = await self.replay.read(turn_id, cursor, block_ms=int(block * 1000))
-            if entries is None:  # Redis failed mid-replay: end the stream; the answer is in DynamoDB
-                yield DONE
-                return
-            if not entries:
-                idle += block
-                if idle >= self.settings.resume_idle_seconds:
-                    yield DONE
-                    return
-                yield PING
-                continue
-            idle = 0.0
-            for entry in entries:
-                cursor = entry.entry_id
-                if entry.chunk is None:
-                    yield DONE
-                    return
-                yield sse(entry.chunk, event_id=entry.entry_id)
+    @staticmethod
+    def _stream(frames: AsyncIterator[Frame]) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            async for frame in frames:
+                if isinstance(frame, Chunk):
+                    yield sse(frame.json, event_id=frame.event_id)
+                else:
+                    yield PING if isinstance(frame, Ping) else DONE
+
+        return StreamingResponse(body(), headers=STREAM_HEADERS)
 
 
 def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: Settings) -> Starlette:

@@ -1,0 +1,105 @@
+"""Following a turn's stream, live or from its replay log: what a client receives, as frames (a chunk, a heartbeat,
+the end). The web layer only turns frames into SSE bytes.
+
+* ``follow_live``: a turn running in this process; a heartbeat while the model is silent. When the client goes
+  away the turn still completes (a Lambda must not freeze it half-done), so the follower waits for it.
+* ``follow_log``: the replay log of any turn, from the start or after an entry id, then live until its end entry;
+  a heartbeat per idle block, and an end after ``idle_seconds`` without news (below the function's timeout) or
+  when the log cannot be read (the answer is in DynamoDB).
+* ``open_resume``: what ``GET /chat/{id}/stream`` resumes for a caller — a follower, or why there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+
+from chatcore.errors import NotFound
+from chatcore.ports import ReplayLog, SessionRepository
+from chatcore.turn_types import TurnHandle
+
+
+@dataclass(frozen=True)
+class Chunk:
+    json: str  # one protocol chunk, strict JSON
+    event_id: str | None = None  # its replay-log entry id (for Last-Event-ID)
+
+
+class Ping:
+    """A heartbeat: nothing to say yet."""
+
+
+class End:
+    """The stream is over."""
+
+
+Frame = Chunk | Ping | End
+PING_FRAME, END_FRAME = Ping(), End()
+
+
+async def follow_live(handle: TurnHandle, *, heartbeat_seconds: float) -> AsyncIterator[Frame]:
+    queue = handle.channel.listen()
+    finished = False
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=heartbeat_seconds)
+            except TimeoutError:
+                yield PING_FRAME
+                continue
+            if item is None:
+                finished = True
+                yield END_FRAME
+                return
+            yield Chunk(item.json)
+    finally:
+        if not finished and handle.task is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({handle.task})
+
+
+async def follow_log(
+    replay: ReplayLog, turn_id: str, after: str = "0-0", *, heartbeat_seconds: float, idle_seconds: float
+) -> AsyncIterator[Frame]:
+    cursor, idle = after, 0.0
+    while True:
+        entries = await replay.read(turn_id, cursor, block_ms=int(heartbeat_seconds * 1000))
+        if entries is None:
+            yield END_FRAME
+            return
+        if not entries:
+            idle += heartbeat_seconds
+            if idle >= idle_seconds:
+                yield END_FRAME
+                return
+            yield PING_FRAME
+            continue
+        idle = 0.0
+        for entry in entries:
+            cursor = entry.entry_id
+            if entry.chunk is None:
+                yield END_FRAME
+                return
+            yield Chunk(entry.chunk, entry.entry_id)
+
+
+@dataclass(frozen=True)
+class Resume:
+    turn_id: str | None  # None: nothing to resume
+    reason: str = ""  # why, when the cache is the reason
+
+
+async def open_resume(sessions: SessionRepository, replay: ReplayLog, session_id: str, caller: str | None) -> Resume:
+    """The turn a caller may resume in a session; another user's session (or an owned one, for an anonymous
+    caller) is ``NotFound``."""
+    if await sessions.session_of(session_id, caller) is None:
+        raise NotFound("session not found")
+    if not replay.enabled:
+        return Resume(None, "no cache configured: streams cannot be resumed")
+    turn_id = await replay.active_turn(session_id)
+    if turn_id is None and not replay.available():
+        return Resume(None, "cache unavailable")
+    return Resume(turn_id)

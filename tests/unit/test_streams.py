@@ -1,0 +1,98 @@
+"""Following a turn, live and from its replay log, against the in-memory fakes (no Redis, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatcore.errors import NotFound
+from chatcore.models import ChatSession
+from chatcore.streams import Chunk, End, Frame, Ping, follow_log, open_resume
+from tests.unit.fakes import InMemoryReplay, InMemorySessions
+
+pytestmark = pytest.mark.anyio
+
+
+async def _collect(frames, limit: int = 100) -> list[Frame]:
+    out: list[Frame] = []
+    async for frame in frames:
+        out.append(frame)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _chunks(frames: list[Frame]) -> list[str]:
+    return [f.json for f in frames if isinstance(f, Chunk)]
+
+
+async def test_a_finished_turn_replays_whole_then_ends():
+    replay = InMemoryReplay()
+    await replay.begin("s1", "t1", None)
+    await replay.append("t1", ['{"type":"start"}', '{"type":"finish"}'])
+    await replay.end("s1", "t1")
+    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.01, idle_seconds=1))
+    assert _chunks(frames) == ['{"type":"start"}', '{"type":"finish"}']
+    assert isinstance(frames[-1], End)
+    # Each chunk carries its entry id; continuing after the first gives the rest only.
+    first = next(f for f in frames if isinstance(f, Chunk))
+    rest = await _collect(follow_log(replay, "t1", first.event_id or "", heartbeat_seconds=0.01, idle_seconds=1))
+    assert _chunks(rest) == ['{"type":"finish"}']
+
+
+async def test_a_live_turn_is_followed_until_its_end():
+    replay = InMemoryReplay()
+    await replay.begin("s1", "t1", None)
+    await replay.append("t1", ['{"type":"start"}'])
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await replay.append("t1", ['{"type":"text-delta"}'])
+        await asyncio.sleep(0.05)
+        await replay.end("s1", "t1")
+
+    task = asyncio.create_task(later())
+    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.02, idle_seconds=5))
+    await task
+    assert _chunks(frames) == ['{"type":"start"}', '{"type":"text-delta"}']
+    assert any(isinstance(f, Ping) for f in frames)  # heartbeats while it was silent
+    assert isinstance(frames[-1], End)
+
+
+async def test_a_silent_log_ends_after_the_idle_limit():
+    replay = InMemoryReplay()
+    await replay.begin("s1", "t1", None)
+    await replay.append("t1", ['{"type":"start"}'])
+    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.01, idle_seconds=0.05))
+    assert isinstance(frames[-1], End) and 3 <= sum(isinstance(f, Ping) for f in frames) <= 6
+
+
+async def test_an_unreadable_log_ends_the_stream():
+    class Broken(InMemoryReplay):
+        async def read(self, turn_id, after, *, block_ms):
+            return None
+
+    frames = await _collect(follow_log(Broken(), "t1", heartbeat_seconds=0.01, idle_seconds=1))
+    assert len(frames) == 1 and isinstance(frames[0], End)
+
+
+async def test_open_resume_for_owner_other_and_anonymous():
+    sessions, replay = InMemorySessions(), InMemoryReplay()
+    owned = sessions.add(ChatSession.new("alice"))
+    anonymous = sessions.add(ChatSession.new(None))
+    assert (await open_resume(sessions, replay, owned.session_id, "alice")).turn_id is None  # nothing active
+    await replay.begin(owned.session_id, "t1", None)
+    assert (await open_resume(sessions, replay, owned.session_id, "alice")).turn_id == "t1"
+    for caller in ("mallory", None):
+        with pytest.raises(NotFound):
+            await open_resume(sessions, replay, owned.session_id, caller)
+    assert (await open_resume(sessions, replay, anonymous.session_id, None)).turn_id is None
+
+    class NoCache(InMemoryReplay):
+        @property
+        def enabled(self) -> bool:
+            return False
+
+    resume = await open_resume(sessions, NoCache(), owned.session_id, "alice")
+    assert resume.turn_id is None and "no cache" in resume.reason
