@@ -20,7 +20,7 @@ import boto3
 import pytest
 import redis
 
-from local.invoke import seed
+from local.invoke import sample_environment, seed
 from local.moto_server import MotoServer
 from local.offline_llm import OfflineLLM
 from local.template import create_table_kwargs
@@ -36,6 +36,7 @@ from tests.sam_build.sam import (
     start_build,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.template_eval import Deployment
 
 ARCHITECTURES = ("arm64", "x86_64")
 HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
@@ -90,8 +91,26 @@ def services(moto_server: MotoServer, redis_server: RedisServer) -> Iterator[Ser
     table = f"built-{uuid.uuid4().hex[:8]}"
     client = boto3.client("dynamodb", endpoint_url=moto_server.url)
     client.create_table(**create_table_kwargs(table))
+    # The stack's secrets hold what the sample events are signed with (events/env.json).
+    signed_with = sample_environment()
+    store = boto3.client("secretsmanager", endpoint_url=moto_server.url)
+    secrets = {
+        logical_id: store.create_secret(Name=f"built-{uuid.uuid4().hex[:6]}-{logical_id}", SecretString=value)["ARN"]
+        for logical_id, value in (
+            ("JwtSigningSecret", signed_with["JWT_SECRET"]),
+            ("CallbackSigningSecret", signed_with["CALLBACK_SECRET"]),
+        )
+    }
+    deployment = Deployment(refs={"ChatTable": table, **secrets}, stack_name="build-smoke")
+    deployment.attributes["CallbackFunctionUrl.FunctionUrl"] = "http://127.0.0.1:9/callback/"
     with OfflineLLM() as llm:
-        yield Services(aws_endpoint=moto_server.url, table=table, redis_url=redis_server.url, llm_base_url=llm.base_url)
+        yield Services(
+            aws_endpoint=moto_server.url,
+            table=table,
+            redis_url=redis_server.url,
+            llm_base_url=llm.base_url,
+            deployment=deployment,
+        )
     client.delete_table(TableName=table)
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from local.invoke import sample_environment
 from local.template import TEMPLATE, load_template
+from tests.support.template_eval import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM_PROJECT = ROOT / "tools" / "sam"
@@ -286,45 +286,20 @@ def mb(size: int) -> str:
 
 @dataclass
 class Services:
-    """The stack's resources, here on loopback (moto, redis-server, the offline LLM)."""
+    """The stack's resources, here on loopback (moto, redis-server, the offline LLM), and the template evaluated
+    against them (``deployment``: its secrets stored in moto with the values the sample events are signed with)."""
 
     aws_endpoint: str
     table: str
     redis_url: str
     llm_base_url: str
-
-
-def _parameter_defaults() -> dict[str, str]:
-    defaults = {}
-    for name, spec in load_template().get("Parameters", {}).items():
-        if "Default" in spec:
-            value = spec["Default"]
-            defaults[name] = ",".join(value) if isinstance(value, list) else str(value)
-    return defaults
-
-
-def template_environment(logical_id: str) -> dict[str, str]:
-    """The function's environment as template.yaml declares it (Globals, then the function): literal values, and
-    ``!Ref Parameter`` resolved to the parameter's default. Values built from resources (``!GetAtt``, ``!Sub``,
-    ``!If``) are left to :func:`lambda_environment`."""
-    defaults = _parameter_defaults()
-    declared = {
-        **load_template()["Globals"]["Function"].get("Environment", {}).get("Variables", {}),
-        **functions()[logical_id].get("Environment", {}).get("Variables", {}),
-    }
-    env = {}
-    for key, value in declared.items():
-        if isinstance(value, str | int | float | bool):
-            env[key] = str(value)
-        elif isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in defaults:
-            env[key] = defaults[value["Ref"]]
-    return env
+    deployment: Deployment
 
 
 def lambda_environment(logical_id: str, task_root: Path, services: Services) -> dict[str, str]:
     """Everything a built handler gets in its environment, in one place: what the Lambda runtime sets, the
-    template's own variables, and the loopback stand-ins for the stack's resources. Secrets the functions will
-    read at init (Secrets Manager via AWS_ENDPOINT_URL) get their wiring here too."""
+    template's environment for the function (every intrinsic resolved; secrets as ARNs, read at init from moto),
+    and the loopback stand-ins for what the template points elsewhere (the cache, the LLM)."""
     return {
         # the Lambda runtime
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -339,21 +314,15 @@ def lambda_environment(logical_id: str, task_root: Path, services: Services) -> 
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
-        # the template
-        **template_environment(logical_id),
-        # the stack's resources, on loopback
+        # the template, as the deployment would set it (no sample event starts an execution)
+        **services.deployment.environment(logical_id),
+        # loopback stand-ins: the cache the template would create, the LLM it would call
         "AWS_ENDPOINT_URL": services.aws_endpoint,
-        "CHAT_TABLE_NAME": services.table,
         "REDIS_URL": services.redis_url,
-        # as the template builds it; no sample event starts an execution (moto would refuse: no such machine)
-        "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:build-smoke-tool-operation",
-        "CALLBACK_URL": "http://127.0.0.1:9/callback",
         "LLM_BASE_URL": services.llm_base_url,
         "LLM_API_KEY": "offline",
         "LLM_MODEL": "offline-chat",
         "LLM_TITLE_MODEL": "",
-        # the secrets the sample events are signed with (events/env.json)
-        **sample_environment(),
         # no X-Ray daemon here
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
