@@ -37,7 +37,6 @@ import openai
 from bench.cold_import import import_once
 from chatcore import cache as cache_module
 from chatcore import llm as llm_module
-from chatcore.aws import dynamodb_client, reset_clients
 from local.moto_server import MotoServer
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.support.redis_server import RedisServer
@@ -208,10 +207,9 @@ def _operation(event_name: str) -> str:
 
 
 @contextmanager
-def instrumented(counters: RoundTrips) -> Iterator[None]:
-    """Count every DynamoDB request and Redis round trip of this process; snapshot when the answer's LLM request
-    starts. Must be entered after the stack started (``LocalStack`` calls ``reset_clients()``)."""
-    client = dynamodb_client()  # the cached client the server's SessionStore uses (same process, other thread)
+def instrumented(counters: RoundTrips, client: Any) -> Iterator[None]:
+    """Count every DynamoDB request (of ``client``, the server's) and Redis round trip of this process; snapshot
+    when the answer's LLM request starts."""
 
     def on_call(**kwargs: Any) -> None:  # once per API call
         counters.api_call()
@@ -515,13 +513,13 @@ def measure_stack(args: argparse.Namespace) -> tuple[LatencyResult, list[TurnRou
         )
         for key in ("AWS_PROFILE", "REDIS_URL", "CHAT_TABLE_NAME", "LLM_BASE_URL", "LLM_API_KEY"):
             os.environ.pop(key, None)
-        reset_clients()
         table = f"bench-{uuid.uuid4().hex[:12]}"  # a fresh table; the stack creates it from template.yaml
         chat = start_chat_stack(table, redis.url, llm_timeout_seconds=TURN_TIMEOUT, heartbeat_seconds=15.0)
         chat.llm.first_token_delay = args.first_token_ms / 1000
         chat.llm.token_delay = args.token_ms / 1000
         counters = RoundTrips()
-        with instrumented(counters):
+        assert chat.stack.container is not None
+        with instrumented(counters, chat.stack.container.aws.dynamodb()):
             latency = asyncio.run(measure_latency(chat, counters, args))
             round_trips = asyncio.run(measure_round_trips(chat, counters))
         return latency, round_trips
@@ -531,7 +529,6 @@ def measure_stack(args: argparse.Namespace) -> tuple[LatencyResult, list[TurnRou
         if redis is not None:
             redis.stop()
         moto.stop()
-        reset_clients()
 
 
 # -- 3. cold import ---------------------------------------------------------------------------------------------

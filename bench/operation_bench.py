@@ -34,11 +34,9 @@ async def zero_time_job(args: _NoArgs, ctx: ToolContext) -> dict[str, Any]:
     return {"done": True}
 
 
-_register = builtin_tools.register_builtins
-
-
-def _with_zero_time_job(registry: ToolRegistry) -> ToolRegistry:
-    _register(registry)
+def tools_with_zero_time_job() -> ToolRegistry:
+    """The built-in tools and a background job that takes no time, injected into the stack's containers."""
+    registry = builtin_tools.default_registry()
     registry.tool("A background job that finishes at once (benchmark).", kind="long_running")(zero_time_job)
     return registry
 
@@ -58,7 +56,6 @@ def main() -> None:
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    builtin_tools.register_builtins = _with_zero_time_job  # both the chat engine and the Lambda handlers
 
     from local.moto_server import MotoServer
     from local.server import ServerThread
@@ -83,6 +80,7 @@ def main() -> None:
         table=f"bench-{uuid.uuid4().hex[:8]}",
         redis_url=redis.url,
         public_url=f"http://127.0.0.1:{port}",
+        tools=tools_with_zero_time_job(),
     ).start()
     server = ServerThread(stack.app, port=port).start()
     assert stack.settings is not None

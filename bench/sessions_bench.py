@@ -23,11 +23,11 @@ from typing import Any
 import boto3
 
 from bench.cold_import import import_once
-from chatcore.aws import reset_clients
 from chatcore.config import Settings
+from chatcore.container import Container
 from chatcore.models import ChatMessage, ChatSession, Role
 from chatcore.observability import metrics
-from chatcore.sessions import SessionService, build_service
+from chatcore.sessions import SessionService
 from local.moto_server import MotoServer
 from local.template import create_table_kwargs
 from tests.support.redis_server import RedisServer
@@ -137,7 +137,7 @@ async def _measure_size(service: SessionService, size: int, iterations: int) -> 
 
 
 async def _measure_loads(table: str, redis_url: str, iterations: int) -> list[LoadResult]:
-    service = build_service(Settings(table_name=table, redis_url=redis_url, jwt_secret="x" * 32))
+    service = Container(Settings(table_name=table, redis_url=redis_url, jwt_secret="x" * 32)).sessions
     try:
         return [await _measure_size(service, size, iterations) for size in SIZES]
     finally:
@@ -163,7 +163,6 @@ def measure_loads(iterations: int) -> list[LoadResult]:
         )
         os.environ.pop("AWS_PROFILE", None)
 
-        reset_clients()
         table = f"bench-{uuid.uuid4().hex[:12]}"
         boto3.client("dynamodb").create_table(**create_table_kwargs(table))
         return asyncio.run(_measure_loads(table, redis.url, iterations))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -29,11 +29,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from chatcore.auth import Authenticator
-from chatcore.aws import reset_clients, running_as
+from chatcore.aws import running_as
 from chatcore.config import Settings
+from chatcore.container import Container, set_default_container
 from chatcore.errors import ValidationFailed
-from chatcore.runtime import build_engine
-from chatcore.sessions import SessionService, build_service
+from chatcore.sessions import SessionService
+from chatcore.tools import ToolRegistry
 from chatcore.turns import ChatEngine
 from chatcore.web.api import json_api
 from chatcore.web.callback_app import create_callback_app
@@ -108,7 +109,8 @@ class LocalStack:
     _moto: MotoServer | None = None
     _redis: Any = None
     _redis_thread: threading.Thread | None = None
-    _saved_env: dict[str, str | None] = field(default_factory=dict)
+    tools: ToolRegistry | None = None  # default: the built-in tools
+    container: Container | None = None
 
     def start(self) -> LocalStack:
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
@@ -134,12 +136,21 @@ class LocalStack:
             callback_secret=os.environ.get("CALLBACK_SECRET") or secrets.token_urlsafe(32),
             callback_url=self.public_url,
         )
-        self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
-        self._export_env(self.settings)
-        self.service = build_service(self.settings)
-        self.engine = build_engine(self.settings, self.service)
-        self.app = self._build_app(self.settings, self.service, self.engine)
+        settings = self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
+        self.install_default_container()
+        self.container = Container(settings, tools=self.tools)
+        self.service = self.container.sessions
+        self.engine = self.container.engine
+        self.app = self._build_app(settings, self.service, self.engine)
         return self
+
+    def install_default_container(self) -> None:
+        """The functions' handlers that run in-process (state machine tasks, local invoke) get a container of their
+        own (each Lambda function has its own process), built from this stack's settings, not from os.environ."""
+        settings, tools = self.settings, self.tools
+        assert settings is not None
+        set_default_container(lambda: Container(settings, tools=tools))
+        load_handler_module.cache_clear()  # handler modules keep their app for the container's life: reload
 
     def _start_step_functions(self) -> str:
         """moto runs the real ASL in-process when DynamoDB is the in-process moto; else STATE_MACHINE_ARN."""
@@ -155,25 +166,6 @@ class LocalStack:
         arn = os.environ.get("STATE_MACHINE_ARN", "")
         self.parts.append(Part("sfn", "real" if arn else "off", arn or "no state machine: long-running tools off"))
         return arn
-
-    def _export_env(self, settings: Settings) -> None:
-        """The Lambda handlers that run in-process (state machine tasks, local invoke) read os.environ, as in
-        Lambda: give them this stack's settings."""
-        from chatcore.config import reset_settings
-        from chatcore.runtime import default_engine
-        from chatcore.sessions import default_service
-
-        for name in (f.name for f in fields(settings)):
-            value = getattr(settings, name)
-            if isinstance(value, tuple):
-                continue
-            key = "CHAT_TABLE_NAME" if name == "table_name" else name.upper()
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        reset_settings()
-        default_service.cache_clear()
-        default_engine.cache_clear()
-        load_handler_module.cache_clear()  # handler modules keep their app for the container's life: reload
 
     def _start_llm(self) -> tuple[str, str, str]:
         url = self.llm_base_url if self.llm_base_url is not None else os.environ.get("LLM_BASE_URL", "")
@@ -197,7 +189,6 @@ class LocalStack:
         else:
             where = os.environ.get("AWS_ENDPOINT_URL", "AWS account from the default credential chain")
             self.parts.append(Part("dynamodb", "real", f"{where}, table {table}"))
-        reset_clients()
         client = boto3.client("dynamodb")
         try:
             client.create_table(**create_table_kwargs(table))
@@ -273,11 +264,7 @@ class LocalStack:
         )
 
     def stop(self) -> None:
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        set_default_container(None)
         if self.llm is not None:
             self.llm.stop()
         if self._redis is not None:

@@ -13,9 +13,10 @@ import httpx
 import pytest
 import redis
 
-from chatcore.aws import reset_clients
-from chatcore.config import Settings, reset_settings
-from chatcore.sessions import SessionService, build_service, default_service
+from chatcore.config import Settings
+from chatcore.container import Container, set_default_container
+from chatcore.sessions import SessionService
+from chatcore.tools import ToolRegistry
 from local.moto_server import MotoServer
 from local.offline_llm import OfflineLLM
 from local.server import ServerThread
@@ -62,10 +63,8 @@ def aws_environment(moto_server: MotoServer) -> Iterator[None]:
     patch.setenv("MOTO_PORT", str(moto_server.port))  # moto's Step Functions interpreter calls Lambda here
     for key in ("AWS_PROFILE", "REDIS_URL", "CHAT_TABLE_NAME"):
         patch.delenv(key, raising=False)
-    reset_clients()
     yield
     patch.undo()
-    reset_clients()
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +106,7 @@ def settings(table_name: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[SessionService]:
-    svc = build_service(settings)
+    svc = Container(settings).sessions
     yield svc
     await svc.aclose()
 
@@ -120,8 +119,7 @@ def lambda_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("AUTH_MODE", "hs256")
     monkeypatch.setenv("JWT_SECRET", SECRET)
-    reset_settings()
-    default_service.cache_clear()
+    set_default_container(None)
     with handler_loop():
         yield settings
 
@@ -160,7 +158,9 @@ CHAT_TEST_SETTINGS: dict[str, Any] = {
 }
 
 
-def start_chat_stack(table_name: str, redis_url: str, **overrides: Any) -> ChatStack:
+def start_chat_stack(
+    table_name: str, redis_url: str, *, tools: ToolRegistry | None = None, **overrides: Any
+) -> ChatStack:
     port = free_port()
     stack = LocalStack(
         aws="external",
@@ -168,6 +168,7 @@ def start_chat_stack(table_name: str, redis_url: str, **overrides: Any) -> ChatS
         redis_url=redis_url,
         overrides={**CHAT_TEST_SETTINGS, **overrides},
         public_url=f"http://127.0.0.1:{port}",
+        tools=tools,
     ).start()
     server = ServerThread(stack.app, port=port).start()
     assert stack.settings is not None

@@ -151,9 +151,9 @@ def test_state_machine_functions_handle_their_sample_events(
     result = step.invoke(load_event(event))
     assert expected.items() <= result.items(), result
     if function == "ToolWorkerFunction":
-        from chatcore.config import get_settings
+        from chatcore.container import default_container
 
-        assert get_settings().callback_url == CALLBACK_FUNCTION_URL.rstrip("/")
+        assert default_container().settings.callback_url == CALLBACK_FUNCTION_URL.rstrip("/")
 
 
 def test_no_function_environment_holds_a_secret_value(table_name: str):

@@ -162,21 +162,21 @@ def test_chat_url_streams_through_the_web_adapter():
 def test_routes_of_the_functions_are_disjoint():
     from chatcore.auth import Authenticator
     from chatcore.config import Settings
-    from chatcore.runtime import build_engine
-    from chatcore.sessions import build_service
+    from chatcore.container import Container
     from chatcore.web.callback_app import create_callback_app
     from chatcore.web.chat_app import create_chat_app
     from chatcore.web.sessions_app import create_sessions_app
 
     settings = Settings(jwt_secret="x" * 32)
-    service = build_service(settings)
+    container = Container(settings)
+    service = container.sessions
     auth = Authenticator(settings)
 
     def routes(app) -> set[tuple[str, str]]:
         return {(r.path, m) for r in app.routes for m in r.methods or ()}
 
     sessions = routes(create_sessions_app(service, auth, settings))
-    chat = routes(create_chat_app(build_engine(settings, service), auth, settings))
+    chat = routes(create_chat_app(container.engine, auth, settings))
     callback = routes(create_callback_app(None, settings))
     health = {("/health", "GET"), ("/health", "HEAD")}
     assert sessions & chat <= health and sessions & callback <= health and chat & callback <= health

@@ -33,9 +33,7 @@ import redis
 
 import local.offline_llm as offline_llm
 import local.step_functions as step_functions
-from chatcore.config import reset_settings
-from chatcore.runtime import default_engine
-from chatcore.sessions import default_service
+from chatcore.container import reset_default_container
 from chatcore.signing import signed_headers
 from local.template import create_table_kwargs
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
@@ -215,6 +213,7 @@ def cold_starts(chat: ChatStack) -> None:
                 return (await client.get("/health")).status_code
 
         assert asyncio.get_event_loop().run_until_complete(health()) in (200, 503)
+    chat.stack.install_default_container()  # back to the stack's settings for the in-process tasks
 
 
 def _continuation_plan(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -312,9 +311,7 @@ def recording(redis_server: RedisServer) -> Iterator[Recording]:
 
 def _cold(invoke: Callable[..., Any]) -> Callable[..., Any]:
     def cold_invoke(*args: Any, **kwargs: Any) -> Any:
-        reset_settings()
-        default_engine.cache_clear()
-        default_service.cache_clear()
+        reset_default_container()
         return invoke(*args, **kwargs)
 
     return cold_invoke

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chatcore.config import Settings
+from chatcore.container import Container
 from chatcore.models import ChatMessage, ChatSession
-from chatcore.sessions import build_service
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_redis_stopped_mid_life(table_name: str):
     server = RedisServer().start()
-    service = build_service(Settings(table_name=table_name, redis_url=server.url, redis_retry_after_seconds=60))
+    service = Container(Settings(table_name=table_name, redis_url=server.url, redis_retry_after_seconds=60)).sessions
     try:
         saved = await service.upsert_chat_session(ChatSession.new("alice"))
         server.stop()
@@ -31,7 +31,7 @@ async def test_redis_stopped_mid_life(table_name: str):
 
 async def test_unreachable_redis_opens_the_circuit(table_name: str):
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    service = build_service(Settings(table_name=table_name, redis_url=url, redis_retry_after_seconds=60))
+    service = Container(Settings(table_name=table_name, redis_url=url, redis_retry_after_seconds=60)).sessions
     try:
         saved = await service.upsert_chat_session(ChatSession.new("alice"))
         # The first failure opens the circuit: later reads do not try to connect again.
@@ -51,7 +51,7 @@ async def test_every_route_works_with_redis_stopped(table_name: str):
 
     server = RedisServer().start()
     settings = Settings(table_name=table_name, redis_url=server.url, jwt_secret=SECRET)
-    service = build_service(settings)
+    service = Container(settings).sessions
     app = create_sessions_app(service, Authenticator(settings), settings)
     headers = auth_header("alice")
     try:

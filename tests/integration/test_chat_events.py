@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 
 import pytest
 
-from chatcore.config import Settings, reset_settings
-from chatcore.runtime import default_engine
-from chatcore.sessions import default_service
+from chatcore.config import Settings
+from chatcore.container import set_default_container
 from local.offline_llm import OfflineLLM
 from tests.integration.test_sessions_events import SAMPLE_ENV, _seed
 from tests.support.handlers import EVENTS, FakeLambdaContext, load_event, load_handler_module
@@ -40,14 +38,9 @@ def chat_handler(lambda_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Itera
         monkeypatch.setenv("JWT_SECRET", SAMPLE_ENV["JWT_SECRET"])
         monkeypatch.setenv("LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("LLM_API_KEY", "offline")
-        reset_settings()
-        default_service.cache_clear()
-        default_engine.cache_clear()
+        set_default_container(None)
         load_handler_module.cache_clear()  # a module keeps its app for the container's life: load it afresh
         yield load_handler_module("chat").handler
-        if default_engine.cache_info().currsize:
-            asyncio.get_event_loop().run_until_complete(default_engine().aclose())
-        default_engine.cache_clear()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
+from chatcore.builtin_tools import default_registry
+from chatcore.errors import ToolFailure
 from chatcore.operations import operation_id_for
 from chatcore.signing import signed_headers
-from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolRegistry, ToolResult
+from chatcore.tools import MAX_RESULT_CHARS, TRUNCATED, ToolContext, ToolRegistry
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.integration.test_chat_turns import _tool_pairs_complete, history
 from tests.support.sse import parse_sse
@@ -273,20 +277,38 @@ def _cut(content: str) -> bool:
     return len(content) == MAX_RESULT_CHARS + len(TRUNCATED) and content.endswith(TRUNCATED)
 
 
+class _NoArgs(BaseModel):
+    pass
+
+
+def _tools_with_huge_job(ok: bool) -> ToolRegistry:
+    """The built-in tools and a long-running job whose output (or error) is far over the limit — injected into
+    the stack's containers (the chat engine and the in-process task functions), not patched in."""
+
+    async def huge_job(args: _NoArgs, ctx: ToolContext) -> dict[str, Any]:
+        if not ok:
+            raise ToolFailure("e" * 40_000)
+        return {"summary": "s" * 40_000}
+
+    registry = default_registry()
+    registry.tool("A background job with a very large result (test).", kind="long_running")(huge_job)
+    return registry
+
+
 @pytest.mark.parametrize("ok", [True, False], ids=["result", "error-result"])
-def test_long_running_result_over_the_limit_is_cut(chat_stack: ChatStack, monkeypatch, ok: bool):
+def test_long_running_result_over_the_limit_is_cut(table_name: str, redis_url: str, ok: bool):
     """The worker's output (or its error) travels through the state machine; the save step stores it cut."""
-    run = ToolRegistry.run
+    chat_stack = start_chat_stack(table_name, redis_url, tools=_tools_with_huge_job(ok))
+    try:
+        _check_long_running_result_is_cut(chat_stack, ok)
+    finally:
+        stop_chat_stack(chat_stack)
 
-    async def huge(self: ToolRegistry, name: str, arguments: str, ctx: ToolContext) -> ToolResult:
-        if name != "summarize_conversation":
-            return await run(self, name, arguments, ctx)
-        return ToolResult(ok, {"summary": "s" * 40_000} if ok else {"error": "e" * 40_000})
 
-    monkeypatch.setattr(ToolRegistry, "run", huge)
+def _check_long_running_result_is_cut(chat_stack: ChatStack, ok: bool) -> None:
     with chat_stack.client() as client:
         sid = client.post("/sessions", json={"title": "ops"}).json()["id"]
-        first = _turn(client, sid, "[[tool:summarize_conversation]]")
+        first = _turn(client, sid, "[[tool:huge_job]]")
         assert first.of_type("data-operation")
         messages = _wait(lambda: (m := history(chat_stack, client, sid)) and len(m) == 4 and m)
         assert messages[3]["role"] == "assistant" and "returned" in messages[3]["content"]  # the continuation

@@ -24,12 +24,14 @@ from redis.retry import Retry
 
 import tests.integration.test_chat_resume as resume_tests
 import tests.integration.test_operations as operation_tests
+from chatcore.aws import AwsClients
 from chatcore.cache import RESP_VERSION
 from chatcore.config import Settings
+from chatcore.container import Container
 from chatcore.models import ChatMessage, ChatSession
 from chatcore.operations import Operations, guard_key
 from chatcore.replay import ReplayLog, active_key, cancel_key, cmid_key, log_key
-from chatcore.sessions import SessionService, build_service
+from chatcore.sessions import SessionService
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.support.redis_cluster import RedisCluster
 from tests.support.tokens import SECRET
@@ -57,7 +59,7 @@ def cluster(redis_cluster: RedisCluster) -> RedisCluster:
 
 @pytest.fixture
 async def service(table_name: str, cluster: RedisCluster) -> AsyncIterator[SessionService]:
-    svc = build_service(cluster_settings(table_name, cluster))
+    svc = Container(cluster_settings(table_name, cluster)).sessions
     yield svc
     await svc.aclose()
 
@@ -165,7 +167,9 @@ async def test_replay_log_on_the_cluster(service: SessionService, cluster: Redis
 
 @pytest.mark.anyio
 async def test_operation_guard_on_the_cluster(table_name: str, service: SessionService, cluster: RedisCluster):
-    operations = Operations(table_name, "arn:aws:states:us-east-1:123456789012:stateMachine:x", service.cache.connector)
+    aws = AwsClients()
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+    operations = Operations(table_name, arn, service.cache.connector, db=aws.dynamodb, sfn=aws.stepfunctions)
     ids = [f"op-{n}" for n in range(SPREAD)]  # chat:op:op-0 … op-11: fixed names, known to cover the three nodes
     assert [await operations._take_guard(op) for op in ids] == [True] * len(ids)
     assert [await operations._take_guard(op) for op in ids] == [False] * len(ids)  # SET NX: held
@@ -229,7 +233,7 @@ async def test_tls_failures_fail_open(table_name: str, cluster: RedisCluster, ur
         redis_tls_ca_file=ca_file,
         redis_retry_after_seconds=60,
     )
-    service = build_service(settings)
+    service = Container(settings).sessions
     try:
         saved = await service.upsert_chat_session(ChatSession.new("alice", title="from DynamoDB"))
         assert service.cache.connector.available() is False  # the failure opened the circuit

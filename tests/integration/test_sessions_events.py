@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from chatcore.config import Settings, reset_settings
-from chatcore.sessions import build_service, default_service
+from chatcore.config import Settings
+from chatcore.container import Container, set_default_container
 from local.invoke import seed
 from tests.support.handlers import EVENTS, FakeLambdaContext, load_event, load_handler_module
 
@@ -40,15 +40,14 @@ def test_every_sessions_event_has_an_expectation():
 @pytest.fixture
 def handler(lambda_env: Settings, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("JWT_SECRET", SAMPLE_ENV["JWT_SECRET"])
-    reset_settings()
-    default_service.cache_clear()
+    set_default_container(None)
     load_handler_module.cache_clear()  # a module keeps its app for the container's life: load it afresh
     return load_handler_module("sessions").handler
 
 
 def _seed(settings: Settings) -> None:
     async def run() -> None:
-        service = build_service(settings)
+        service = Container(settings).sessions
         try:
             await seed(service)
         finally:

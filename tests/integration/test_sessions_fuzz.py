@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
-from chatcore.sessions import build_service
+from chatcore.container import Container
 from chatcore.web.sessions_app import create_sessions_app
 from tests.support.tokens import SECRET, auth_header
 
@@ -54,7 +54,7 @@ def _scan(table: str) -> list[str]:
 
 def test_fuzz_never_5xx(runner: asyncio.Runner, table_name: str, redis_url: str):
     config = Settings(table_name=table_name, redis_url=redis_url, jwt_secret=SECRET)
-    service = build_service(config)
+    service = Container(config).sessions
     app = create_sessions_app(service, Authenticator(config), config)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fuzz")
     created = runner.run(client.post("/sessions", json={"title": "fuzz"}, headers=auth_header("alice")))

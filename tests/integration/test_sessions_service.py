@@ -137,3 +137,4 @@ async def test_module_level_api_uses_default_service(lambda_env: Settings):
     await sessions.invalidate_session_cache(saved.session_id)
     assert await sessions.assign_user_to_session(saved.session_id, "bob") is None
     await sessions.default_service().aclose()
+    assert sessions.default_service() is sessions.default_service()  # the one process-wide container's

@@ -8,6 +8,8 @@ import os
 import boto3
 import pytest
 
+from chatcore.config import Settings
+from chatcore.container import Container
 from chatcore.dynamo.keys import pk
 from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
@@ -34,7 +36,7 @@ def _items(table_name: str, session_id: str) -> list[dict]:
 
 @pytest.fixture
 def store(table_name: str) -> SessionStore:
-    return SessionStore(table_name)
+    return Container(Settings(table_name=table_name)).store
 
 
 async def test_create_and_load_round_trip(store: SessionStore):
@@ -195,7 +197,7 @@ async def test_assign_owner_claims_anonymous_only(store: SessionStore):
 
 
 async def test_backend_errors_are_translated(monkeypatch: pytest.MonkeyPatch):
-    store = SessionStore("no-such-table")
+    store = Container(Settings(table_name="no-such-table")).store
     with pytest.raises(ServiceUnavailable):
         await store.load("abcdefgh1234")
     with pytest.raises(ServiceUnavailable):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chatcore.config import Settings
+from chatcore.container import Container
 from chatcore.models import ChatSession
-from chatcore.runtime import build_engine
-from chatcore.sessions import build_service
 from chatcore.stream import (
     StreamData,
     StreamFinish,
@@ -29,8 +28,8 @@ pytestmark = pytest.mark.anyio
 async def test_stream_chat_completion_yields_the_named_events_and_persists(settings: Settings):
     with OfflineLLM() as llm:
         config = Settings(**{**settings.__dict__, "llm_base_url": llm.base_url, "llm_api_key": "offline"})
-        service = build_service(config)
-        engine = build_engine(config, service)
+        container = Container(config)
+        service, engine = container.sessions, container.engine
         try:
             session = await service.upsert_chat_session(ChatSession.new("alice"))
             events = [

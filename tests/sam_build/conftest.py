@@ -117,7 +117,7 @@ def services(moto_server: MotoServer, redis_server: RedisServer) -> Iterator[Ser
 def reset_state(services: Services) -> None:
     """Every event starts from the demo sessions alone, as `python -m local.invoke --seed` does."""
     from chatcore.config import Settings
-    from chatcore.sessions import build_service
+    from chatcore.container import Container
 
     table = boto3.resource("dynamodb", endpoint_url=services.aws_endpoint).Table(services.table)
     items = table.scan(ProjectionExpression="PK, SK")["Items"]
@@ -129,7 +129,7 @@ def reset_state(services: Services) -> None:
     client.close()
 
     async def seed_demo() -> None:
-        service = build_service(Settings(table_name=services.table, redis_url="", auth_mode="hs256"))
+        service = Container(Settings(table_name=services.table, redis_url="", auth_mode="hs256")).sessions
         try:
             await seed(service)
         finally:

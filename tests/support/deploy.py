@@ -17,9 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chatcore.config import reset_settings
-from chatcore.runtime import default_engine
-from chatcore.sessions import default_service
+from chatcore.container import built_default_container, set_default_container
 from local.handlers import LambdaContext, load_handler_module
 from tests.support.handlers import load_event
 from tests.support.template_eval import Deployment
@@ -72,9 +70,7 @@ class Function:
             monkeypatch.delenv(key, raising=False)
         for key, value in self.environment.items():
             monkeypatch.setenv(key, value)
-        reset_settings()
-        default_service.cache_clear()
-        default_engine.cache_clear()
+        set_default_container(None)  # a cold container: settings and secrets read from this environment
         load_handler_module.cache_clear()
         self.module = load_handler_module(Path(deployment.functions()[logical_id]["CodeUri"]).name)
 
@@ -108,13 +104,10 @@ def handler_loop() -> Iterator[None]:
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
-    if default_engine.cache_info().currsize:
-        loop.run_until_complete(default_engine().aclose())
-    if default_service.cache_info().currsize:
-        loop.run_until_complete(default_service().aclose())
+    container = built_default_container()
+    if container is not None:
+        loop.run_until_complete(container.aclose())
     loop.close()
     asyncio.set_event_loop(None)
-    reset_settings()
-    default_service.cache_clear()
-    default_engine.cache_clear()
+    set_default_container(None)
     load_handler_module.cache_clear()

@@ -1,4 +1,4 @@
-"""boto3 clients, built on first use and cached across warm invocations, and ``call``: the one place where botocore
+"""boto3 clients (``AwsClients``: one set per container, built on first use), and ``call``: the one place where botocore
 errors become ``chatcore.errors`` types.
 
 boto3 and botocore are imported here only; the DynamoDB and Step Functions adapters (``chatcore.dynamo``,
@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -50,24 +49,29 @@ def running_as(function: str) -> Iterator[None]:
         current_function.reset(token)
 
 
-@cache
-def dynamodb_client() -> DynamoDBClient:
-    return boto3.client("dynamodb", config=_CONFIG)
+class AwsClients:
+    """The boto3 clients of one container, each built on first use and kept while the container is warm."""
 
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
 
-@cache
-def secrets_client() -> Any:
-    return boto3.client("secretsmanager", config=_CONFIG)
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+        return self._clients[service]
 
+    def dynamodb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self._client("dynamodb")
+        return client
 
-@cache
-def ssm_client() -> Any:
-    return boto3.client("ssm", config=_CONFIG)
+    def secretsmanager(self) -> Any:
+        return self._client("secretsmanager")
 
+    def ssm(self) -> Any:
+        return self._client("ssm")
 
-@cache
-def stepfunctions_client() -> Any:
-    return boto3.client("stepfunctions", config=_CONFIG)
+    def stepfunctions(self) -> Any:
+        return self._client("stepfunctions")
 
 
 def call_sync[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -94,21 +98,15 @@ def refusal(service: str, exc: ClientError) -> ServiceRefused:
     return ServiceRefused(f"{service} request failed ({code})", aws_code=code, reasons=reasons, item=item)
 
 
-def read_secret(arn: str) -> str:
+def read_secret(client: Any, arn: str) -> str:
     """A Secrets Manager secret's string value (cached by the caller); errors name the AWS code, never the value."""
-    found = call_sync("secretsmanager", secrets_client().get_secret_value, SecretId=arn)
+    found = call_sync("secretsmanager", client.get_secret_value, SecretId=arn)
     value = found.get("SecretString")
     if not isinstance(value, str):
         raise ServiceUnavailable("the secret has no string value")
     return value
 
 
-def read_parameter(name: str) -> str:
-    value: str = call_sync("ssm", ssm_client().get_parameter, Name=name, WithDecryption=True)["Parameter"]["Value"]
+def read_parameter(client: Any, name: str) -> str:
+    value: str = call_sync("ssm", client.get_parameter, Name=name, WithDecryption=True)["Parameter"]["Value"]
     return value
-
-
-def reset_clients() -> None:
-    """Drop cached clients (tests switch endpoints between cases)."""
-    for factory in (dynamodb_client, secrets_client, ssm_client, stepfunctions_client):
-        factory.cache_clear()

@@ -1,7 +1,7 @@
 """Settings, read once from the environment into a typed, frozen object.
 
-This is the only module that reads ``os.environ``. Everything else receives a ``Settings`` (or calls
-``get_settings()``), so tests inject their own with ``Settings.from_env({...})``.
+This is the only module that reads ``os.environ``. Everything else receives a ``Settings`` — from the container
+(``chatcore.container``), which reads them once — so tests and the local stack pass their own.
 
 Secrets never travel as environment variables in a deployment: ``*_SECRET_ARN`` settings name Secrets Manager
 secrets, read once when the settings are first built (``chatcore.secret_settings``) and kept for the container's
@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Literal
 
 from chatcore.errors import ConfigError
 
-__all__ = ["AuthMode", "ConfigError", "Settings", "get_settings", "reset_settings"]
+__all__ = ["AuthMode", "ConfigError", "Settings", "environment_settings"]
 
 AuthMode = Literal["hs256", "jwks"]
 
@@ -209,16 +208,6 @@ class Settings:
         return {name: arn for name, arn in pairs.items() if arn and not getattr(self, name)}
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    settings = Settings.from_env(os.environ)
-    if settings.secret_arns():
-        from chatcore.secret_settings import with_secrets  # boto3 only where a secret is configured
-
-        settings = with_secrets(settings)
-    return settings
-
-
-def reset_settings() -> None:
-    """Forget the cached settings (tests change the environment between cases)."""
-    get_settings.cache_clear()
+def environment_settings() -> Settings:
+    """The settings of this process's environment (secrets still as ARNs: the container reads them)."""
+    return Settings.from_env(os.environ)

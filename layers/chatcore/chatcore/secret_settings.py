@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from chatcore.aws import read_secret
 from chatcore.config import Settings
 from chatcore.errors import ConfigError, ServiceUnavailable
 
@@ -21,7 +20,8 @@ _ENV_NAMES = {
 }
 
 
-def with_secrets(settings: Settings, *, read: Callable[[str], str] = read_secret) -> Settings:
+def with_secrets(settings: Settings, *, read: Callable[[str], str]) -> Settings:
+    """``settings`` with the value of each configured secret, read with ``read(arn)``."""
     values: dict[str, str] = {}
     for name, arn in settings.secret_arns().items():
         try:

@@ -3,8 +3,8 @@
 Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
 A session of another user reads as ``None`` / ``NotFound``, never as "forbidden".
 
-Module-level functions (``get_chat_session`` …) use a default service built from ``get_settings()``;
-tests and other entry points can build their own ``SessionService`` with injected parts.
+Module-level functions (``get_chat_session`` …) use the service of the process's container
+(``chatcore.container``); tests and other entry points build their own ``Container(settings)``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from pydantic import JsonValue
 
-from chatcore.cache import RedisConnector, SessionCache
-from chatcore.config import Settings, get_settings
+from chatcore.cache import SessionCache
 from chatcore.errors import BadRequest, NotFound
 from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
 from chatcore.store import SessionStore, TurnGuard
@@ -252,27 +250,11 @@ class SessionLeases:
             await self.cache.invalidate(session_id, version=meta.version)
 
 
-def build_service(settings: Settings) -> SessionService:
-    store = SessionStore(settings.table_name, session_ttl_days=settings.session_ttl_days)
-    connector = RedisConnector(
-        settings.redis_url,
-        timeout=settings.redis_timeout_seconds,
-        retry_after=settings.redis_retry_after_seconds,
-        cluster=settings.redis_cluster,
-        ca_file=settings.redis_tls_ca_file,
-    )
-    on_delete = None
-    if settings.state_machine_arn:
-        from chatcore.operations import Operations  # only deployments with long-running tools need it
-
-        on_delete = Operations(settings.table_name, settings.state_machine_arn, connector).cancel_for_session
-    cache = SessionCache(connector, ttl_seconds=settings.cache_ttl_seconds)
-    return SessionService(store, cache, on_delete=on_delete)
-
-
-@cache
 def default_service() -> SessionService:
-    return build_service(get_settings())
+    """The sessions of this process's container (``chatcore.container.default_container``)."""
+    from chatcore.container import default_container  # the container wires this module: imported at call time
+
+    return default_container().sessions
 
 
 async def get_chat_session(session_id: str, user_id: str | None = None) -> ChatSession | None:

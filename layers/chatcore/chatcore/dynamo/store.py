@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from chatcore.aws import dynamodb_client
 from chatcore.dynamo import appends, deletion, fields, leases, reads
 from chatcore.dynamo.leases import TurnGuard
 from chatcore.dynamo.table import Table
@@ -27,7 +26,7 @@ class SessionStore:
         self,
         table_name: str,
         *,
-        client_factory: Callable[[], DynamoDBClient] = dynamodb_client,
+        client_factory: Callable[[], DynamoDBClient],
         session_ttl_days: int = 0,
     ) -> None:
         self.table_name = table_name

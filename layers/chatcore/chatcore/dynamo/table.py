@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chatcore.aws import call, dynamodb_client
+from chatcore.aws import call
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import ABSENT, Item, n_attr
 from chatcore.errors import ServiceRefused, ServiceUnavailable
@@ -29,7 +29,7 @@ class Table:
         self,
         name: str,
         *,
-        client_factory: Callable[[], DynamoDBClient] = dynamodb_client,
+        client_factory: Callable[[], DynamoDBClient],
         session_ttl_days: int = 0,
     ) -> None:
         self.name = name

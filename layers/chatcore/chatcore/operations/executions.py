@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from chatcore.aws import call, stepfunctions_client
+from chatcore.aws import call
 from chatcore.errors import Conflict, ServiceRefused
 
 SERVICE = "Step Functions"
@@ -30,7 +30,7 @@ def token_gone(exc: ServiceRefused) -> bool:
 
 
 class Executions:
-    def __init__(self, state_machine_arn: str, client_factory: Callable[[], StepFunctions] = stepfunctions_client):
+    def __init__(self, state_machine_arn: str, client_factory: Callable[[], StepFunctions]):
         self.state_machine_arn = state_machine_arn
         self._client_factory = client_factory
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chatcore.aws import dynamodb_client, stepfunctions_client
 from chatcore.cache import RedisConnector
 from chatcore.dynamo.table import Table
 from chatcore.errors import Conflict, NotFound, ServiceRefused, ServiceUnavailable
@@ -28,8 +27,8 @@ class Operations:
         *,
         guard_seconds: int = 86_400,
         timeouts: dict[str, int] | None = None,
-        db: Callable[[], DynamoDBClient] = dynamodb_client,
-        sfn: Callable[[], StepFunctions] = stepfunctions_client,
+        db: Callable[[], DynamoDBClient],
+        sfn: Callable[[], StepFunctions],
     ) -> None:
         # Passed in each execution's input: the ASL reads them with TimeoutSecondsPath/HeartbeatSecondsPath.
         self.timeouts = timeouts or {

@@ -118,11 +118,10 @@ def create_callback_app(operations: Operations | None, settings: Settings) -> St
 
 
 def default_callback_app() -> Starlette:
-    from chatcore.config import get_settings
-    from chatcore.runtime import build_operations  # no chat engine (and no LLM client) in this function
-    from chatcore.sessions import default_service
+    from chatcore.container import default_container  # operations only: no chat engine, no LLM client here
 
-    settings = get_settings()
+    container = default_container()
+    settings = container.settings
     if not settings.callback_secret:
         raise ConfigError("no callback secret: set CALLBACK_SECRET_ARN (the stack's CallbackSigningSecret)")
-    return create_callback_app(build_operations(settings, default_service()), settings)
+    return create_callback_app(container.operations, settings)

@@ -195,13 +195,12 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
 
 
 def default_chat_app() -> Starlette:
-    from chatcore.config import get_settings
+    from chatcore.container import default_container
     from chatcore.llm import require_llm_key
-    from chatcore.runtime import default_engine
 
-    settings = get_settings()
-    require_llm_key(settings)
-    return create_chat_app(default_engine(), Authenticator(settings), settings)
+    container = default_container()
+    require_llm_key(container.settings)
+    return create_chat_app(container.engine, Authenticator(container.settings), container.settings)
 
 
 def lazy(factory: Any) -> Any:

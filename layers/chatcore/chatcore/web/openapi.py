@@ -47,7 +47,7 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
-@cache
+@cache  # the served document is a pure function of the code: built once, not state
 def sessions_openapi() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         CreateSessionIn,

@@ -172,9 +172,7 @@ def create_sessions_app(service: SessionService, authenticator: Authenticator, s
 
 
 def default_sessions_app() -> Starlette:
-    """The app as SessionsFunction runs it: settings, store and cache from the environment."""
-    from chatcore.config import get_settings
-    from chatcore.sessions import default_service
+    from chatcore.container import default_container
 
-    settings = get_settings()
-    return create_sessions_app(default_service(), Authenticator(settings), settings)
+    container = default_container()
+    return create_sessions_app(container.sessions, Authenticator(container.settings), container.settings)

@@ -1,0 +1,205 @@
+"""One wiring: a ``Container`` builds every part of the backend from one ``Settings``, each on first use, and keeps
+it while the Lambda container is warm. ``default_container()`` is the only process-wide cache.
+
+Lambda entry points, the local stack, the benchmarks and the tests all take a container; parts can be injected
+(``tools``, ``llm``) instead of monkeypatched. Heavy parts are imported where they are first built, so a function
+that never chats never imports the LLM client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from chatcore.aws import AwsClients, read_parameter, read_secret
+from chatcore.cache import RedisConnector, SessionCache
+from chatcore.config import Settings, environment_settings
+from chatcore.dynamo.store import SessionStore
+from chatcore.sessions import SessionLeases, SessionService
+
+if TYPE_CHECKING:
+    from chatcore.context import TimedCache
+    from chatcore.operations import Operations
+    from chatcore.ports import ChatModel
+    from chatcore.replay import ReplayLog
+    from chatcore.tools import ToolRegistry
+    from chatcore.turns import ChatEngine
+
+SYSTEM_PROMPT_TTL_SECONDS = 300.0
+
+
+class Container:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        tools: ToolRegistry | None = None,
+        llm: ChatModel | None = None,
+        aws: AwsClients | None = None,
+    ) -> None:
+        """``settings`` as given, or read from the environment on first use; either way a ``*_SECRET_ARN`` whose
+        value is not given is read from Secrets Manager then."""
+        self._given = settings
+        self._tools = tools
+        self._llm = llm
+        self.aws = aws or AwsClients()
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = self._given if self._given is not None else environment_settings()
+        if settings.secret_arns():
+            from chatcore.secret_settings import with_secrets  # only where a secret is configured
+
+            settings = with_secrets(settings, read=lambda arn: read_secret(self.aws.secretsmanager(), arn))
+        return settings
+
+    # -- storage ------------------------------------------------------------------------------------------------
+
+    @cached_property
+    def connector(self) -> RedisConnector:
+        settings = self.settings
+        return RedisConnector(
+            settings.redis_url,
+            timeout=settings.redis_timeout_seconds,
+            retry_after=settings.redis_retry_after_seconds,
+            cluster=settings.redis_cluster,
+            ca_file=settings.redis_tls_ca_file,
+        )
+
+    @cached_property
+    def store(self) -> SessionStore:
+        return SessionStore(
+            self.settings.table_name, client_factory=self.aws.dynamodb, session_ttl_days=self.settings.session_ttl_days
+        )
+
+    @cached_property
+    def sessions(self) -> SessionService:
+        cache = SessionCache(self.connector, ttl_seconds=self.settings.cache_ttl_seconds)
+        operations = self.operations
+        on_delete = operations.cancel_for_session if operations is not None else None
+        return SessionService(self.store, cache, on_delete=on_delete)
+
+    @cached_property
+    def leases(self) -> SessionLeases:
+        return SessionLeases(self.store, self.sessions.cache)
+
+    @cached_property
+    def replay(self) -> ReplayLog:
+        from chatcore.replay import ReplayLog
+
+        return ReplayLog(self.connector, ttl_seconds=self.settings.replay_ttl_seconds)
+
+    @cached_property
+    def operations(self) -> Operations | None:
+        """Long-running tools, when a state machine is configured."""
+        settings = self.settings
+        if not settings.state_machine_arn:
+            return None
+        from chatcore.operations import Operations
+
+        return Operations(
+            settings.table_name,
+            settings.state_machine_arn,
+            self.connector,
+            guard_seconds=settings.operation_guard_seconds,
+            timeouts={
+                "tool_timeout_seconds": settings.tool_timeout_seconds,
+                "callback_heartbeat_seconds": settings.callback_heartbeat_seconds,
+                "callback_timeout_seconds": settings.callback_timeout_seconds,
+            },
+            db=self.aws.dynamodb,
+            sfn=self.aws.stepfunctions,
+        )
+
+    # -- chat ---------------------------------------------------------------------------------------------------
+
+    @cached_property
+    def llm(self) -> ChatModel:
+        if self._llm is not None:
+            return self._llm
+        from chatcore.llm import LLM
+
+        return LLM(self.settings)
+
+    @cached_property
+    def tools(self) -> ToolRegistry:
+        if self._tools is not None:
+            return self._tools
+        from chatcore.builtin_tools import default_registry
+
+        return default_registry()
+
+    @cached_property
+    def system_prompt(self) -> Callable[[], str]:
+        """The prompt: the SSM parameter ``SYSTEM_PROMPT_PARAMETER`` when set (cached 5 minutes), else config."""
+        from chatcore.context import TimedCache
+
+        settings = self.settings
+        source: TimedCache
+        if settings.system_prompt_parameter:
+            name = settings.system_prompt_parameter
+            source = TimedCache(lambda: read_parameter(self.aws.ssm(), name), SYSTEM_PROMPT_TTL_SECONDS)
+        else:
+            source = TimedCache(lambda: settings.system_prompt, float("inf"))
+        return source.get
+
+    @cached_property
+    def engine(self) -> ChatEngine:
+        from chatcore.stream import ProtocolProfile
+        from chatcore.turn_types import ChatDeps
+        from chatcore.turns import ChatEngine
+
+        deps = ChatDeps(
+            settings=self.settings,
+            sessions=self.sessions,
+            leases=self.leases,
+            llm=self.llm,
+            tools=self.tools,
+            replay=self.replay,
+            system_prompt=self.system_prompt,
+            profile=ProtocolProfile(finish_reason=self.settings.stream_finish_reason),
+            operations=self.operations,
+        )
+        return ChatEngine(deps)
+
+    async def aclose(self) -> None:
+        """Close what is bound to the running event loop (Redis connections, the LLM's HTTP pool); the container
+        stays usable (they reopen on the next use)."""
+        if "engine" in self.__dict__:
+            await self.engine.aclose()
+        elif "llm" in self.__dict__:
+            await self.llm.aclose()
+        if "connector" in self.__dict__:
+            await self.connector.close()
+
+
+_default: Container | None = None
+_default_factory: Callable[[], Container] = Container
+
+
+def default_container() -> Container:
+    """This process's container: built on first use (from the environment), kept while the process lives."""
+    global _default
+    if _default is None:
+        _default = _default_factory()
+    return _default
+
+
+def built_default_container() -> Container | None:
+    """The default container if it was built (to close its loop-bound clients), else None."""
+    return _default
+
+
+def reset_default_container() -> None:
+    """Forget the current default container: the next use builds a cold one (same factory)."""
+    global _default
+    _default = None
+
+
+def set_default_container(factory: Callable[[], Container] | None) -> None:
+    """Build the default container with ``factory`` from now on (None: from the environment) and forget the
+    current one — the local stack runs the functions' handlers in-process with its own settings this way."""
+    global _default, _default_factory
+    _default = None
+    _default_factory = factory or Container
