@@ -102,17 +102,15 @@ class InMemorySessions:
         self.closed = True
 
     # -- TurnLeases -------------------------------------------------------------------------------------------
-    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
-        stored = self.sessions.get(session_id)
+    async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        stored = self.sessions.get(session.session_id)
         if stored is None or stored.user_id != owner:
             raise NotFound("session not found")
         if stored.active_turn_id is not None:
             raise TurnInProgress("another reply is being generated in this session")
         stored.active_turn_id = turn_id
         stored.version += 1
-        meta = _copy(stored)
-        meta.messages = []
-        return meta
+        return _copy(stored)
 
     async def release(self, session_id: str, turn_id: str) -> None:
         stored = self.sessions.get(session_id)

@@ -52,8 +52,9 @@ class SessionRepository(Protocol):
 
 
 class TurnLeases(Protocol):
-    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
-        """Take the lease (META without messages is returned); raises ``TurnInProgress`` or ``NotFound``."""
+    async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        """Take the session's lease for ``turn_id``; returns the session as it is now (reloaded when it changed
+        since ``session`` was read), holding the lease. Raises ``TurnInProgress`` or ``NotFound``."""
         ...
 
     async def release(self, session_id: str, turn_id: str) -> None:

@@ -241,8 +241,15 @@ class SessionLeases:
         self.store = store
         self.cache = cache
 
-    async def acquire(self, session_id: str, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
-        return await self.store.acquire_turn(session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
+    async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        meta = await self.store.acquire_turn(session.session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
+        if meta.message_count != session.message_count:  # written since it was read (the cache may lag)
+            fresh = await self.store.load(session.session_id)
+            if fresh is None:
+                raise NotFound("session not found")
+            session = fresh
+        session.version, session.active_turn_id = meta.version, turn_id
+        return session
 
     async def release(self, session_id: str, turn_id: str) -> None:
         meta = await self.store.release_turn(session_id, turn_id)

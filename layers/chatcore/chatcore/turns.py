@@ -129,8 +129,8 @@ class ChatEngine:
             return await self._existing(session_id, client_message_id)
         turn_id = new_id("turn_")
         try:
-            meta = await deps.leases.acquire(
-                session_id, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
+            session = await deps.leases.take(
+                session, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
             )
         except TurnInProgress:
             if client_message_id:
@@ -138,12 +138,6 @@ class ChatEngine:
                 with contextlib.suppress(NotFound, DuplicateClientMessage):
                     return await self._existing(session_id, client_message_id)
             raise
-        if meta.message_count != session.message_count:
-            fresh = await deps.sessions.load_fresh(session_id)
-            if fresh is None:
-                raise NotFound("session not found")
-            session = fresh
-        session.version, session.active_turn_id = meta.version, turn_id
         user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
         session.messages.append(user_message)
 
@@ -162,15 +156,9 @@ class ChatEngine:
         if session is None:
             raise NotFound("session not found")
         turn_id = new_id("turn_")
-        meta = await self.deps.leases.acquire(
-            session_id, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
+        session = await self.deps.leases.take(
+            session, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
         )
-        if meta.message_count != session.message_count:
-            fresh = await sessions.load_fresh(session_id)
-            if fresh is None:
-                raise NotFound("session not found")
-            session = fresh
-        session.version, session.active_turn_id = meta.version, turn_id
         handle = self._launch(session, turn_id, user_id, depth=depth)
         await asyncio.shield(handle.accepted)
         return handle
