@@ -169,7 +169,7 @@ async def test_replay_log_on_the_cluster(service: SessionService, cluster: Redis
 async def test_operation_guard_on_the_cluster(table_name: str, service: SessionService, cluster: RedisCluster):
     aws = AwsClients()
     arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
-    operations = Operations(table_name, arn, service.cache.connector, db=aws.dynamodb, sfn=aws.stepfunctions)
+    operations = Operations.build(table_name, arn, service.cache.connector, db=aws.dynamodb, sfn=aws.stepfunctions)
     ids = [f"op-{n}" for n in range(SPREAD)]  # chat:op:op-0 … op-11: fixed names, known to cover the three nodes
     assert [await operations._take_guard(op) for op in ids] == [True] * len(ids)
     assert [await operations._take_guard(op) for op in ids] == [False] * len(ids)  # SET NX: held

@@ -5,11 +5,12 @@ guarded by the lease — and record what the engine asked of them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatcore.errors import NotFound, TurnInProgress, TurnLost
+from chatcore.errors import NotFound, ServiceRefused, TurnInProgress, TurnLost
 from chatcore.llm import Finished, LLMDelta, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage
 from chatcore.replay import LogEntry
@@ -257,3 +258,100 @@ class ScriptedModel:
 
     async def aclose(self) -> None:
         return None
+
+
+# -- long-running tools ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class InMemoryRecords:
+    """``OperationRecordStore``: records with conditional transitions, and used callback signatures."""
+
+    records: dict[str, Any] = field(default_factory=dict)  # operation id -> Operation
+    signatures: set[str] = field(default_factory=set)
+
+    async def get(self, operation_id: str) -> Any:
+        found = self.records.get(operation_id)
+        return dataclasses.replace(found) if found is not None else None
+
+    async def create(self, operation: Any) -> Any:
+        if operation.operation_id in self.records:
+            return dataclasses.replace(self.records[operation.operation_id])
+        self.records[operation.operation_id] = dataclasses.replace(operation)
+        return None
+
+    async def transition(
+        self, operation_id: str, to: str, *, expect: set[str], extra: dict[str, Any] | None = None
+    ) -> bool:
+        record = self.records.get(operation_id)
+        if record is None or record.status not in expect:
+            return False
+        record.status = to
+        for name, value in (extra or {}).items():
+            setattr(record, name, value)
+        return True
+
+    async def of_session(self, session_id: str) -> list[str]:
+        return [op_id for op_id, record in self.records.items() if record.session_id == session_id]
+
+    async def claim_signature(self, digest: str, *, expires_at: int) -> bool:
+        if digest in self.signatures:
+            return False
+        self.signatures.add(digest)
+        return True
+
+
+@dataclass
+class FakeExecutions:
+    """``ExecutionControl``: what was started, stopped and sent; ``refuse`` makes the next call fail like AWS."""
+
+    state_machine_arn: str = "arn:aws:states:us-east-1:123456789012:stateMachine:ops"
+    started: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+    sent: list[tuple[str, str, Any]] = field(default_factory=list)  # (kind, token, payload)
+    refuse: str | None = None  # an AWS error code the next call answers with
+
+    def arn_of(self, name: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def _maybe_refuse(self) -> None:
+        if self.refuse is not None:
+            code, self.refuse = self.refuse, None
+            raise ServiceRefused(f"Step Functions request failed ({code})", aws_code=code)
+
+    async def start(self, name: str, execution_input: dict[str, Any]) -> str:
+        self._maybe_refuse()
+        self.started[name] = execution_input
+        return self.arn_of(name)
+
+    async def stop(self, name: str, *, error: str, cause: str) -> None:
+        self._maybe_refuse()
+        self.stopped.append(name)
+
+    async def succeed(self, task_token: str, output: Any) -> None:
+        self._maybe_refuse()
+        self.sent.append(("success", task_token, output))
+
+    async def fail(self, task_token: str, *, error: str, cause: str) -> None:
+        self._maybe_refuse()
+        self.sent.append(("failure", task_token, cause))
+
+    async def heartbeat(self, task_token: str) -> None:
+        self._maybe_refuse()
+        self.sent.append(("heartbeat", task_token, None))
+
+
+@dataclass
+class InMemoryGuard:
+    """``StartGuard``: SET NX semantics."""
+
+    held: set[str] = field(default_factory=set)
+
+    async def take(self, operation_id: str) -> bool:
+        if operation_id in self.held:
+            return False
+        self.held.add(operation_id)
+        return True
+
+    async def release(self, operation_id: str) -> None:
+        self.held.discard(operation_id)

@@ -98,7 +98,7 @@ class Container:
             return None
         from chatcore.operations import Operations
 
-        return Operations(
+        return Operations.build(
             settings.table_name,
             settings.state_machine_arn,
             self.connector,

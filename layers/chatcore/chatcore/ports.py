@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from chatcore.llm import LLMDelta
     from chatcore.models import ChatMessage, ChatSession, Usage
-    from chatcore.operations import Operation
+    from chatcore.operations import Operation, OperationStatus
     from chatcore.replay import LogEntry
     from chatcore.store import TurnGuard
 
@@ -105,6 +105,51 @@ class ChatModel(Protocol):
     ) -> tuple[str, Usage | None]: ...
 
     async def aclose(self) -> None: ...
+
+
+class OperationRecordStore(Protocol):
+    """The records of long-running tools (``chatcore.operations.records.OperationRecords``)."""
+
+    async def get(self, operation_id: str) -> Operation | None: ...
+
+    async def create(self, operation: Operation) -> Operation | None:
+        """Record a new operation; the existing one when it was recorded before (nothing is written then)."""
+        ...
+
+    async def transition(
+        self, operation_id: str, to: OperationStatus, *, expect: set[str], extra: dict[str, Any] | None = None
+    ) -> bool: ...
+
+    async def of_session(self, session_id: str) -> list[str]: ...
+
+    async def claim_signature(self, digest: str, *, expires_at: int) -> bool: ...
+
+
+class ExecutionControl(Protocol):
+    """The state machine's executions (``chatcore.operations.executions.Executions``)."""
+
+    @property
+    def state_machine_arn(self) -> str: ...
+
+    def arn_of(self, name: str) -> str: ...
+
+    async def start(self, name: str, execution_input: dict[str, Any]) -> str: ...
+
+    async def stop(self, name: str, *, error: str, cause: str) -> None: ...
+
+    async def succeed(self, task_token: str, output: Any) -> None: ...
+
+    async def fail(self, task_token: str, *, error: str, cause: str) -> None: ...
+
+    async def heartbeat(self, task_token: str) -> None: ...
+
+
+class StartGuard(Protocol):
+    """A short-lived "already starting" mark per operation (``chatcore.operations.guard.OperationGuard``)."""
+
+    async def take(self, operation_id: str) -> bool: ...
+
+    async def release(self, operation_id: str) -> None: ...
 
 
 class OperationStarter(Protocol):

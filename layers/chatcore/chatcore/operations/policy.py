@@ -13,14 +13,37 @@ from chatcore.operations.executions import Executions, StepFunctions, token_gone
 from chatcore.operations.guard import OperationGuard
 from chatcore.operations.model import UNFINISHED, Operation, OperationStatus
 from chatcore.operations.records import OperationRecords
+from chatcore.ports import ExecutionControl, OperationRecordStore, StartGuard
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
 class Operations:
+    """The policy over three ports (``chatcore.ports``): the record, the execution, the guard. ``build`` wires
+    the production adapters; unit tests pass in-memory fakes."""
+
     def __init__(
         self,
+        records: OperationRecordStore,
+        executions: ExecutionControl,
+        guard: StartGuard,
+        *,
+        timeouts: dict[str, int] | None = None,
+    ) -> None:
+        # Passed in each execution's input: the ASL reads them with TimeoutSecondsPath/HeartbeatSecondsPath.
+        self.timeouts = timeouts or {
+            "tool_timeout_seconds": 900,
+            "callback_heartbeat_seconds": 3600,
+            "callback_timeout_seconds": 86_400,
+        }
+        self.records = records
+        self.executions = executions
+        self.guard = guard
+
+    @classmethod
+    def build(
+        cls,
         table_name: str,
         state_machine_arn: str,
         connector: RedisConnector,
@@ -29,18 +52,17 @@ class Operations:
         timeouts: dict[str, int] | None = None,
         db: Callable[[], DynamoDBClient],
         sfn: Callable[[], StepFunctions],
-    ) -> None:
-        # Passed in each execution's input: the ASL reads them with TimeoutSecondsPath/HeartbeatSecondsPath.
-        self.timeouts = timeouts or {
-            "tool_timeout_seconds": 900,
-            "callback_heartbeat_seconds": 3600,
-            "callback_timeout_seconds": 86_400,
-        }
-        self.table_name = table_name
-        self.state_machine_arn = state_machine_arn
-        self.records = OperationRecords(Table(table_name, client_factory=db))
-        self.executions = Executions(state_machine_arn, sfn)
-        self.guard = OperationGuard(connector, seconds=guard_seconds)
+    ) -> Operations:
+        return cls(
+            OperationRecords(Table(table_name, client_factory=db)),
+            Executions(state_machine_arn, sfn),
+            OperationGuard(connector, seconds=guard_seconds),
+            timeouts=timeouts,
+        )
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.executions.state_machine_arn
 
     @property
     def enabled(self) -> bool:
