@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatcore.context import build_context
@@ -29,8 +30,8 @@ from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, new_id
 from chatcore.observability import logger
 from chatcore.replay import TurnChannel
-from chatcore.store import TurnGuard
 from chatcore.stream import (
+    FinishReason,
     StreamError,
     StreamEvent,
     StreamFinish,
@@ -44,10 +45,23 @@ from chatcore.stream import (
 )
 from chatcore.titles import TitleTask
 from chatcore.tool_rounds import PendingCall, ToolRounds
+from chatcore.turn_recorder import TurnRecorder
 from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
 ERROR_TEXT = "The assistant could not finish this reply. Please try again."
 CANCEL_POLL_SECONDS = 0.5
+_FINISH_REASONS: dict[str, FinishReason] = {"tool_calls": "tool-calls", "length": "length"}
+
+
+@dataclass
+class ModelStep:
+    """What one model call produced."""
+
+    text: str = ""
+    calls: dict[int, PendingCall] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason = "stop"
+    failed: LLMError | None = None
 
 
 class _Prefetch:
@@ -239,13 +253,14 @@ class ChatEngine:
 
     async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None) -> None:
         deps = self.deps
-        guard = TurnGuard(handle.turn_id)
+        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id)
         new_message = session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
         stream: _Prefetch | None = None
         begin: asyncio.Task[bool] | None = None
         try:
+            # 3. The history this turn needs, then the LLM request at once, while the user message is stored.
             context = await build_context(
                 session,
                 deps.system_prompt(),
@@ -257,13 +272,13 @@ class ChatEngine:
             client_message_id = session.messages[-1].client_message_id if new_message else None
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
             if new_message:
-                session = await deps.sessions.upsert_chat_session(session, turn=guard)
+                await recorder.user_message()
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
             if begin is not None:
                 await begin
-            await self._release(handle)
+            await recorder.release()
             await handle.channel.close()
             failure = exc if isinstance(exc, ChatError) else ChatError("could not start the reply")
             handle.accepted.set_exception(failure)
@@ -280,10 +295,10 @@ class ChatEngine:
                 deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )
         watcher = asyncio.create_task(self._watch_cancel(handle))
-        budget = deps.settings.title_timeout_seconds
-        title = TitleTask.start(deps.llm, user_text, budget_seconds=budget) if is_first else TitleTask.none()
+        if is_first:
+            recorder.title = TitleTask.start(deps.llm, user_text, budget_seconds=deps.settings.title_timeout_seconds)
         try:
-            await self._converse(handle, session, context.messages, stream, tool_schemas, title, user_id)
+            await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id)
         finally:
             watcher.cancel()
             await handle.channel.close()
@@ -294,94 +309,44 @@ class ChatEngine:
     async def _converse(
         self,
         handle: TurnHandle,
-        session: ChatSession,
+        recorder: TurnRecorder,
         messages: list[dict[str, Any]],
         stream: AsyncIterable[LLMDelta],
         tool_schemas: list[dict[str, Any]],
-        title: TitleTask,
         user_id: str | None,
     ) -> None:
-        deps, publish = self.deps, handle.channel.publish
-        usage = Usage()
-        finish_reason = "stop"
-        rounds = 0
-        released = False
+        """Steps 4 to 7: stream each model step to the client and the replay log; run tool rounds (bounded); store the
+        answer and give the lease back in one write; on failure or stop keep what was produced."""
+        deps, publish, title = self.deps, handle.channel.publish, recorder.title
+        usage, finish_reason, rounds = Usage(), "stop", 0
         publish(StreamStart(message_id=handle.turn_id))
         try:
             while True:
                 publish(StreamStartStep())
-                text_id: str | None = None
-                text = ""
-                calls: dict[int, PendingCall] = {}
-                failed: LLMError | None = None
-                try:
-                    async for delta in _until(stream, handle.cancel):
-                        if isinstance(delta, TextDelta):
-                            if text_id is None:
-                                text_id = new_id("text_")
-                                publish(StreamTextStart(id=text_id))
-                            text += delta.text
-                            publish(StreamTextDelta(id=text_id, delta=delta.text))
-                        elif isinstance(delta, ToolCallDelta):
-                            self.rounds.on_tool_delta(calls.setdefault(delta.index, PendingCall()), delta, publish)
-                        elif isinstance(delta, Finished):
-                            usage = usage + (delta.usage or Usage())
-                            finish_reason = (
-                                "tool-calls"
-                                if delta.reason == "tool_calls"
-                                else ("length" if delta.reason == "length" else "stop")
-                            )
-                        title.publish(publish)
-                except LLMError as exc:
-                    failed = exc
-                finally:
-                    await _close(stream)
-                if text_id is not None:
-                    publish(StreamTextEnd(id=text_id))
-                stopped = handle.cancel.is_set()
-                if failed is not None or stopped:
-                    # Keep what was produced; unfinished tool calls are dropped so no call lacks its result.
-                    partial = (
-                        [
-                            ChatMessage(
-                                role="assistant", content=text, status="partial", turn_id=handle.turn_id, usage=usage
-                            )
-                        ]
-                        if text
-                        else []
-                    )
-                    session.messages += partial
-                    title.take(session)
-                    session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
-                    released = True
+                step = await self._model_step(handle, stream, title)
+                usage = usage + step.usage
+                finish_reason = step.finish_reason
+                ready = [c for c in step.calls.values() if c.id and c.name]
+                if step.failed or handle.cancel.is_set():
+                    await recorder.partial(step.text, usage)
                     publish(StreamFinishStep())
-                    if failed is not None:
+                    if step.failed:
                         publish(StreamError(error_text=ERROR_TEXT))
-                    finish_reason = "error" if failed is not None else "stop"
+                    finish_reason = "error" if step.failed else "stop"
                     break
-                ready = [c for c in calls.values() if c.id and c.name]
                 if not ready:
-                    answer = ChatMessage(role="assistant", content=text, turn_id=handle.turn_id, usage=usage)
-                    session.messages.append(answer)
-                    title.take(session)
-                    session = await deps.sessions.upsert_chat_session(session, turn=TurnGuard(handle.turn_id, True))
-                    released = True
+                    await recorder.answer(step.text, usage)
                     publish(StreamFinishStep())
                     break
                 rounds += 1
                 over_limit = rounds > deps.settings.max_tool_rounds
-                assistant, results = await self.rounds.run_tools(handle, session, text, ready, user_id, over_limit)
-                session.messages += [assistant, *results]
+                session = recorder.session
+                assistant, results = await self.rounds.run_tools(handle, session, step.text, ready, user_id, over_limit)
                 pending = [r for r in results if r.status == "pending"]
-                # A long-running tool ends the turn: its result arrives later, with a continuation turn.
-                last_round = over_limit or bool(pending)
+                last_round = over_limit or bool(pending)  # a long-running tool's result comes with a new turn
                 if last_round:
                     assistant.usage = usage
-                title.take(session)
-                session = await deps.sessions.upsert_chat_session(
-                    session, turn=TurnGuard(handle.turn_id, release=last_round)
-                )
-                released = last_round
+                session = await recorder.round(assistant, results, last=last_round)
                 for message in pending:
                     await self.rounds.start_operation(handle, session, message, user_id)
                 publish(StreamFinishStep())
@@ -399,14 +364,36 @@ class ChatEngine:
             publish(StreamError(error_text=ERROR_TEXT))
             finish_reason = "error"
         finally:
-            if not released:
-                await self._release(handle)
-        await title.finish(deps.sessions, session.session_id, publish)
+            await recorder.release()
+        await title.finish(deps.sessions, recorder.session.session_id, publish)
         publish(StreamFinish(finish_reason=finish_reason))
 
-    async def _release(self, handle: TurnHandle) -> None:
-        with contextlib.suppress(ChatError):
-            await self.deps.leases.release(handle.session_id, handle.turn_id)
+    async def _model_step(self, handle: TurnHandle, stream: AsyncIterable[LLMDelta], title: TitleTask) -> ModelStep:
+        """One model call streamed out: text deltas, tool-call fragments, its usage; a failure is kept, not raised."""
+        publish = handle.channel.publish
+        step = ModelStep()
+        text_id: str | None = None
+        try:
+            async for delta in _until(stream, handle.cancel):
+                if isinstance(delta, TextDelta):
+                    if text_id is None:
+                        text_id = new_id("text_")
+                        publish(StreamTextStart(id=text_id))
+                    step.text += delta.text
+                    publish(StreamTextDelta(id=text_id, delta=delta.text))
+                elif isinstance(delta, ToolCallDelta):
+                    self.rounds.on_tool_delta(step.calls.setdefault(delta.index, PendingCall()), delta, publish)
+                elif isinstance(delta, Finished):
+                    step.usage = step.usage + (delta.usage or Usage())
+                    step.finish_reason = _FINISH_REASONS.get(delta.reason or "", "stop")
+                title.publish(publish)
+        except LLMError as exc:
+            step.failed = exc
+        finally:
+            await _close(stream)
+        if text_id is not None:
+            publish(StreamTextEnd(id=text_id))
+        return step
 
     async def _watch_cancel(self, handle: TurnHandle) -> None:
         replay = self.deps.replay
