@@ -70,3 +70,21 @@ async def test_failed_summary_falls_back_to_truncation():
     assert context.new_summary is None and context.messages[1]["role"] == "user"
     assert estimate_tokens(context.messages) <= 4000
     assert context.messages[-1]["content"].startswith("answer 29")
+
+
+def test_timed_cache_reloads_after_its_ttl_on_the_given_clock():
+    from chatcore.context import TimedCache
+
+    now = [100.0]
+    loads: list[int] = []
+
+    def load() -> str:
+        loads.append(1)
+        return f"prompt {len(loads)}"
+
+    cache = TimedCache(load, 300.0, clock=lambda: now[0])
+    assert cache.get() == "prompt 1"
+    now[0] += 299
+    assert cache.get() == "prompt 1" and len(loads) == 1
+    now[0] += 2
+    assert cache.get() == "prompt 2"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatcore.models import ChatMessage, ChatSession
+from chatcore.ports import Clock
 
 CHARS_PER_TOKEN = 3.5  # conservative for English and code; errs towards summarising early
 ANSWER_RESERVE = 1024
@@ -109,14 +110,15 @@ def _render(transcript: list[dict[str, Any]]) -> str:
 class TimedCache:
     """A value refreshed at most every ``ttl`` seconds (the SSM system prompt)."""
 
-    def __init__(self, load: Callable[[], str], ttl: float) -> None:
+    def __init__(self, load: Callable[[], str], ttl: float, *, clock: Clock = time.monotonic) -> None:
         self._load = load
         self._ttl = ttl
+        self._clock = clock
         self._value: str | None = None
         self._at = 0.0
 
     def get(self) -> str:
-        now = time.monotonic()
+        now = self._clock()
         if self._value is None or now - self._at > self._ttl:
             self._value = self._load()
             self._at = now

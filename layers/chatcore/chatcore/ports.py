@@ -4,7 +4,9 @@
     TurnLeases          the one-turn-per-session lease on META (``SessionLeases``)
     ReplayLog           a turn's replay log, active-turn pointers and cancel flags (``chatcore.replay.ReplayLog``)
     ChatModel           the LLM (``chatcore.llm.LLM``)
-    OperationStarter    long-running tools (``chatcore.operations.Operations``)
+    OperationStarter    long-running tools (``chatcore.operations.Operations``); its policy runs over
+                        OperationRecordStore, ExecutionControl and StartGuard
+    Clock               a monotonic clock (``time.monotonic``); timeouts inside a turn are asyncio's
 
 The production adapters are named after each port; the engine's unit tests pass in-memory fakes
 (``tests/unit/fakes.py``), so the turn logic is exercised without moto, Redis or HTTP.
@@ -12,7 +14,7 @@ The production adapters are named after each port; the engine's unit tests pass 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     from chatcore.operations import Operation, OperationStatus
     from chatcore.replay import LogEntry
     from chatcore.store import TurnGuard
+
+
+# Seconds on a monotonic clock (``time.monotonic``): what the core's time-based caches read, so tests can move it.
+Clock = Callable[[], float]
 
 
 class SessionRepository(Protocol):
