@@ -234,3 +234,15 @@ async def test_the_client_going_away_does_not_stop_the_turn(parts: Parts):
     assert started.task is not None
     await asyncio.wait_for(started.task, timeout=5)
     assert _stored(parts).messages[-1].content == "word " * 20
+
+
+async def test_a_stream_that_ends_without_a_finish_reason_is_partial_with_an_error(parts: Parts):
+    """Issue 12 item 8: a clean end of the connection (or [DONE] alone) is not a finished answer."""
+    from chatcore.llm import Finished
+
+    parts.model.scripts = [[TextDelta("Cut off mid"), Finished(None, None)]]
+    events = await _turn(parts)
+    assert "error" in _types(events) and _types(events)[-1] == "finish"
+    answer = _stored(parts).messages[-1]
+    assert (answer.content, answer.status) == ("Cut off mid", "partial")
+    assert _stored(parts).active_turn_id is None

@@ -386,6 +386,9 @@ class ChatEngine:
                 elif isinstance(delta, Finished):
                     step.usage = step.usage + (delta.usage or Usage())
                     step.finish_reason = _FINISH_REASONS.get(delta.reason or "", "stop")
+                    if delta.reason is None and not handle.cancel.is_set():
+                        # The connection ended cleanly (or with [DONE] alone) without saying the answer was done.
+                        step.failed = LLMError("the model's stream ended without a finish reason")
                 title.publish(publish)
         except LLMError as exc:
             step.failed = exc
