@@ -109,3 +109,38 @@ def test_bad_chat_input(chat_stack: ChatStack, method, path, headers, body, stat
         assert response.json()["error"]["code"] == code
         assert _scan(chat_stack.settings.table_name) == before
         assert not chat_stack.llm.requests
+
+
+def test_numbers_and_text_that_cannot_be_stored_are_422_and_write_nothing(chat_stack: ChatStack):
+    """Issue 12 item 7: 1e400 was a 500 that still wrote the session (and broke every later listing); a lone
+    surrogate was a 500/503; "?limit=²" was a 500."""
+    json_headers = {"content-type": "application/json"}
+    with chat_stack.client() as client:
+        sid = client.post("/sessions", json={"title": "kept"}).json()["id"]
+        bad_bodies = [
+            ("POST", "/sessions", b'{"metadata": {"n": 1e400}}'),
+            ("POST", "/sessions", b'{"title": "\\ud800"}'),
+            ("POST", "/sessions", b'{"metadata": {"\\udfff": 1}}'),
+            ("PATCH", f"/sessions/{sid}", b'{"metadata": {"n": -1e999}}'),
+            ("PATCH", f"/sessions/{sid}", b'{"title": "x\\ud83d"}'),
+            ("POST", f"/sessions/{sid}/stream", b'{"message": "hi \\ud800"}'),
+            (
+                "POST",
+                "/chat",
+                b'{"id": "surrogate-chat-0001", "messages": [{"id": "m1", "role": "user",'
+                b' "parts": [{"type": "text", "text": "\\udc00"}]}]}',
+            ),
+        ]
+        for method, path, body in bad_bodies:
+            response = client.request(method, path, content=body, headers=json_headers)
+            assert response.status_code == 422, (method, path, body, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "validation_error" and error["details"][0]["loc"], error
+        listing = client.get("/sessions")
+        assert listing.status_code == 200
+        assert [s["id"] for s in listing.json()["sessions"]] == [sid]  # nothing else was written
+        assert client.get(f"/sessions/{sid}").json()["title"] == "kept"
+        assert client.get("/sessions/surrogate-chat-0001").status_code == 404
+        for query in ("limit=\u00b2", "limit=\u0661\u0660", "limit=5\u00b2"):
+            response = client.get(f"/sessions?{query}")
+            assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request", query

@@ -18,6 +18,41 @@ def _reject_constant(value: str) -> Any:
     raise ValueError(f"{value} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400 parses as inf: no JSON number, no DynamoDB number
+        message = f"the number {text[:40]} is out of range"
+        raise ValidationFailed(message, details=[{"loc": ["body"], "msg": message}])
+    return value
+
+
+def _surrogate_path(value: Any, path: list[str]) -> list[str] | None:
+    """Where a lone UTF-16 surrogate ("\\ud800") hides in a parsed body: it has no UTF-8 form."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return [*path, "<key>"]
+            found = _surrogate_path(item, [*path, key])
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_path(item, [*path, str(index)])
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = False) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -35,9 +70,14 @@ async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = Fal
     if content_type != "application/json":
         raise UnsupportedMediaType("content-type must be application/json")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise BadRequest("malformed JSON body") from exc
+    where = _surrogate_path(data, [])
+    if where is not None:
+        message = "text with a lone surrogate code point (not valid Unicode)"
+        raise ValidationFailed(message, details=[{"loc": where or ["body"], "msg": message}])
+    return data
 
 
 def parse_model[M: BaseModel](model: type[M], data: Any) -> M:
@@ -59,7 +99,7 @@ def int_query(request: Request, name: str, *, default: int, minimum: int, maximu
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # "²".isdigit() is True; int("²") fails
         raise BadRequest(f"{name} must be an integer between {minimum} and {maximum}")
     value = int(raw)
     if not minimum <= value <= maximum:
