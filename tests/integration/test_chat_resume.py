@@ -178,3 +178,29 @@ def test_anonymous_caller_reaches_no_owned_session_on_any_chat_route(table_name:
             assert messages[-1]["status"] == "complete"
     finally:
         stop_chat_stack(chat)
+
+
+def test_resume_after_the_end_of_a_finished_log_ends_at_once_on_redis(settings):
+    """Issue 12 item 4 on a real redis-server: a cursor at the last entry of a finished log gets the end, not pings."""
+    import asyncio
+
+    from chatcore.container import Container
+    from chatcore.streams import Chunk, End, follow_log
+
+    async def run() -> list:
+        container = Container(settings)
+        replay = container.replay
+        try:
+            await replay.begin("s-end", "t-end", None)
+            await replay.append("t-end", ['{"type":"start"}', '{"type":"finish"}'])
+            await replay.end("s-end", "t-end")
+            whole = [f async for f in follow_log(replay, "t-end", heartbeat_seconds=0.05, idle_seconds=5)]
+            last = [f for f in whole if isinstance(f, Chunk)][-1].event_id
+            assert last is not None and isinstance(whole[-1], End)
+            beyond = str(int(last.split("-")[0]) + 60_000) + "-0"  # a Last-Event-ID past the end entry too
+            return [f async for f in follow_log(replay, "t-end", beyond, heartbeat_seconds=0.05, idle_seconds=5)]
+        finally:
+            await container.aclose()
+
+    frames = asyncio.run(run())
+    assert len(frames) == 1 and isinstance(frames[0], End)  # no heartbeats first: it ended at once

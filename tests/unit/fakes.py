@@ -176,6 +176,10 @@ class InMemoryReplay:
     async def exists(self, turn_id: str) -> bool:
         return turn_id in self.logs
 
+    async def ended(self, turn_id: str) -> bool:
+        log = self.logs.get(turn_id)
+        return log is None or (bool(log) and log[-1] is None)
+
     async def request_cancel(self, turn_id: str) -> bool:
         self.cancels.add(turn_id)
         return True

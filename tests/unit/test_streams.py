@@ -96,3 +96,14 @@ async def test_open_resume_for_owner_other_and_anonymous():
 
     resume = await open_resume(sessions, NoCache(), owned.session_id, "alice")
     assert resume.turn_id is None and "no cache" in resume.reason
+
+
+async def test_resuming_after_the_end_of_a_finished_log_ends_at_once():
+    """Issue 12 item 4: a Last-Event-ID at (or past) the last entry of a finished log pinged until the idle limit."""
+    replay = InMemoryReplay()
+    await replay.begin("s1", "t1", None)
+    await replay.append("t1", ['{"type":"start"}', '{"type":"finish"}'])
+    await replay.end("s1", "t1")
+    last = f"1-{len(replay.logs['t1']) - 1}"
+    frames = await _collect(follow_log(replay, "t1", last, heartbeat_seconds=0.01, idle_seconds=5), limit=5)
+    assert len(frames) == 1 and isinstance(frames[0], End)

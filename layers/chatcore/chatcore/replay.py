@@ -132,6 +132,17 @@ class ReplayLog:
                 entries.append(LogEntry(entry_id.decode(), chunk.decode() if chunk is not None else None))
         return entries
 
+    async def ended(self, turn_id: str) -> bool:
+        """True when the turn's log holds its end entry, or is gone (nothing more will come)."""
+
+        async def call(client: RedisClient) -> Any:
+            return await client.xrevrange(log_key(turn_id), count=1)
+
+        last = await self._redis.run("replay.ended", call, None)
+        if last is None:
+            return False  # Redis failed: the reader finds out on its next read
+        return not last or b"end" in last[0][1]
+
     async def exists(self, turn_id: str) -> bool:
         async def call(client: RedisClient) -> Any:
             return await client.exists(log_key(turn_id))

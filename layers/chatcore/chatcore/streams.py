@@ -71,6 +71,9 @@ async def follow_log(
             yield END_FRAME
             return
         if not entries:
+            if await replay.ended(turn_id):  # the cursor is past the end entry (a Last-Event-ID at the end)
+                yield END_FRAME
+                return
             idle += heartbeat_seconds
             if idle >= idle_seconds:
                 yield END_FRAME
