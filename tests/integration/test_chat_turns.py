@@ -271,3 +271,30 @@ def test_unserialisable_tool_result_becomes_an_error_result(chat_stack: ChatStac
         tool = messages[2]
         assert tool["status"] == "error" and json.loads(tool["content"])["error"] == error
         assert messages[3]["content"] == stream.text() and _tool_pairs_complete(messages)
+
+
+def test_concurrent_copies_of_one_message_all_replay_the_one_turn(chat_stack: ChatStack):
+    """Issue 12 item 10: copies of a POST sent at the same moment got 409 turn_in_progress; a retrying client needs
+    the replay of the first turn, as a later resend gets."""
+    chat_stack.llm.token_delay = 0.01
+    body = ui_body("concurrent-resend-01", "[[long:30]]", "client-msg-same")
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with chat_stack.client() as client:
+            response = client.post("/chat", json=body)
+            with lock:
+                results.append(response)
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [r.status_code for r in results] == [200] * 5, [r.text[:200] for r in results]
+    streams = [parse_sse(r.text) for r in results]
+    turn_ids = {s.of_type("start")[0]["messageId"] for s in streams}
+    assert len(turn_ids) == 1 and all(s.done and len(s.text().split()) == 30 for s in streams)
+    with chat_stack.client() as client:
+        assert [m["role"] for m in history(chat_stack, client, "concurrent-resend-01")] == ["user", "assistant"]

@@ -50,6 +50,7 @@ from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
 ERROR_TEXT = "The assistant could not finish this reply. Please try again."
 CANCEL_POLL_SECONDS = 0.5
+RESEND_WAIT_STEPS, RESEND_WAIT_SECONDS = 20, 0.05  # a concurrent copy waits up to ~1 s for its turn's pointer
 _FINISH_REASONS: dict[str, FinishReason] = {"tool_calls": "tool-calls", "length": "length"}
 
 
@@ -149,8 +150,9 @@ class ChatEngine:
         except TurnInProgress:
             if client_message_id:
                 # A resend of the running turn's own message attaches to it; anything else is a real 409.
-                with contextlib.suppress(NotFound, DuplicateClientMessage):
-                    return await self._existing(session_id, client_message_id)
+                existing = await self._await_existing(session_id, client_message_id)
+                if existing is not None:
+                    return existing
             raise
         user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
         session.messages.append(user_message)
@@ -242,6 +244,15 @@ class ChatEngine:
         if session is None or session.user_id != user_id:
             raise NotFound("session not found")
         return session
+
+    async def _await_existing(self, session_id: str, client_message_id: str) -> ExistingTurn | None:
+        """The running turn this message started, waiting briefly: a copy sent at the same moment as the first can
+        find the lease taken before that turn has registered its client message id."""
+        for _ in range(RESEND_WAIT_STEPS):
+            with contextlib.suppress(NotFound, DuplicateClientMessage):
+                return await self._existing(session_id, client_message_id)
+            await asyncio.sleep(RESEND_WAIT_SECONDS)
+        return None
 
     async def _existing(self, session_id: str, client_message_id: str) -> ExistingTurn:
         turn_id = await self.deps.replay.turn_of_client_message(session_id, client_message_id)
