@@ -103,8 +103,6 @@ class LocalStack:
     settings: Settings | None = None
     parts: list[Part] = field(default_factory=list)
     app: Any = None
-    service: SessionService | None = None
-    engine: ChatEngine | None = None
     llm: OfflineLLM | None = None
     _moto: MotoServer | None = None
     _redis: Any = None
@@ -139,10 +137,16 @@ class LocalStack:
         settings = self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
         self.install_default_container()
         self.container = Container(settings, tools=self.tools)
-        self.service = self.container.sessions
-        self.engine = self.container.engine
-        self.app = self._build_app(settings, self.service, self.engine)
+        self.app = self._build_app(settings, self.container.sessions, self.container.engine)
         return self
+
+    @property
+    def service(self) -> SessionService | None:
+        return self.container.sessions if self.container is not None else None
+
+    @property
+    def engine(self) -> ChatEngine | None:
+        return self.container.engine if self.container is not None else None
 
     def install_default_container(self) -> None:
         """The functions' handlers that run in-process (state machine tasks, local invoke) get a container of their

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from local.template import load_template
+from tests.support.deploy import SETTING_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,8 +75,7 @@ def test_functions_get_the_settings_they_need():
     env = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     for key in ("CHAT_TABLE_NAME", "AUTH_MODE", "JWT_ISSUER", "JWT_AUDIENCE", "JWKS_URL"):
         assert key in env, key
-    config = (ROOT / "layers/chatcore/chatcore/config.py").read_text()
-    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', config))
+    read = SETTING_VARS
     assert {"CHAT_TABLE_NAME", "REDIS_URL", "AUTH_MODE", "JWT_SECRET_ARN", "CALLBACK_SECRET_ARN"} <= read
     functions = _functions()
     # Each function is given the secrets it reads (as ARNs) and no others.
@@ -239,8 +239,7 @@ DEFAULTED = {
 
 
 def test_every_environment_variable_the_code_reads_is_set_or_defaulted():
-    config = (ROOT / "layers/chatcore/chatcore/config.py").read_text()
-    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', config))
+    read = SETTING_VARS
     assert len(read) > 30
     template = load_template()
     set_globally = set(template["Globals"]["Function"]["Environment"]["Variables"])

@@ -23,6 +23,7 @@ from tests.support.handlers import load_event
 from tests.support.template_eval import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
+# The environment variables chatcore.config reads (its only reader of the environment).
 SETTING_VARS = set(
     re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', (ROOT / "layers/chatcore/chatcore/config.py").read_text())
 )
