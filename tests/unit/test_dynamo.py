@@ -72,6 +72,8 @@ def test_meta_keeps_totals_and_messages_give_the_per_call_list():
         ChatMessage(role="assistant", content="a", usage=Usage(prompt_tokens=2, completion_tokens=1, total_tokens=3)),
         ChatMessage(role="assistant", content="b", usage=Usage(prompt_tokens=4, completion_tokens=1, total_tokens=5)),
     ]
+    for seq, message in enumerate(messages, start=1):
+        message.seq, message.parent_seq = seq, seq - 1
     item = encode_meta(session, utcnow(), messages)
     assert {name: item[name] for name in ("usage_prompt", "usage_completion", "usage_total")} == {
         "usage_prompt": n_attr(6),

@@ -1,6 +1,15 @@
 from __future__ import annotations
 
-from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage, is_valid_session_id
+from chatcore.models import (
+    ChatMessage,
+    ChatSession,
+    ToolCall,
+    ToolCallFunction,
+    Usage,
+    active_path,
+    is_valid_session_id,
+    version_groups,
+)
 
 
 def _conversation() -> ChatSession:
@@ -61,15 +70,35 @@ def test_changed_fields_tracks_edits_since_last_clean_state():
     assert session.changed_fields() == {}
 
 
-def test_is_complete_requires_dense_seqs_matching_the_count():
+def test_is_complete_requires_the_whole_path_from_the_root_to_the_leaf():
     session = _conversation()
     assert not session.is_complete()
     for seq, message in enumerate(session.messages, start=1):
-        message.seq = seq
-    session.message_count = len(session.messages)
+        message.seq, message.parent_seq = seq, seq - 1
+    session.message_count = session.leaf_seq = len(session.messages)
     assert session.is_complete()
-    session.messages[2].seq = 7
+    session.leaf_seq = 9  # the active leaf is not the last message held
     assert not session.is_complete()
+    session.leaf_seq = len(session.messages)
+    session.messages[2].seq = 7  # a hole in the chain of parents
+    assert not session.is_complete()
+
+
+def test_active_path_follows_parents_and_versions_name_the_siblings():
+    rows = [
+        (1, 0, "user"),
+        (2, 1, "assistant"),
+        (3, 2, "user"),
+        (4, 3, "assistant"),
+        (5, 3, "assistant"),
+        (6, 2, "user"),
+    ]
+    messages = [ChatMessage(role=role, content=str(seq), seq=seq, parent_seq=parent) for seq, parent, role in rows]  # type: ignore[arg-type]
+    path = active_path(messages, 5)
+    assert [m.seq for m in path] == [1, 2, 3, 5]
+    assert version_groups(messages, path) == {3: [3, 6], 5: [4, 5]}
+    assert [m.seq for m in active_path(messages, 6)] == [1, 2, 6]
+    assert active_path(messages, 0) == []
 
 
 def test_session_id_validation():

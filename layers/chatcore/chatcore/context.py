@@ -56,8 +56,7 @@ async def build_context(
 ) -> Context:
     """The OpenAI messages for the next LLM call over ``session.messages`` (the new user message included)."""
     budget = max(256, budget_tokens - ANSWER_RESERVE)
-    history = [m for m in session.messages if m.seq is None or m.seq > session.summary_seq]
-    summary = session.context_summary
+    history, summary, summary_seq = _after_summary(session)
     messages = [system_message(prompt, summary), *[m.to_openai() for m in history]]
     if estimate_tokens(messages) <= budget:
         return Context(messages)
@@ -84,7 +83,7 @@ async def build_context(
             new_summary = None
     if new_summary:
         summary = new_summary
-    covered = older[-1].seq if (new_summary and older and older[-1].seq is not None) else session.summary_seq
+    covered = older[-1].seq if (new_summary and older and older[-1].seq is not None) else summary_seq
     messages = [system_message(prompt, summary), *[m.to_openai() for m in recent]]
     # Last resort: drop the oldest turns of the tail until it fits (the last user turn always stays).
     while estimate_tokens(messages) > budget:
@@ -94,6 +93,16 @@ async def build_context(
         recent = recent[turn_starts[1] :]
         messages = [system_message(prompt, summary), *[m.to_openai() for m in recent]]
     return Context(messages, new_summary, covered or 0)
+
+
+def _after_summary(session: ChatSession) -> tuple[list[ChatMessage], str, int]:
+    """The messages the stored summary does not cover, the summary and the seq it covers — or the whole path
+    and no summary when the summary was made for another branch (its last message is not on this path)."""
+    if session.context_summary and session.summary_seq:
+        for index, message in enumerate(session.messages):
+            if message.seq == session.summary_seq:
+                return session.messages[index + 1 :], session.context_summary, session.summary_seq
+    return list(session.messages), "", 0
 
 
 def _render(transcript: list[dict[str, Any]]) -> str:

@@ -83,8 +83,15 @@ class ChatMessage(_Model):
     tool_call_id: str | None = None
     name: str | None = None
     message_id: str = Field(default_factory=lambda: new_id("msg_"))
-    # Position in the session, assigned by the store when the message is persisted (1-based, dense).
+    # Position in the session, assigned by the store when the message is persisted (1-based, dense over every
+    # branch: a seq never changes and is never reused).
     seq: int | None = None
+    # The message this one follows (0: the first of the conversation). Messages form a tree: a regenerated answer
+    # or an edited message is a sibling of the one it replaces. None until stored, unless the writer branches on
+    # purpose; the store then makes it the session's active leaf (or the message before it in the same write).
+    parent_seq: int | None = None
+    # An edited user message: the seq of the version it replaces (same client_message_id, new text).
+    edit_of: int | None = None
     client_message_id: str | None = None
     status: MessageStatus = "complete"
     created_at: datetime = Field(default_factory=utcnow)
@@ -122,7 +129,8 @@ class ChatSession(_Model):
     among ``messages``, derived from the messages' own ``usage`` (the store sets it whenever it loads or saves
     messages); it is not stored separately, so META does not grow with the conversation. ``usage_totals`` is the
     sum over every stored message, kept on META; it is right even when the messages are not loaded (``load_meta``,
-    listings), where ``usage`` is empty. For a whole session, ``usage_totals == Usage.total(usage)``.
+    listings), where ``usage`` is empty. For a session without branches, ``usage_totals == Usage.total(usage)``;
+    with branches, ``usage`` covers the active path and ``usage_totals`` every answer ever generated.
     """
 
     session_id: str
@@ -142,9 +150,15 @@ class ChatSession(_Model):
     version: int = 0
     # The turn holding the session's lease, if any (a second concurrent turn gets 409).
     active_turn_id: str | None = None
-    # Context-window summary of messages 1..summary_seq (so it is not recomputed every turn).
+    # The last message of the active branch (0: no messages); ``messages`` is the path from the root to it.
+    leaf_seq: int = 0
+    # Context-window summary of the path from the root to message summary_seq (a seq names exactly one path, so
+    # the summary applies while that message is on the active path).
     context_summary: str = ""
     summary_seq: int = 0
+    # For each message on the active path that has other versions: the seqs of all its versions (siblings of the
+    # same role under the same parent, oldest first). Derived from the stored tree when it is read.
+    versions: dict[int, list[int]] = Field(default_factory=dict)
     # The editable fields as they were when this object was built or last saved; an upsert writes only the
     # fields that differ, so it never reverts a concurrent rename with a stale value.
     _clean: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -181,7 +195,43 @@ class ChatSession(_Model):
         return [message.to_openai() for message in self.messages]
 
     def is_complete(self) -> bool:
-        """True when ``messages`` is exactly the stored history 1..message_count (safe to cache)."""
-        if len(self.messages) != self.message_count:
-            return False
-        return all(message.seq == index for index, message in enumerate(self.messages, start=1))
+        """True when ``messages`` is exactly the stored active path, root to ``leaf_seq`` (safe to cache)."""
+        parent = 0
+        for message in self.messages:
+            if message.seq is None or message.parent_seq != parent:
+                return False
+            parent = message.seq
+        return parent == self.leaf_seq
+
+    def path_to(self, seq: int) -> list[ChatMessage]:
+        """The active path up to and including message ``seq`` (which must be on it)."""
+        for index, message in enumerate(self.messages):
+            if message.seq == seq:
+                return self.messages[: index + 1]
+        raise ValueError(f"message {seq} is not on the active path")
+
+
+def active_path(messages: Iterable[ChatMessage], leaf_seq: int) -> list[ChatMessage]:
+    """The path from the root to ``leaf_seq`` through the parents of ``messages`` (stored ones)."""
+    by_seq = {message.seq: message for message in messages}
+    path: list[ChatMessage] = []
+    seq = leaf_seq
+    while seq and (message := by_seq.get(seq)) is not None and len(path) <= len(by_seq):
+        path.append(message)
+        seq = message.parent_seq or 0
+    path.reverse()
+    return path
+
+
+def version_groups(messages: Iterable[ChatMessage], path: Iterable[ChatMessage]) -> dict[int, list[int]]:
+    """For each message of ``path`` that has siblings of its role: every sibling's seq, oldest first."""
+    children: dict[tuple[int, str], list[int]] = {}
+    for message in messages:
+        if message.seq is not None:
+            children.setdefault((message.parent_seq or 0, message.role), []).append(message.seq)
+    groups: dict[int, list[int]] = {}
+    for message in path:
+        siblings = children.get((message.parent_seq or 0, message.role), [])
+        if len(siblings) > 1 and message.seq is not None:
+            groups[message.seq] = sorted(siblings)
+    return groups

@@ -5,6 +5,11 @@ and, for a chat turn, its lease) plus one item per message and one per client me
 ``attribute_not_exists``). A lost race reloads META and retries with jittered backoff; a deleted session fails
 with ``NotFound`` instead of being recreated; a client message id already stored fails with
 ``DuplicateClientMessage``.
+
+Branches: each message names its parent (``parent_seq``). A message written without one follows the message
+before it in the same write, the first one follows META's ``leaf_seq`` *as of the write that succeeds* (so
+concurrent appenders chain instead of forking); a writer that branches on purpose (regenerate, edit) sets it.
+Every append makes its last message the active leaf.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chatcore.dynamo import reads
-from chatcore.dynamo.codecs import encode_message, encode_meta, field_value, iso, message_body, usage_values
+from chatcore.dynamo.codecs import (
+    client_marker,
+    encode_message,
+    encode_meta,
+    field_value,
+    iso,
+    message_body,
+    usage_values,
+)
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import (
     ABSENT,
@@ -47,10 +60,12 @@ async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = N
     """Create the session or append its unsaved messages (``seq is None``) and changed fields.
 
     Returns the stored state: seqs assigned, counters, version and usage updated. When another writer got in
-    first, the session is reloaded from the table so the result is never a partial picture. With ``turn``, the
-    write only succeeds while that turn holds the session's lease (and may release it).
+    first, or the write started a new branch, the session is reloaded from the table so the result is never a
+    partial picture. With ``turn``, the write only succeeds while that turn holds the session's lease (and may
+    release it).
     """
     new_messages = [message for message in session.messages if message.seq is None]
+    branches = any(message.parent_seq is not None for message in new_messages)
     if session.version == 0:
         await _create(table, session, new_messages[:MESSAGES_PER_TRANSACTION])
         new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
@@ -64,7 +79,7 @@ async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = N
         new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
         if not new_messages:
             break
-    if raced:
+    if raced or branches:
         fresh = await reads.load(table, session.session_id)
         if fresh is None:
             raise NotFound("session was deleted")
@@ -78,7 +93,11 @@ async def _create(table: Table, session: ChatSession, messages: list[ChatMessage
     meta = encode_meta(session, now, messages)
     if expires := table.session_expiry(now):
         meta["expires_at"] = expires
-    items = [table.put_item(meta, condition=ABSENT), *_message_items(table, session.session_id, messages, 1, now)]
+    parents = _parents(messages, 0, 1)
+    items = [
+        table.put_item(meta, condition=ABSENT),
+        *_message_items(table, session.session_id, messages, parents, 1, now),
+    ]
     try:
         await table.transact(items)
     except ServiceRefused as exc:
@@ -87,9 +106,9 @@ async def _create(table: Table, session: ChatSession, messages: list[ChatMessage
         if exc.condition_failed:
             await _raise_duplicate(table, session.session_id, messages, exc)
         raise
-    for seq, message in enumerate(messages, start=1):
-        message.seq = seq
-    session.message_count = len(messages)
+    for seq, (message, parent) in enumerate(zip(messages, parents, strict=True), start=1):
+        message.seq, message.parent_seq = seq, parent
+    session.message_count = session.leaf_seq = len(messages)
     session.version = 1
     session.usage = usage_of(session.messages)
     session.usage_totals = Usage.total(usage_of(messages))
@@ -98,12 +117,15 @@ async def _create(table: Table, session: ChatSession, messages: list[ChatMessage
 
 async def _append(table: Table, session: ChatSession, messages: list[ChatMessage], turn: TurnGuard | None) -> bool:
     """Append ``messages`` and write changed fields; returns True when it had to retry after a race."""
-    expected_version, first_seq = session.version, session.message_count + 1
+    expected_version, first_seq, leaf = session.version, session.message_count + 1, session.leaf_seq
     raced = False
     for attempt in range(MAX_WRITE_ATTEMPTS):
         now = utcnow()
+        parents = _parents(messages, leaf, first_seq)
         try:
-            await table.transact(_append_items(table, session, messages, expected_version, first_seq, now, turn))
+            await table.transact(
+                _append_items(table, session, messages, parents, expected_version, first_seq, now, turn)
+            )
         except ServiceRefused as exc:
             if not exc.cancelled:
                 raise
@@ -115,13 +137,15 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
                 raise NotFound("session was deleted") from exc
             if turn is not None and fresh.active_turn_id != turn.turn_id:
                 raise TurnLost("this turn no longer holds the session's lease") from exc
-            expected_version, first_seq = fresh.version, fresh.message_count + 1
+            expected_version, first_seq, leaf = fresh.version, fresh.message_count + 1, fresh.leaf_seq
             raced = True
             await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter
             continue
-        for offset, message in enumerate(messages):
-            message.seq = first_seq + offset
+        for offset, (message, parent) in enumerate(zip(messages, parents, strict=True)):
+            message.seq, message.parent_seq = first_seq + offset, parent
         session.message_count = first_seq + len(messages) - 1
+        if messages:
+            session.leaf_seq = session.message_count
         session.version = expected_version + 1
         session.updated_at = now
         session.usage = usage_of(session.messages)
@@ -133,10 +157,19 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
     raise ConcurrentWriteError("too many concurrent writers on this session; try again")
 
 
+def _parents(messages: Sequence[ChatMessage], leaf: int, first_seq: int) -> list[int]:
+    """Each message's parent: its own when set, else the message before it (the leaf for the first)."""
+    parents: list[int] = []
+    for seq, message in enumerate(messages, start=first_seq):
+        parents.append(message.parent_seq if message.parent_seq is not None else (seq - 1 if parents else leaf))
+    return parents
+
+
 def _append_items(
     table: Table,
     session: ChatSession,
     messages: list[ChatMessage],
+    parents: list[int],
     expected_version: int,
     first_seq: int,
     now: datetime,
@@ -144,6 +177,8 @@ def _append_items(
 ) -> list[TransactWriteItemTypeDef]:
     ex = Expression().increment("version")
     ex.set("message_count", n_attr(first_seq - 1 + len(messages))).set("updated_at", s_attr(iso(now)))
+    if messages:
+        ex.set("leaf_seq", n_attr(first_seq - 1 + len(messages)))
     if session.user_id:
         ex.set("GSI1SK", s_attr(by_user_sk(iso(now), session.session_id)))
     for field, value in session.changed_fields().items():
@@ -155,20 +190,25 @@ def _append_items(
     ex.require(SESSION_ALIVE, ex.eq("version", n_attr(expected_version)))
     hold(ex, turn)
     meta = table.update_item(meta_key(session.session_id), ex)
-    return [meta, *_message_items(table, session.session_id, messages, first_seq, now)]
+    return [meta, *_message_items(table, session.session_id, messages, parents, first_seq, now)]
 
 
 def _message_items(
-    table: Table, session_id: str, messages: Sequence[ChatMessage], first_seq: int, now: datetime
+    table: Table,
+    session_id: str,
+    messages: Sequence[ChatMessage],
+    parents: list[int],
+    first_seq: int,
+    now: datetime,
 ) -> list[TransactWriteItemTypeDef]:
     """Each message's item, followed by its client-message-id marker when it has one."""
     items: list[TransactWriteItemTypeDef] = []
     expires = table.session_expiry(now)
-    for seq, message in enumerate(messages, start=first_seq):
-        record = encode_message(session_id, message, seq)
+    for seq, (message, parent) in enumerate(zip(messages, parents, strict=True), start=first_seq):
+        record = encode_message(session_id, message.model_copy(update={"parent_seq": parent}), seq)
         markers: list[Item] = [record]
         if message.client_message_id:
-            markers.append({**cmid_key(session_id, message.client_message_id), "seq": n_attr(seq)})
+            markers.append({**cmid_key(session_id, client_marker(message)), "seq": n_attr(seq)})
         for item in markers:
             if expires:
                 item["expires_at"] = expires
@@ -186,7 +226,7 @@ async def _raise_duplicate(table: Table, session_id: str, messages: Sequence[Cha
             continue
         marker = index + 1
         if marker < len(reasons) and reasons[marker] == "ConditionalCheckFailed":
-            found = await table.get(cmid_key(session_id, message.client_message_id))
+            found = await table.get(cmid_key(session_id, client_marker(message)))
             raise DuplicateClientMessage(
                 "a message with this client_message_id is already stored",
                 client_message_id=message.client_message_id,

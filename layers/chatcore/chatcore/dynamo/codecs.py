@@ -6,13 +6,14 @@ messages' own ``usage``, so ``ChatSession.usage`` is rebuilt from the messages a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from chatcore.dynamo.keys import META, Item, by_user_sk, key, msg_sk, n_attr, pk, s_attr, user_pk
-from chatcore.models import ChatMessage, ChatSession, Usage, usage_of, utcnow
+from chatcore.models import ChatMessage, ChatSession, Usage, active_path, usage_of, utcnow, version_groups
 
 USAGE_ATTRIBUTES = ("usage_prompt", "usage_completion", "usage_total")
 
@@ -44,6 +45,7 @@ def encode_meta(session: ChatSession, now: datetime, messages: Sequence[ChatMess
         "created_at": s_attr(iso(now)),
         "updated_at": s_attr(iso(now)),
         "message_count": n_attr(len(messages)),
+        "leaf_seq": n_attr(len(messages)),
         "version": n_attr(1),
         **usage_values(Usage.total(usage_of(messages))),
     }
@@ -67,6 +69,8 @@ def decode_meta(item: Item) -> ChatSession:
         updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
         usage_totals=Usage(prompt_tokens=counts[0], completion_tokens=counts[1], total_tokens=counts[2]),
         message_count=int(item["message_count"]["N"]),
+        # Sessions stored before branches existed are one line: their leaf is the last message.
+        leaf_seq=int(item.get("leaf_seq", item["message_count"])["N"]),
         version=int(item["version"]["N"]),
         active_turn_id=_active_turn(item),
         context_summary=item.get("summary", {}).get("S", ""),
@@ -81,9 +85,12 @@ def _active_turn(item: Item) -> str | None:
 
 
 def with_messages(session: ChatSession, messages: list[ChatMessage]) -> ChatSession:
-    """``session`` holding ``messages``, its per-call ``usage`` derived from them; marked clean."""
-    session.messages = messages
-    session.usage = usage_of(messages)
+    """``session`` holding the active path through ``messages`` (every stored message), the versions on it and
+    its per-call ``usage``; marked clean."""
+    path = active_path(messages, session.leaf_seq)
+    session.messages = path
+    session.versions = version_groups(messages, path)
+    session.usage = usage_of(path)
     session.mark_clean()
     return session
 
@@ -103,5 +110,18 @@ def message_body(message: ChatMessage, seq: int) -> str:
     return message.model_copy(update={"seq": seq}).model_dump_json()
 
 
+def client_marker(message: ChatMessage) -> str:
+    """The key suffix that makes a client message id idempotent: the id itself, and for an edited version the id
+    with its text's digest (two copies of one edit race on one marker; a different edit is a new version)."""
+    assert message.client_message_id is not None
+    if message.edit_of is None:
+        return message.client_message_id
+    digest = hashlib.sha256((message.content or "").encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{message.client_message_id}#{digest}"
+
+
 def decode_message(item: Item) -> ChatMessage:
-    return ChatMessage.model_validate_json(item["body"]["S"])
+    message = ChatMessage.model_validate_json(item["body"]["S"])
+    if message.parent_seq is None and message.seq is not None:  # stored before branches existed: one line
+        message.parent_seq = message.seq - 1
+    return message

@@ -43,10 +43,10 @@ async def assign_owner(table: Table, session_id: str, user_id: str) -> ChatSessi
 
 
 async def set_summary(table: Table, session_id: str, summary: str, seq: int) -> None:
-    """Store the context summary covering messages 1..seq, unless a summary covering more exists."""
+    """Store the context summary of the path from the root to message ``seq``. It replaces any other: with
+    branches, a summary covering a higher seq may cover another path, and the turn that made this one is the
+    session's only writer (it holds the lease)."""
     ex = Expression()
-    covered = ex.name("summary_seq")
-    ex.set("summary", s_attr(summary))
-    ex.require(SESSION_ALIVE, f"(attribute_not_exists({covered}) OR {covered} < {ex.value(n_attr(seq))})")
-    ex.set("summary_seq", n_attr(seq))
+    ex.set("summary", s_attr(summary)).set("summary_seq", n_attr(seq))
+    ex.require(SESSION_ALIVE)
     await update_meta(table, session_id, ex)

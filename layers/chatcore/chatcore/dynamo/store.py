@@ -77,7 +77,7 @@ class SessionStore:
         return await fields.assign_owner(self._table, session_id, user_id)
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
-        """Store the context summary covering messages 1..seq, unless a summary covering more exists."""
+        """Store the context summary of the path from the root to message ``seq`` (replacing any other)."""
         await fields.set_summary(self._table, session_id, summary, seq)
 
     async def delete(
