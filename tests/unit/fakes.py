@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatcore.dynamo.codecs import with_messages
 from chatcore.errors import NotFound, ServiceRefused, TurnInProgress, TurnLost
 from chatcore.llm import Finished, LLMDelta, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage
@@ -27,16 +28,18 @@ class InMemorySessions:
     """``SessionRepository`` and ``TurnLeases`` over a dict: one source of truth, no cache."""
 
     def __init__(self) -> None:
-        self.sessions: dict[str, ChatSession] = {}
+        self.sessions: dict[str, ChatSession] = {}  # each holding its active path, as the store returns it
+        self.trees: dict[str, list[ChatMessage]] = {}  # every stored message of a session, by seq
         self.writes: list[tuple[str, TurnGuard | None]] = []  # (session id, guard) of every upsert
         self.released: list[str] = []
         self.closed = False
 
     def add(self, session: ChatSession) -> ChatSession:
         for seq, message in enumerate(session.messages, start=1):
-            message.seq = seq
-        session.message_count = len(session.messages)
+            message.seq, message.parent_seq = seq, seq - 1
+        session.message_count = session.leaf_seq = len(session.messages)
         self.sessions[session.session_id] = _copy(session)
+        self.trees[session.session_id] = [m.model_copy() for m in session.messages]
         return session
 
     # -- SessionRepository ------------------------------------------------------------------------------------
@@ -57,13 +60,20 @@ class InMemorySessions:
             raise TurnLost("the turn no longer holds the lease")
         if stored is None:
             stored = self.sessions[session.session_id] = _copy(session)
-            stored.messages = []
+            stored.leaf_seq = 0
+        tree = self.trees.setdefault(session.session_id, [])
         for field_name, value in session.changed_fields().items():
             setattr(stored, field_name, value)
+        previous: int | None = None
         for message in session.messages:
-            if message.seq is None:
-                stored.messages.append(message.model_copy(update={"seq": len(stored.messages) + 1}))
-        stored.message_count = len(stored.messages)
+            if message.seq is None:  # the store's rule: an own parent, else the one before it, else the leaf
+                parent = message.parent_seq
+                if parent is None:
+                    parent = previous if previous is not None else stored.leaf_seq
+                previous = stored.leaf_seq = len(tree) + 1
+                tree.append(message.model_copy(update={"seq": previous, "parent_seq": parent}))
+        stored.message_count = len(tree)
+        with_messages(stored, [m.model_copy() for m in tree])
         stored.version += 1
         if turn is not None and turn.release:
             stored.active_turn_id = None
@@ -88,14 +98,15 @@ class InMemorySessions:
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
         stored = self.sessions[session_id]
-        if seq > stored.summary_seq:
-            stored.context_summary, stored.summary_seq = summary, seq
+        stored.context_summary, stored.summary_seq = summary, seq
 
     async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
         stored = self.sessions.get(session_id)
-        if stored is None or stored.messages[seq - 1].status != "pending":
+        tree = self.trees.get(session_id, [])
+        if stored is None or tree[seq - 1].status != "pending":
             return None
-        stored.messages[seq - 1] = message.model_copy(update={"seq": seq})
+        tree[seq - 1] = message.model_copy(update={"seq": seq, "parent_seq": tree[seq - 1].parent_seq})
+        with_messages(stored, [m.model_copy() for m in tree])
         stored.version += 1
         return stored.version
 

@@ -93,7 +93,7 @@ def test_active_path_follows_parents_and_versions_name_the_siblings():
         (5, 3, "assistant"),
         (6, 2, "user"),
     ]
-    messages = [ChatMessage(role=role, content=str(seq), seq=seq, parent_seq=parent) for seq, parent, role in rows]  # type: ignore[arg-type]
+    messages = [ChatMessage(role=role, content=str(seq), seq=seq, parent_seq=parent) for seq, parent, role in rows]
     path = active_path(messages, 5)
     assert [m.seq for m in path] == [1, 2, 3, 5]
     assert version_groups(messages, path) == {3: [3, 6], 5: [4, 5]}

@@ -5,60 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from chatcore.config import Settings
 from chatcore.errors import TurnInProgress
 from chatcore.llm import LLMError, TextDelta
-from chatcore.models import ChatMessage, ChatSession
+from chatcore.models import ChatMessage
 from chatcore.stream import StreamEvent
-from chatcore.tools import ToolContext, ToolRegistry
-from chatcore.turn_types import ChatDeps, TurnHandle
-from chatcore.turns import ERROR_TEXT, ChatEngine
-from tests.unit.fakes import HANG, InMemoryReplay, InMemorySessions, ScriptedModel, text, tool_call
+from chatcore.turn_types import TurnHandle
+from chatcore.turns import ERROR_TEXT
+from tests.unit.conftest import Parts
+from tests.unit.conftest import stored as _stored
+from tests.unit.fakes import HANG, text, tool_call
 
 pytestmark = pytest.mark.anyio
-
-
-class AddArgs(BaseModel):
-    a: int
-    b: int
-
-
-async def add(args: AddArgs, ctx: ToolContext) -> dict[str, Any]:
-    return {"sum": args.a + args.b}
-
-
-@dataclass
-class Parts:
-    engine: ChatEngine
-    sessions: InMemorySessions
-    replay: InMemoryReplay
-    model: ScriptedModel
-    session_id: str
-
-
-@pytest.fixture
-def parts() -> Parts:
-    sessions, replay, model = InMemorySessions(), InMemoryReplay(), ScriptedModel()
-    tools = ToolRegistry()
-    tools.tool("Add two integers.")(add)
-    settings = Settings(title_timeout_seconds=1.0, max_tool_rounds=2, llm_context_tokens=16_000)
-    deps = ChatDeps(
-        settings=settings,
-        sessions=sessions,
-        leases=sessions,
-        llm=model,
-        tools=tools,
-        replay=replay,
-        system_prompt=lambda: "You are a test.",
-    )
-    session = sessions.add(ChatSession.new("alice"))
-    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id)
 
 
 async def _turn(parts: Parts, message: str = "Hello") -> list[StreamEvent]:
@@ -73,10 +34,6 @@ async def _live(parts: Parts, message: str) -> TurnHandle:
 
 def _types(events: list[StreamEvent]) -> list[str]:
     return [e.chunk()["type"] for e in events]
-
-
-def _stored(parts: Parts) -> ChatSession:
-    return parts.sessions.sessions[parts.session_id]
 
 
 async def test_plain_turn_streams_stores_and_releases(parts: Parts):
@@ -202,10 +159,9 @@ async def test_long_history_is_summarised_once_and_the_summary_stored(parts: Par
     stored = _stored(parts)
     words = " ".join(["word"] * 400)
     for index in range(40):
-        stored.messages.append(
-            ChatMessage(role="user" if index % 2 == 0 else "assistant", content=words, seq=index + 1)
-        )
-    stored.message_count = len(stored.messages)
+        stored.messages.append(ChatMessage(role="user" if index % 2 == 0 else "assistant", content=words))
+    parts.sessions.add(stored)
+    stored = _stored(parts)
     stored.title = "long"
     parts.engine.deps.settings = Settings(llm_context_tokens=4_000, title_timeout_seconds=1.0)
     parts.model.answer = lambda messages: "The user kept saying word."

@@ -7,6 +7,7 @@ cache holds. ``to_openai_messages()`` gives the history in the shape the OpenAI 
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import secrets
 from collections.abc import Iterable
@@ -209,6 +210,17 @@ class ChatSession(_Model):
             if message.seq == seq:
                 return self.messages[: index + 1]
         raise ValueError(f"message {seq} is not on the active path")
+
+
+def client_key(message: ChatMessage) -> str:
+    """What makes a user message idempotent (its DynamoDB marker, its turn's name in the replay log): the client's
+    id, and for an edited version the id with its text's digest — two copies of one edit are one message, a
+    different edit is a new version."""
+    assert message.client_message_id is not None
+    if message.edit_of is None:
+        return message.client_message_id
+    digest = hashlib.sha256((message.content or "").encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{message.client_message_id}#{digest}"
 
 
 def active_path(messages: Iterable[ChatMessage], leaf_seq: int) -> list[ChatMessage]:

@@ -14,8 +14,18 @@ from chatcore.titles import TitleTask
 
 
 class TurnRecorder:
-    def __init__(self, sessions: SessionRepository, leases: TurnLeases, session: ChatSession, turn_id: str) -> None:
+    def __init__(
+        self,
+        sessions: SessionRepository,
+        leases: TurnLeases,
+        session: ChatSession,
+        turn_id: str,
+        *,
+        branch_from: int | None = None,
+    ) -> None:
         self._sessions = sessions
+        # A regenerated answer: its first stored message follows this one instead of the session's leaf.
+        self._branch_from = branch_from
         self._leases = leases
         self.session = session
         self.turn_id = turn_id
@@ -54,5 +64,8 @@ class TurnRecorder:
 
     async def _write(self, *, release: bool) -> None:
         self.title.take(self.session)
+        first_new = next((m for m in self.session.messages if m.seq is None), None)
+        if first_new is not None and self._branch_from is not None:
+            first_new.parent_seq, self._branch_from = self._branch_from, None
         self.session = await self._sessions.upsert_chat_session(self.session, turn=TurnGuard(self.turn_id, release))
         self.released = release

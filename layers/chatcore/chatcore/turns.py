@@ -26,8 +26,9 @@ from typing import Any
 
 from chatcore.context import build_context
 from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInProgress
+from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, Resend, Send, plan_turn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
-from chatcore.models import ChatMessage, ChatSession, Usage, new_id
+from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
 from chatcore.observability import logger
 from chatcore.replay import TurnChannel
 from chatcore.stream import (
@@ -137,31 +138,45 @@ class ChatEngine:
         client_message_id: str | None = None,
         create: bool = False,
     ) -> TurnHandle | ExistingTurn:
-        """Start a turn; raises ``ChatError`` (404, 409, ...) before anything is streamed."""
+        """A turn for a user message (new, resent or edited); see ``submit``."""
+        return await self.submit(session_id, NewMessage(text, client_message_id), user_id=user_id, create=create)
+
+    async def submit(
+        self, session_id: str, intent: Intent, *, user_id: str | None, create: bool = False
+    ) -> TurnHandle | ExistingTurn:
+        """Start the turn ``intent`` asks for (``chatcore.intents``: send, resend, edit, regenerate); raises
+        ``ChatError`` (404, 409, 422, ...) before anything is streamed."""
         deps = self.deps
         session = await self._load_or_create(session_id, user_id, create)
-        if client_message_id and any(m.client_message_id == client_message_id for m in session.messages):
-            return await self._existing(session_id, client_message_id)
+        plan = plan_turn(session, intent)
+        if isinstance(plan, Resend):
+            return await self._existing(session_id, plan.client_key)
         turn_id = new_id("turn_")
         try:
             session = await deps.leases.take(
                 session, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
             )
         except TurnInProgress:
-            if client_message_id:
+            if key := _client_key(plan):
                 # A resend of the running turn's own message attaches to it; anything else is a real 409.
-                existing = await self._await_existing(session_id, client_message_id)
+                existing = await self._await_existing(session_id, key)
                 if existing is not None:
                     return existing
             raise
-        user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
-        session.messages.append(user_message)
-
-        handle = self._launch(session, turn_id, user_id, depth=0)
+        try:
+            plan = plan_turn(session, intent)  # the session as the lease found it (it may have moved on)
+        except ChatError:
+            await deps.leases.release(session_id, turn_id)
+            raise
+        if isinstance(plan, Resend):
+            await deps.leases.release(session_id, turn_id)
+            return await self._existing(session_id, plan.client_key)
+        branch_from = _prepare(session, plan, turn_id)
+        handle = self._launch(session, turn_id, user_id, depth=0, branch_from=branch_from)
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
-            return await self._existing(session_id, client_message_id or "")
+            return await self._existing(session_id, _client_key(plan) or "")
         return handle
 
     async def continue_session(self, session_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
@@ -179,7 +194,9 @@ class ChatEngine:
         await asyncio.shield(handle.accepted)
         return handle
 
-    def _launch(self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
+    def _launch(
+        self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int, branch_from: int | None = None
+    ) -> TurnHandle:
         profile = self.deps.profile
         channel = TurnChannel(
             self.deps.replay, session.session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile))
@@ -187,7 +204,7 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, asyncio.get_running_loop().create_future())
         handle.depth = depth
         self.running[turn_id] = handle
-        handle.task = asyncio.create_task(self._run(handle, session, user_id))
+        handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from))
         handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
@@ -262,10 +279,12 @@ class ChatEngine:
             )
         return ExistingTurn(session_id, turn_id)
 
-    async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None) -> None:
+    async def _run(
+        self, handle: TurnHandle, session: ChatSession, user_id: str | None, branch_from: int | None
+    ) -> None:
         deps = self.deps
-        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id)
-        new_message = session.messages[-1].seq is None
+        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from)
+        new_message = bool(session.messages) and session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
         stream: _Prefetch | None = None
@@ -280,7 +299,8 @@ class ChatEngine:
             )
             tool_schemas = deps.tools.openai_tools()
             stream = _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None))
-            client_message_id = session.messages[-1].client_message_id if new_message else None
+            last = session.messages[-1] if new_message else None
+            client_message_id = client_key(last) if last is not None and last.client_message_id else None
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
             if new_message:
                 await recorder.user_message()
@@ -421,3 +441,39 @@ class ChatEngine:
     async def _summarise(self, messages: list[dict[str, Any]]) -> str:
         summary, _ = await self.deps.llm.complete(messages, model=self.deps.llm.title_model, max_tokens=400)
         return summary
+
+
+def _client_key(plan: Plan) -> str | None:
+    """The replay log's name for the user message a plan stores (a copy of it attaches to its turn)."""
+    if isinstance(plan, Send):
+        return plan.client_message_id
+    if isinstance(plan, Edit):
+        return client_key(_edited(plan, ""))
+    return None
+
+
+def _edited(plan: Edit, turn_id: str) -> ChatMessage:
+    return ChatMessage(
+        role="user",
+        content=plan.text,
+        client_message_id=plan.client_message_id,
+        turn_id=turn_id,
+        parent_seq=plan.parent_seq,
+        edit_of=plan.of_seq,
+    )
+
+
+def _prepare(session: ChatSession, plan: Plan, turn_id: str) -> int | None:
+    """Put the turn's starting point in ``session.messages`` (the history it answers); returns the seq the
+    answer branches from when it is not the leaf (regenerate)."""
+    if isinstance(plan, Send):
+        user = ChatMessage(role="user", content=plan.text, client_message_id=plan.client_message_id, turn_id=turn_id)
+        session.messages.append(user)
+        return None
+    if isinstance(plan, Edit):
+        session.messages = session.path_to(plan.parent_seq) if plan.parent_seq else []
+        session.messages.append(_edited(plan, turn_id))
+        return None
+    assert isinstance(plan, Regenerate)
+    session.messages = session.path_to(plan.parent_seq) if plan.parent_seq else []
+    return plan.parent_seq

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from chatcore.dynamo import reads
 from chatcore.dynamo.codecs import (
-    client_marker,
     encode_message,
     encode_meta,
     field_value,
@@ -45,7 +44,7 @@ from chatcore.dynamo.keys import (
 from chatcore.dynamo.leases import TurnGuard, hold
 from chatcore.dynamo.table import Table
 from chatcore.errors import ConcurrentWriteError, Conflict, DuplicateClientMessage, NotFound, ServiceRefused, TurnLost
-from chatcore.models import ChatMessage, ChatSession, Usage, usage_of, utcnow
+from chatcore.models import ChatMessage, ChatSession, Usage, client_key, usage_of, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -208,7 +207,7 @@ def _message_items(
         record = encode_message(session_id, message.model_copy(update={"parent_seq": parent}), seq)
         markers: list[Item] = [record]
         if message.client_message_id:
-            markers.append({**cmid_key(session_id, client_marker(message)), "seq": n_attr(seq)})
+            markers.append({**cmid_key(session_id, client_key(message)), "seq": n_attr(seq)})
         for item in markers:
             if expires:
                 item["expires_at"] = expires
@@ -226,7 +225,7 @@ async def _raise_duplicate(table: Table, session_id: str, messages: Sequence[Cha
             continue
         marker = index + 1
         if marker < len(reasons) and reasons[marker] == "ConditionalCheckFailed":
-            found = await table.get(cmid_key(session_id, client_marker(message)))
+            found = await table.get(cmid_key(session_id, client_key(message)))
             raise DuplicateClientMessage(
                 "a message with this client_message_id is already stored",
                 client_message_id=message.client_message_id,

@@ -6,7 +6,6 @@ messages' own ``usage``, so ``ChatSession.usage`` is rebuilt from the messages a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -70,7 +69,7 @@ def decode_meta(item: Item) -> ChatSession:
         usage_totals=Usage(prompt_tokens=counts[0], completion_tokens=counts[1], total_tokens=counts[2]),
         message_count=int(item["message_count"]["N"]),
         # Sessions stored before branches existed are one line: their leaf is the last message.
-        leaf_seq=int(item.get("leaf_seq", item["message_count"])["N"]),
+        leaf_seq=int((item.get("leaf_seq") or item["message_count"])["N"]),
         version=int(item["version"]["N"]),
         active_turn_id=_active_turn(item),
         context_summary=item.get("summary", {}).get("S", ""),
@@ -108,16 +107,6 @@ def encode_message(session_id: str, message: ChatMessage, seq: int) -> Item:
 
 def message_body(message: ChatMessage, seq: int) -> str:
     return message.model_copy(update={"seq": seq}).model_dump_json()
-
-
-def client_marker(message: ChatMessage) -> str:
-    """The key suffix that makes a client message id idempotent: the id itself, and for an edited version the id
-    with its text's digest (two copies of one edit race on one marker; a different edit is a new version)."""
-    assert message.client_message_id is not None
-    if message.edit_of is None:
-        return message.client_message_id
-    digest = hashlib.sha256((message.content or "").encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    return f"{message.client_message_id}#{digest}"
 
 
 def decode_message(item: Item) -> ChatMessage:

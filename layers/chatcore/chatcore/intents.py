@@ -1,0 +1,135 @@
+"""How a chat request is read: what the client asked for (an ``Intent``), and what the turn does about it (a
+``Plan``), decided over the session as stored — never over the client's copy of the history.
+
+The AI SDK's ``useChat`` sends the whole conversation with every POST (``{id, messages, trigger, messageId}``).
+The web layer reduces that body to an intent; ``plan_turn`` decides over the stored active path:
+
+=====================  ==============================================  ===========================================
+trigger                last message sent                               plan
+=====================  ==============================================  ===========================================
+submit-message         user; id not on the active path                 ``Send``: a new message after the leaf
+submit-message         user; id on the path, same text                 ``Resend``: replay that message's turn
+submit-message         user; id on the path, other text                ``Edit``: a new version, sibling of the old
+submit-message         assistant, tool parts ``approval-responded``    ``Answer approvals`` (``chatcore.approvals``)
+submit-message         assistant, nothing to answer                    rejected (422)
+regenerate-message     ``messageId`` names an answer (its turn id)     ``Regenerate``: a new answer, sibling of it
+regenerate-message     ``messageId`` names a user message              ``Regenerate``: a new answer to it
+regenerate-message     no ``messageId``                                ``Regenerate`` the last answer of the path
+=====================  ==============================================  ===========================================
+
+A user message's id is the client's (``client_message_id``); an edited version keeps it, so "the same id" means
+the version on the active path. Regenerate and edit never delete: the old answer or message stays as a version
+(``GET /sessions/{id}/messages/{message_id}/versions``). Neither is allowed while a background tool of the path
+is still running (its result belongs to the branch that called it): 409.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatcore.errors import Conflict, NotFound, ValidationFailed
+from chatcore.models import ChatMessage, ChatSession, client_key
+
+
+# -- what the client asked -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewMessage:
+    """A user message (``submit-message`` ending with the user's message)."""
+
+    text: str
+    client_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RegenerateAnswer:
+    """``regenerate-message``; ``message_id`` is the answer's id (its turn id), a user message's id, or None for
+    the last answer."""
+
+    message_id: str | None = None
+
+
+Intent = NewMessage | RegenerateAnswer
+
+
+# -- what the turn does ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    text: str
+    client_message_id: str | None
+
+
+@dataclass(frozen=True)
+class Resend:
+    """The same message again: attach to the turn it started (``client_key`` names it in the replay log)."""
+
+    client_key: str
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A new version of the user message ``of_seq``: same client id, new text, same parent."""
+
+    text: str
+    client_message_id: str
+    of_seq: int
+    parent_seq: int
+
+
+@dataclass(frozen=True)
+class Regenerate:
+    """Answer again after message ``parent_seq`` (the new answer is a sibling of the answers already there)."""
+
+    parent_seq: int
+
+
+Plan = Send | Resend | Edit | Regenerate
+
+
+def plan_turn(session: ChatSession, intent: Intent) -> Plan:
+    """The row of the decision table (module docstring) for ``intent`` over ``session``'s active path."""
+    if isinstance(intent, RegenerateAnswer):
+        return _regenerate(session, intent.message_id)
+    cmid = intent.client_message_id
+    stored = _user_message(session, cmid) if cmid else None
+    if stored is None:
+        return Send(intent.text, cmid)
+    assert cmid is not None
+    assert stored.seq is not None
+    if (stored.content or "") == intent.text:
+        return Resend(client_key(stored))
+    _refuse_while_pending(session)
+    return Edit(intent.text, cmid, stored.seq, stored.parent_seq or 0)
+
+
+def _user_message(session: ChatSession, client_message_id: str) -> ChatMessage | None:
+    for message in reversed(session.messages):
+        if message.role == "user" and message.client_message_id == client_message_id:
+            return message
+    return None
+
+
+def _regenerate(session: ChatSession, message_id: str | None) -> Plan:
+    path = session.messages
+    if not path:
+        raise ValidationFailed(
+            "there is no answer to regenerate", details=[{"loc": ["messageId"], "msg": "empty conversation"}]
+        )
+    if message_id is None:
+        target = path[-1]
+    else:
+        found = next((m for m in path if message_id in (m.turn_id, m.message_id, m.client_message_id)), None)
+        if found is None:
+            raise NotFound("no message with this id on the conversation's active branch")
+        target = found
+    _refuse_while_pending(session)
+    if target.role == "user":
+        assert target.seq is not None
+        return Regenerate(target.seq)
+    # The answer is every message of its turn after the user's: answer again from before its first one.
+    first = next(m for m in path if m.turn_id == target.turn_id and m.role != "user") if target.turn_id else target
+    return Regenerate(first.parent_seq or 0)
+
+
+def _refuse_while_pending(session: ChatSession) -> None:
+    if any(message.status == "pending" for message in session.messages):
+        raise Conflict("a background tool of this conversation is still running; wait for its result")
