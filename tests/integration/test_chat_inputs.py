@@ -73,7 +73,9 @@ BAD = [
         "validation_error",
     ),
     ("POST", "/chat", None, _ui(trigger="explode"), 422, "validation_error"),
-    ("POST", "/chat", None, _ui(trigger="regenerate-message"), 422, "validation_error"),
+    # A regenerate never creates a session: with nothing stored there is nothing to answer again.
+    ("POST", "/chat", None, _ui(trigger="regenerate-message"), 404, "not_found"),
+    ("POST", "/chat", None, _ui(trigger="regenerate-message", messageId="bad id!"), 422, "validation_error"),
     ("POST", "/chat", {"content-type": "text/plain"}, _ui(), 415, "unsupported_media_type"),
     ("POST", "/chat", None, b'{"id": "' + b"x" * 3_000_000 + b'"}', 413, "payload_too_large"),
     ("GET", "/chat", None, None, 405, "method_not_allowed"),

@@ -126,7 +126,7 @@ async def test_regenerate_adds_a_sibling_answer_and_deletes_nothing(parts: Parts
         (2, 1, "First answer."),
         (3, 1, "Second answer."),
     ]
-    assert _stored(parts).versions == {3: [2, 3]}
+    assert _stored(parts).versions == {3: [tree[1].message_id, tree[2].message_id]}
     assert tree[2].turn_id == again.turn_id != tree[1].turn_id
     # The LLM answered the user message again: the old answer is not in its history.
     history = parts.model.requests[-1]["messages"]
@@ -150,7 +150,7 @@ async def test_edit_creates_a_new_version_that_the_llm_reads(parts: Parts):
     assert [m["content"] for m in history[1:]] == ["What is 3+3?"]
     tree = parts.sessions.trees[parts.session_id]
     assert [(m.seq, m.parent_seq, m.edit_of) for m in tree] == [(1, 0, None), (2, 1, None), (3, 0, 1), (4, 3, None)]
-    assert _stored(parts).versions == {3: [1, 3]}
+    assert _stored(parts).versions == {3: [tree[0].message_id, tree[2].message_id]}
 
 
 async def test_editing_back_to_an_earlier_text_is_a_third_version(parts: Parts):
@@ -158,7 +158,8 @@ async def test_editing_back_to_an_earlier_text_is_a_third_version(parts: Parts):
     await _send(parts, "B", "u1", "b.")
     await _send(parts, "A", "u1", "a again.")
     assert _path(parts) == [("user", "A"), ("assistant", "a again.")]
-    assert _stored(parts).versions[5] == [1, 3, 5]
+    tree = parts.sessions.trees[parts.session_id]
+    assert _stored(parts).versions[5] == [tree[0].message_id, tree[2].message_id, tree[4].message_id]
 
 
 async def test_a_resend_of_the_same_text_starts_no_turn(parts: Parts):

@@ -96,7 +96,8 @@ def test_active_path_follows_parents_and_versions_name_the_siblings():
     messages = [ChatMessage(role=role, content=str(seq), seq=seq, parent_seq=parent) for seq, parent, role in rows]
     path = active_path(messages, 5)
     assert [m.seq for m in path] == [1, 2, 3, 5]
-    assert version_groups(messages, path) == {3: [3, 6], 5: [4, 5]}
+    ids = {m.seq: m.message_id for m in messages}
+    assert version_groups(messages, path) == {3: [ids[3], ids[6]], 5: [ids[4], ids[5]]}
     assert [m.seq for m in active_path(messages, 6)] == [1, 2, 6]
     assert active_path(messages, 0) == []
 

@@ -157,9 +157,9 @@ class ChatSession(_Model):
     # the summary applies while that message is on the active path).
     context_summary: str = ""
     summary_seq: int = 0
-    # For each message on the active path that has other versions: the seqs of all its versions (siblings of the
-    # same role under the same parent, oldest first). Derived from the stored tree when it is read.
-    versions: dict[int, list[int]] = Field(default_factory=dict)
+    # For each message (by seq) on the active path that has other versions: the message ids of all its versions
+    # (siblings of the same role under the same parent, oldest first). Derived from the stored tree when read.
+    versions: dict[int, list[str]] = Field(default_factory=dict)
     # The editable fields as they were when this object was built or last saved; an upsert writes only the
     # fields that differ, so it never reverts a concurrent rename with a stale value.
     _clean: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -235,15 +235,15 @@ def active_path(messages: Iterable[ChatMessage], leaf_seq: int) -> list[ChatMess
     return path
 
 
-def version_groups(messages: Iterable[ChatMessage], path: Iterable[ChatMessage]) -> dict[int, list[int]]:
-    """For each message of ``path`` that has siblings of its role: every sibling's seq, oldest first."""
-    children: dict[tuple[int, str], list[int]] = {}
+def version_groups(messages: Iterable[ChatMessage], path: Iterable[ChatMessage]) -> dict[int, list[str]]:
+    """For each message of ``path`` that has siblings of its role: every sibling's message id, oldest first."""
+    children: dict[tuple[int, str], list[ChatMessage]] = {}
     for message in messages:
         if message.seq is not None:
-            children.setdefault((message.parent_seq or 0, message.role), []).append(message.seq)
-    groups: dict[int, list[int]] = {}
+            children.setdefault((message.parent_seq or 0, message.role), []).append(message)
+    groups: dict[int, list[str]] = {}
     for message in path:
         siblings = children.get((message.parent_seq or 0, message.role), [])
         if len(siblings) > 1 and message.seq is not None:
-            groups[message.seq] = sorted(siblings)
+            groups[message.seq] = [m.message_id for m in sorted(siblings, key=lambda m: m.seq or 0)]
     return groups

@@ -13,14 +13,16 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import JsonValue
 
+from chatcore import branches
 from chatcore.cache import SessionCache
-from chatcore.errors import BadRequest, NotFound
+from chatcore.dynamo.codecs import with_messages
+from chatcore.errors import BadRequest, NotFound, TurnInProgress
 from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
 from chatcore.store import SessionStore, TurnGuard
 
@@ -38,6 +40,7 @@ class SessionPage:
 class MessagePage:
     messages: list[ChatMessage]
     next_cursor: str | None
+    versions: dict[int, list[str]] = field(default_factory=dict)  # of the active path (``ChatSession.versions``)
 
 
 def _encode_cursor(payload: dict[str, Any]) -> str:
@@ -203,16 +206,61 @@ class SessionService:
         return SessionPage(sessions, next_cursor)
 
     async def list_messages(
-        self, session_id: str, user_id: str, *, limit: int = 50, cursor: str | None = None
+        self,
+        session_id: str,
+        user_id: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        branch: Literal["active", "all"] = "active",
     ) -> MessagePage:
+        """A page of the active path (root first), or with ``branch="all"`` of every message of every branch
+        (by seq, each naming its parent)."""
         after = _message_cursor(cursor) if cursor else 0
         session = await self.get_chat_session(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
-        page = session.messages[after : after + limit]
+        messages = session.messages if branch == "active" else (await self._tree(session_id, user_id))[1]
+        page = messages[after : after + limit]
         end = after + len(page)
-        next_cursor = _encode_cursor({"a": end}) if end < len(session.messages) else None
-        return MessagePage(page, next_cursor)
+        next_cursor = _encode_cursor({"a": end}) if end < len(messages) else None
+        return MessagePage(page, next_cursor, session.versions if branch == "active" else {})
+
+    # -- branches (regenerate and edit add versions; chatcore.branches) ------------------------------------------
+
+    async def versions(self, session_id: str, user_id: str, ref: str) -> tuple[list[ChatMessage], int]:
+        """The versions of the message ``ref`` names (``chatcore.branches.find``), oldest first, and the index
+        of the one on the active path (-1 when none is)."""
+        session, messages = await self._tree(session_id, user_id)
+        path = with_messages(session, messages).messages
+        message = branches.find(messages, ref, path)
+        if message is None:
+            raise NotFound("message not found")
+        found = branches.versions(messages, message)
+        active = {m.seq for m in path}
+        return found, next((i for i, m in enumerate(found) if m.seq in active), -1)
+
+    async def switch_branch(self, session_id: str, user_id: str, ref: str) -> ChatSession:
+        """Make the version ``ref`` names active: the newest leaf under it becomes the session's active leaf.
+        Refused (409) while a reply is being generated."""
+        session, messages = await self._tree(session_id, user_id)
+        message = branches.find(messages, ref, with_messages(session, messages).messages)
+        if message is None:
+            raise NotFound("message not found")
+        meta = await self.store.set_leaf(session_id, branches.newest_leaf(messages, message), owner=user_id)
+        if meta is None:
+            now = await self.store.load_meta(session_id)
+            if now is None or now.user_id != user_id:
+                raise NotFound("session not found")
+            raise TurnInProgress("a reply is being generated in this session; switch when it has finished")
+        await self.cache.invalidate(session_id, version=meta.version)
+        return meta
+
+    async def _tree(self, session_id: str, user_id: str | None) -> tuple[ChatSession, list[ChatMessage]]:
+        found = await self.store.load_tree(session_id) if is_valid_session_id(session_id) else None
+        if found is None or found[0].user_id != user_id:
+            raise NotFound("session not found")
+        return found
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
         """Delete the session and every item of it; False when it does not exist for ``user_id``."""

@@ -50,3 +50,20 @@ async def set_summary(table: Table, session_id: str, summary: str, seq: int) -> 
     ex.set("summary", s_attr(summary)).set("summary_seq", n_attr(seq))
     ex.require(SESSION_ALIVE)
     await update_meta(table, session_id, ex)
+
+
+async def set_leaf(table: Table, session_id: str, leaf_seq: int, *, owner: str | None) -> ChatSession | None:
+    """Make ``leaf_seq`` the active leaf (switching branches); None when the session is missing, deleted, not
+    ``owner``'s, the message does not exist, or a turn holds the lease (the caller tells which)."""
+    ex = Expression()
+    ex.set("leaf_seq", n_attr(leaf_seq))
+    held_by, expires = ex.name("active_turn_id"), ex.name("active_turn_expires")
+    now = ex.value(n_attr(int(utcnow().timestamp())))
+    ex.require(
+        SESSION_ALIVE,
+        f"{ex.name('message_count')} >= {ex.value(n_attr(leaf_seq))}",
+        f"(attribute_not_exists({held_by}) OR {expires} < {now})",
+    )
+    if owner is not None:
+        ex.require(ex.eq("user_id", s_attr(owner)))
+    return await update_meta(table, session_id, ex)

@@ -1,4 +1,4 @@
-"""Reads of sessions: META alone, the whole session, and a user's sessions newest first."""
+"""Reads of sessions: META alone, the session with its active path, every branch, a user's sessions newest first."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import BY_USER_INDEX, META, MSG_END, by_user_sk, meta_key, pk, s_attr, user_pk
 from chatcore.dynamo.table import Table
 from chatcore.errors import ServiceUnavailable
-from chatcore.models import ChatSession
+from chatcore.models import ChatMessage, ChatSession
 
 Cursor = tuple[str, str]  # (updated_at iso, session_id) of the last session of a page
 
@@ -26,7 +26,13 @@ async def load_meta(table: Table, session_id: str) -> ChatSession | None:
 
 
 async def load(table: Table, session_id: str) -> ChatSession | None:
-    """The whole session, paging through any number of messages; None when missing or deleted."""
+    """The session with its active path, paging through any number of messages; None when missing or deleted."""
+    found = await load_tree(table, session_id)
+    return None if found is None else with_messages(*found)
+
+
+async def load_tree(table: Table, session_id: str) -> tuple[ChatSession, list[ChatMessage]] | None:
+    """META and every stored message of every branch, by seq; None when missing or deleted."""
     for _attempt in range(5):
         items = await table.query(_session_items(session_id))
         if not items or items[0]["SK"]["S"] != META or "deleted_at" in items[0]:
@@ -36,7 +42,7 @@ async def load(table: Table, session_id: str) -> ChatSession | None:
         # A query is not isolated from a concurrent transaction: META may count a message the query
         # did not see yet. Read again rather than return a history with a hole.
         if len(messages) == session.message_count:
-            return with_messages(session, messages)
+            return session, messages
         await asyncio.sleep(0.01)
     raise ServiceUnavailable("session kept changing while it was read")
 

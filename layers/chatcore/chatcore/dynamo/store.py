@@ -42,6 +42,10 @@ class SessionStore:
         """The whole session; None when missing or deleted."""
         return await reads.load(self._table, session_id)
 
+    async def load_tree(self, session_id: str) -> tuple[ChatSession, list[ChatMessage]] | None:
+        """META and every stored message of every branch, by seq; None when missing or deleted."""
+        return await reads.load_tree(self._table, session_id)
+
     async def list_for_user(
         self,
         user_id: str,
@@ -79,6 +83,10 @@ class SessionStore:
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
         """Store the context summary of the path from the root to message ``seq`` (replacing any other)."""
         await fields.set_summary(self._table, session_id, summary, seq)
+
+    async def set_leaf(self, session_id: str, leaf_seq: int, *, owner: str | None) -> ChatSession | None:
+        """Switch the active branch to the one ending at ``leaf_seq``; None when refused (see ``fields``)."""
+        return await fields.set_leaf(self._table, session_id, leaf_seq, owner=owner)
 
     async def delete(
         self,

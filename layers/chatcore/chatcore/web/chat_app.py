@@ -1,7 +1,8 @@
 """The chat HTTP API (ChatFunction): AI SDK UI message streams over SSE.
 
     POST /chat                    the AI SDK transport body {id, messages, trigger, messageId}; id = session id,
-                                  created for the caller on first use
+                                  created for the caller on first use. Send, resend, edit and regenerate are
+                                  read by the decision table of ``chatcore.intents``
     POST /sessions/{id}/stream    {"message": "..."} for curl
     GET  /chat/{id}/stream        resume: full replay of the active turn, then live until it ends (204: none);
                                   Last-Event-ID continues after that replay-log entry
@@ -27,6 +28,7 @@ from chatcore import ports
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, ValidationFailed
+from chatcore.intents import Intent, NewMessage, RegenerateAnswer
 from chatcore.models import is_valid_session_id
 from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
 from chatcore.streams import Chunk, Frame, Ping, follow_live, follow_log, open_resume
@@ -69,17 +71,24 @@ class SimpleMessageIn(BaseModel):
     message: str
 
 
-def _user_text(request: ChatRequest, max_chars: int) -> tuple[str, str | None]:
+def _intent(request: ChatRequest, max_chars: int) -> Intent:
+    """What the POST asks for; the decision over the stored session is ``chatcore.intents.plan_turn``."""
+    if request.trigger == "regenerate-message":
+        # useChat omits messageId when regenerate() has no argument: the last answer.
+        return RegenerateAnswer(_checked_id(request.message_id, ["messageId"]))
     last = request.messages[-1]
     if last.role != "user":
         raise ValidationFailed(
             "the last message must be the user's", details=[{"loc": ["messages"], "msg": "no user message"}]
         )
     text = "".join(part.text or "" for part in last.parts if part.type == "text")
-    client_id = last.id or None
-    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
-        raise ValidationFailed("invalid message id", details=[{"loc": ["messages", "id"], "msg": "invalid id"}])
-    return _check_text(text, max_chars), client_id
+    return NewMessage(_check_text(text, max_chars), _checked_id(last.id or None, ["messages", "id"]))
+
+
+def _checked_id(value: str | None, loc: list[str]) -> str | None:
+    if value is not None and not _CLIENT_ID.fullmatch(value):
+        raise ValidationFailed("invalid message id", details=[{"loc": loc, "msg": "invalid id"}])
+    return value
 
 
 def _check_text(text: str, max_chars: int) -> str:
@@ -116,13 +125,10 @@ class ChatApi:
         body = parse_model(ChatRequest, await read_json(request, max_bytes=self.settings.max_body_bytes * 8))
         if not is_valid_session_id(body.id):
             raise BadRequest("invalid chat id")
-        if body.trigger == "regenerate-message":
-            raise ValidationFailed(
-                "regenerating an answer is not supported yet; send the message again",
-                details=[{"loc": ["trigger"], "msg": "unsupported"}],
-            )
-        text, client_id = _user_text(body, self.settings.max_message_chars)
-        started = await self.engine.start_turn(body.id, text, user_id=user_id, client_message_id=client_id, create=True)
+        intent = _intent(body, self.settings.max_message_chars)
+        # A regenerate needs an answer to replace: it never creates the session.
+        create = isinstance(intent, NewMessage)
+        started = await self.engine.submit(body.id, intent, user_id=user_id, create=create)
         return self._respond(started)
 
     async def simple_stream(self, request: Request) -> Response:

@@ -17,7 +17,9 @@ from chatcore.web.schemas import (
     MessageListOut,
     SessionListOut,
     SessionOut,
+    SwitchBranchIn,
     UpdateSessionIn,
+    VersionsOut,
 )
 
 _REF = "#/components/schemas/{model}"
@@ -43,6 +45,15 @@ _SESSION_ID = {
 }
 
 
+_MESSAGE_ID = {
+    "name": "message_id",
+    "in": "path",
+    "required": True,
+    "description": "a message id, an answer's id (its turn id, as useChat holds it) or a user message's client id",
+    "schema": {"type": "string", "pattern": r"^[\w.:#-]{1,128}$"},
+}
+
+
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
@@ -57,6 +68,8 @@ def sessions_openapi() -> dict[str, Any]:
         SessionListOut,
         MessageListOut,
         DeleteSessionsOut,
+        VersionsOut,
+        SwitchBranchIn,
         ErrorOut,
     ]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
@@ -122,14 +135,36 @@ def sessions_openapi() -> dict[str, Any]:
         "/sessions/{session_id}/messages": {
             "parameters": [_SESSION_ID],
             "get": {
-                "summary": "Messages of a session, oldest first",
+                "summary": "Messages of the active branch, oldest first (branch=all: every message by seq)",
                 "parameters": [
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
                     _query("cursor", cursor),
+                    _query("branch", {"enum": ["active", "all"], "default": "active"}),
                 ],
                 "responses": {
                     "200": {"description": "a page", **_json("MessageListOut")},
                     **_errors(*auth_errors, 404),
+                },
+            },
+        },
+        "/sessions/{session_id}/messages/{message_id}/versions": {
+            "parameters": [_SESSION_ID, _MESSAGE_ID],
+            "get": {
+                "summary": "The versions of a message (regenerated answers, edited messages), oldest first",
+                "responses": {
+                    "200": {"description": "the versions", **_json("VersionsOut")},
+                    **_errors(*auth_errors, 404),
+                },
+            },
+        },
+        "/sessions/{session_id}/branch": {
+            "parameters": [_SESSION_ID],
+            "put": {
+                "summary": "Make a version active: the newest branch under it becomes the conversation",
+                "requestBody": {"required": True, **_json("SwitchBranchIn")},
+                "responses": {
+                    "200": {"description": "switched", **_json("SessionOut")},
+                    **_errors(*auth_errors, 404, 409, 413, 415, 422),
                 },
             },
         },

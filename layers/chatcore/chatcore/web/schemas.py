@@ -79,12 +79,20 @@ class MessageOut(BaseModel):
     created_at: datetime
     usage: Usage | None
     turn_id: str | None
+    client_message_id: str | None
+    parent_seq: int | None
+    # The ids of every version of this message (itself included, oldest first) when it has other versions
+    # (a regenerated answer, an edited message); only in the active path's listing.
+    versions: list[str] | None = None
 
     @classmethod
-    def of(cls, message: ChatMessage) -> MessageOut:
+    def of(cls, message: ChatMessage, versions: list[str] | None = None) -> MessageOut:
         return cls(
             id=message.message_id,
             seq=message.seq,
+            client_message_id=message.client_message_id,
+            parent_seq=message.parent_seq,
+            versions=versions,
             role=message.role,
             content=message.content,
             tool_calls=message.tool_calls,
@@ -105,6 +113,15 @@ class SessionListOut(BaseModel):
 class MessageListOut(BaseModel):
     messages: list[MessageOut]
     next_cursor: str | None
+
+
+class VersionsOut(BaseModel):
+    versions: list[MessageOut]
+    active_index: int  # the version on the active path; -1 when none is
+
+
+class SwitchBranchIn(_In):
+    message_id: str = Field(min_length=1, max_length=128)
 
 
 class DeleteSessionsOut(BaseModel):

@@ -1,11 +1,17 @@
 """The sessions HTTP API (SessionsFunction): session CRUD for the authenticated user.
 
+    GET    /sessions/{id}/messages            the active path, paged (``?branch=all``: every message of every
+                                              branch by seq, each naming its parent)
+    GET    /sessions/{id}/messages/{mid}/versions  the versions of a message (regenerated answers, edits)
+    PUT    /sessions/{id}/branch              {"message_id"}: make that version active (its newest leaf)
+
 Routes are disjoint from the chat app's, so the local stack serves both on one origin.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from typing import Any
 
@@ -30,9 +36,21 @@ from chatcore.web.schemas import (
     MessageOut,
     SessionListOut,
     SessionOut,
+    SwitchBranchIn,
     UpdateSessionIn,
+    VersionsOut,
     dump,
 )
+
+MESSAGE_REF = re.compile(r"^[\w.:#-]{1,128}$")
+
+
+def message_ref(request: Request) -> str:
+    """The ``{message_id}`` of a path: a message id, an answer's turn id or a user message's client id."""
+    value = str(request.path_params["message_id"])
+    if not MESSAGE_REF.fullmatch(value):
+        raise BadRequest("invalid message id")
+    return value
 
 
 def clean_title(title: str, max_chars: int) -> str:
@@ -116,14 +134,41 @@ class SessionsApi:
 
     async def messages(self, request: Request) -> Response:
         principal = await self._principal(request)
-        known_query(request, {"limit", "cursor"})
+        known_query(request, {"limit", "cursor", "branch"})
         session_id = session_id_param(request)
         limit = int_query(request, "limit", default=50, minimum=1, maximum=200)
+        branch = request.query_params.get("branch", "active")
+        if branch not in ("active", "all"):
+            raise BadRequest("branch must be 'active' or 'all'")
         page = await self.service.list_messages(
-            session_id, principal.user_id, limit=limit, cursor=request.query_params.get("cursor")
+            session_id,
+            principal.user_id,
+            limit=limit,
+            cursor=request.query_params.get("cursor"),
+            branch="all" if branch == "all" else "active",
         )
-        out = MessageListOut(messages=[MessageOut.of(m) for m in page.messages], next_cursor=page.next_cursor)
+        versions = page.versions if branch == "active" else {}
+        out = MessageListOut(
+            messages=[MessageOut.of(m, versions.get(m.seq or 0)) for m in page.messages],
+            next_cursor=page.next_cursor,
+        )
         return JSONResponse(dump(out))
+
+    async def versions(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        known_query(request, set())
+        session_id = session_id_param(request)
+        found, active = await self.service.versions(session_id, principal.user_id, message_ref(request))
+        return JSONResponse(dump(VersionsOut(versions=[MessageOut.of(m) for m in found], active_index=active)))
+
+    async def switch_branch(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        session_id = session_id_param(request)
+        body = parse_model(SwitchBranchIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        if not MESSAGE_REF.fullmatch(body.message_id):
+            raise ValidationFailed("invalid message id", details=[{"loc": ["message_id"], "msg": "invalid id"}])
+        session = await self.service.switch_branch(session_id, principal.user_id, body.message_id)
+        return JSONResponse(dump(SessionOut.of(session)))
 
     async def update(self, request: Request) -> Response:
         principal = await self._principal(request)
@@ -167,6 +212,8 @@ def create_sessions_app(service: SessionService, authenticator: Authenticator, s
         Route("/sessions/{session_id}", api.update, methods=["PATCH"]),
         Route("/sessions/{session_id}", api.delete, methods=["DELETE"]),
         Route("/sessions/{session_id}/messages", api.messages, methods=["GET"]),
+        Route("/sessions/{session_id}/messages/{message_id}/versions", api.versions, methods=["GET"]),
+        Route("/sessions/{session_id}/branch", api.switch_branch, methods=["PUT"]),
     ]
     return json_api(routes)
 
