@@ -261,7 +261,7 @@ class LocalStack:
                     CORSMiddleware,
                     allow_origins=list(settings.cors_allow_origins),
                     allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                    allow_headers=["authorization", "content-type", "last-event-id"],
+                    allow_headers=["authorization", "content-type", "last-event-id", "x-ui-stream-protocol"],
                 ),
                 Middleware(RunAsFunction, functions=functions),
             ],

@@ -159,6 +159,13 @@ def test_chat_url_streams_through_the_web_adapter():
     assert re.search(r"^handler = ", (ROOT / chat["CodeUri"] / "app.py").read_text(), re.MULTILINE)
 
 
+def test_chat_url_cors_allows_every_request_header_the_chat_reads():
+    from chatcore.web.chat_app import LEVEL_HEADER
+
+    cors = _functions()["ChatFunction"]["FunctionUrlConfig"]["Cors"]
+    assert {"authorization", "content-type", "last-event-id", LEVEL_HEADER} <= set(cors["AllowHeaders"])
+
+
 def test_routes_of_the_functions_are_disjoint():
     from chatcore.auth import Authenticator
     from chatcore.config import Settings

@@ -7,8 +7,12 @@
 //
 // Options:
 //   --abort-after-chunks N  read N chunks, then abort the fetch (a page reload mid-stream)
-//   --ai PKG                which installed copy of `ai` to use: ai (default), ai5-strict, ai6
-//                           (env ORACLE_AI works too); see package.json
+//   --ai PKG                which installed copy of `ai` to use: ai (default, latest 5.x), ai5-strict,
+//                           ai6, ai7 (env ORACLE_AI works too); see package.json
+//   --level v5|v6|v7        send `x-ui-stream-protocol: LEVEL` (the server's protocol level for this
+//                           request); without it the server uses its configured level
+//   --message JSON|-        the assistant UIMessage the stream continues (what AbstractChat passes when
+//                           the last message is the assistant's: a continuation after a tool approval)
 //   --header 'Name: value'  extra request header (repeatable)
 //   --timeout MS            abort the whole exchange after MS milliseconds (default 60000)
 //
@@ -19,8 +23,9 @@
 // timeout), and `error` then says why (the client's own error name and message);
 // chunks: every JSON payload of the response in order, as sent (before schema validation),
 // including those after a failure ({"__unparseable__": text} for invalid JSON);
-// message: the last UIMessage snapshot {id, role, parts, metadata?} the client assembled, or
-// null if it never produced one (204, HTTP error, or a stream that changes nothing);
+// message: the last UIMessage snapshot {id, role, parts, metadata?} the client assembled (on top
+// of --message, when given), or null if it never produced one (204, HTTP error, or a stream that
+// changes nothing);
 // headers: response headers, lower-cased; aborted: --abort-after-chunks fired; ai: "pkg@version".
 // Exit 2 only for misuse of the harness itself.
 //
@@ -35,8 +40,8 @@ import { readFileSync } from 'node:fs';
 import { createParser } from 'eventsource-parser';
 
 const USAGE = `usage:
-  node oracle.mjs chat   --url URL [--token T] --body JSON|- [--abort-after-chunks N] [--ai PKG] [--header 'K: V'] [--timeout MS]
-  node oracle.mjs resume --url URL [--token T] [--abort-after-chunks N] [--ai PKG] [--header 'K: V'] [--timeout MS]`;
+  node oracle.mjs chat   --url URL [--token T] --body JSON|- [--abort-after-chunks N] [--ai PKG] [--level L] [--message JSON|-] [--header 'K: V'] [--timeout MS]
+  node oracle.mjs resume --url URL [--token T] [--abort-after-chunks N] [--ai PKG] [--level L] [--message JSON|-] [--header 'K: V'] [--timeout MS]`;
 
 function die(msg) {
   process.stderr.write(`oracle: ${msg}\n${USAGE}\n`);
@@ -55,6 +60,8 @@ function parseCli(argv) {
         body: { type: 'string' },
         'abort-after-chunks': { type: 'string' },
         ai: { type: 'string' },
+        level: { type: 'string' },
+        message: { type: 'string' },
         header: { type: 'string', multiple: true },
         timeout: { type: 'string' },
       },
@@ -67,6 +74,7 @@ function parseCli(argv) {
   if (positionals.length !== 1 || !['chat', 'resume'].includes(mode)) die('expected one command: chat | resume');
   if (!v.url) die('--url is required');
 
+  if (v.body === '-' && v.message === '-') die('only one of --body and --message can read stdin');
   let body;
   if (mode === 'chat') {
     if (v.body == null) die('chat needs --body');
@@ -80,6 +88,18 @@ function parseCli(argv) {
     }
   } else if (v.body != null) {
     die('resume takes no --body');
+  }
+
+  let message;
+  if (v.message != null) {
+    try {
+      message = JSON.parse(v.message === '-' ? readFileSync(0, 'utf8') : v.message);
+    } catch (e) {
+      die(`--message is not valid JSON: ${e.message}`);
+    }
+    if (typeof message !== 'object' || message === null || message.role !== 'assistant' || !Array.isArray(message.parts)) {
+      die('--message must be an assistant UIMessage {id, role: "assistant", parts: [...]}');
+    }
   }
 
   const toInt = (s, name) => {
@@ -96,11 +116,16 @@ function parseCli(argv) {
     headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
   }
   if (v.token) headers.authorization = `Bearer ${v.token}`;
+  if (v.level != null) {
+    if (!/^v[567]$/.test(v.level)) die('--level must be v5, v6 or v7');
+    headers['x-ui-stream-protocol'] = v.level;
+  }
 
   return {
     mode,
     url: v.url,
     body,
+    message,
     headers,
     abortAfter: toInt(v['abort-after-chunks'], '--abort-after-chunks'),
     timeout: toInt(v.timeout, '--timeout') ?? 60_000,
@@ -235,6 +260,7 @@ async function main() {
       }));
       // terminateOnError: like AbstractChat, the first error ends the stream.
       const snapshots = ai.readUIMessageStream({
+        message: opts.message,
         stream: counted,
         terminateOnError: true,
         onError: (e) => errors.push(e),

@@ -6,6 +6,11 @@
 //
 // Exits non-zero if any expectation fails. Case (f), an extra key on a known chunk, is not an
 // expectation: it only records whether the pinned version validates strictly.
+//
+// It runs on this machine's Node for every pinned client, ai 7.x included although its package
+// declares Node >= 22: every case passing with `--ai ai7` on Node 20 is the proof that the 7.x
+// client imports, validates, parses and assembles messages here (tests/contract/test_ai_sdk_contract.py
+// runs this file).
 
 import http from 'node:http';
 import { execFile } from 'node:child_process';
@@ -68,7 +73,18 @@ const unknownToolOutput = [
   { type: 'tool-output-available', toolCallId: 'ghost', output: 1, dynamic: true, providerExecuted: true },
 ];
 
-const streams = { text, tool, title, deltaWithoutStart, unknownType, extraKey, errorChunk, unknownToolOutput };
+// A continuation of msg-2 (the oracle's --message): one more text part in the same message.
+const continued = [
+  { type: 'start', messageId: 'msg-2' },
+  { type: 'start-step' },
+  { type: 'text-start', id: 't3' },
+  { type: 'text-delta', id: 't3', delta: ' And more.' },
+  { type: 'text-end', id: 't3' },
+  { type: 'finish-step' },
+  { type: 'finish' },
+];
+
+const streams = { text, tool, title, deltaWithoutStart, unknownType, extraKey, errorChunk, unknownToolOutput, continued };
 
 // --- the server: PROTOCOL.md wire format, plus `: ping` comments and `id:` lines ----------
 const server = http.createServer((req, res) => {
@@ -79,7 +95,14 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   if (req.method === 'GET' && url.pathname === '/chat/none/stream') return res.writeHead(204).end();
   const name = url.pathname === '/chat/resumable/stream' ? 'text' : url.pathname.split('/')[2];
-  if (!streams[name]) return res.writeHead(404).end();
+  // The level header the oracle sent, echoed as a data part.
+  const level = [
+    { type: 'start', messageId: 'msg-9' },
+    { type: 'data-level', data: req.headers['x-ui-stream-protocol'] ?? null },
+    { type: 'finish' },
+  ];
+  const chosen = name === 'level' ? level : streams[name];
+  if (!chosen) return res.writeHead(404).end();
 
   // Consume the request body (POST) before answering; check what the transport sent.
   let body = '';
@@ -100,7 +123,7 @@ const server = http.createServer((req, res) => {
     });
     res.write(': ping\n\n');
     let i = 0;
-    for (const chunk of streams[name]) {
+    for (const chunk of chosen) {
       i += 1;
       res.write(`id: ${i}-0\ndata: ${JSON.stringify(chunk)}\n\n`);
       if (i % 3 === 0) res.write(': ping\n\n');
@@ -193,6 +216,20 @@ const cases = {
     const r = await oracleRun(ai, ['chat', '--url', `${base}/chat/text`, '--token', 'wrong', '--body', body]);
     check(!r.ok && r.status === 401 && r.error.startsWith('HTTP 401'), r);
   },
+  'm --level sends x-ui-stream-protocol': async (ai) => {
+    const sent = await chat(ai, 'level', '--level', 'v6');
+    check(sent.ok && sent.message.parts.find((p) => p.type === 'data-level')?.data === 'v6', sent);
+    const unsent = await chat(ai, 'level');
+    check(unsent.ok && unsent.message.parts.find((p) => p.type === 'data-level')?.data === null, unsent);
+  },
+  'n --message continues an assistant message': async (ai) => {
+    const first = await chat(ai, 'tool');
+    check(first.ok, first);
+    const r = await chat(ai, 'continued', '--message', JSON.stringify(first.message));
+    check(r.ok && r.message.id === 'msg-2', r);
+    check(r.message.parts.find((p) => p.type === 'dynamic-tool')?.state === 'output-available', r);
+    check(textOf(r.message) === 'Found 3. And more.', r);
+  },
 };
 
 function check(cond, r) {
@@ -205,6 +242,7 @@ const argv = process.argv.slice(2);
 const ais = argv[0] === '--ai' ? argv.slice(1) : Object.keys(pkg.dependencies).filter((d) => d.startsWith('ai'));
 
 let failures = 0;
+console.log(`node ${process.version}`);
 for (const ai of ais) {
   console.log(`# ${ai} (${pkg.dependencies[ai]})`);
   for (const [name, fn] of Object.entries(cases)) {

@@ -81,7 +81,7 @@ def test_regenerate_an_earlier_answer_by_its_id_keeps_the_later_exchange(chat_st
         view = [_user("u-1", "One")]
         response = client.post("/chat", json=_regenerate_body(sid, view, first_turn))
         assert response.status_code == 200 and parse_sse(response.text).done
-        assert [m["content"] for m in _path(client, sid)][0] == "One"
+        assert _path(client, sid)[0]["content"] == "One"
         assert len(_path(client, sid)) == 2 and len(_all(client, sid)) == 5
         # The versions endpoint names both answers by the id useChat holds (turn id) and by message id.
         versions = client.get(f"/sessions/{sid}/messages/{first_turn}/versions").json()
@@ -120,7 +120,7 @@ def test_switching_branches_changes_what_the_llm_reads(chat_stack: ChatStack):
         first_version = client.get(f"/sessions/{sid}/messages/u-1/versions").json()["versions"][0]
         switched = client.put(f"/sessions/{sid}/branch", json={"message_id": first_version["id"]})
         assert switched.status_code == 200, switched.text
-        assert [m["content"] for m in _path(client, sid)][0] == "Apples"
+        assert _path(client, sid)[0]["content"] == "Apples"
         assert _path(client, sid)[0]["versions"] == [first_version["id"], _all(client, sid)[2]["id"]]
         parse_sse(client.post("/chat", json=ui_body(sid, "And then?", "u-2")).text)
         prompt = _last_prompt(chat_stack)

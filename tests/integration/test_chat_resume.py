@@ -185,6 +185,7 @@ def test_resume_after_the_end_of_a_finished_log_ends_at_once_on_redis(settings):
     import asyncio
 
     from chatcore.container import Container
+    from chatcore.stream import DEFAULT_LEVEL
     from chatcore.streams import Chunk, End, follow_log
 
     async def run() -> list:
@@ -194,11 +195,19 @@ def test_resume_after_the_end_of_a_finished_log_ends_at_once_on_redis(settings):
             await replay.begin("s-end", "t-end", None)
             await replay.append("t-end", ['{"type":"start"}', '{"type":"finish"}'])
             await replay.end("s-end", "t-end")
-            whole = [f async for f in follow_log(replay, "t-end", heartbeat_seconds=0.05, idle_seconds=5)]
+            whole = [
+                f
+                async for f in follow_log(replay, "t-end", level=DEFAULT_LEVEL, heartbeat_seconds=0.05, idle_seconds=5)
+            ]
             last = [f for f in whole if isinstance(f, Chunk)][-1].event_id
             assert last is not None and isinstance(whole[-1], End)
             beyond = str(int(last.split("-")[0]) + 60_000) + "-0"  # a Last-Event-ID past the end entry too
-            return [f async for f in follow_log(replay, "t-end", beyond, heartbeat_seconds=0.05, idle_seconds=5)]
+            return [
+                f
+                async for f in follow_log(
+                    replay, "t-end", beyond, level=DEFAULT_LEVEL, heartbeat_seconds=0.05, idle_seconds=5
+                )
+            ]
         finally:
             await container.aclose()
 

@@ -10,6 +10,7 @@ def test_defaults():
     assert settings.table_name == "ChatTable" and settings.redis_url == "" and settings.auth_mode == "hs256"
     assert settings.allow_anonymous is False and settings.cache_ttl_seconds == 900
     assert settings.redis_cluster is False and settings.redis_tls_ca_file == ""
+    assert settings.ui_stream_protocol == "v5"
 
 
 def test_values_are_parsed():
@@ -47,6 +48,13 @@ def test_values_are_parsed():
 def test_bad_values_fail_at_start(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_stream_protocol_level():
+    assert Settings.from_env({"UI_STREAM_PROTOCOL": " V7 "}).ui_stream_protocol == "v7"
+    assert Settings.from_env({"UI_STREAM_PROTOCOL": ""}).ui_stream_protocol == "v5"
+    with pytest.raises(ConfigError, match=r"UI_STREAM_PROTOCOL must be one of v5, v6, v7, got '6'"):
+        Settings.from_env({"UI_STREAM_PROTOCOL": "6"})
 
 
 def test_cluster_and_tls_settings():

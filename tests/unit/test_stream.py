@@ -1,5 +1,6 @@
 """Each stream event encodes to exactly the documented chunk (the ``ai`` package's ``uiMessageChunkSchema``): no
-extra keys, strict JSON."""
+extra keys, strict JSON; each protocol level sends what its clients accept (tests/contract proves it against the
+real clients)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from chatcore.stream import (
+    DEFAULT_LEVEL,
+    DENIED_TEXT,
     DONE,
+    LEVELS,
     PING,
     STREAM_HEADERS,
-    ProtocolProfile,
     StreamAbort,
     StreamData,
     StreamError,
@@ -23,13 +26,16 @@ from chatcore.stream import (
     StreamTextDelta,
     StreamTextEnd,
     StreamTextStart,
+    StreamToolApprovalRequest,
     StreamToolInputAvailable,
     StreamToolInputDelta,
     StreamToolInputStart,
     StreamToolOutputAvailable,
+    StreamToolOutputDenied,
     StreamToolOutputError,
     encode_event,
     encode_json,
+    protocol_level,
     sse,
 )
 
@@ -83,21 +89,114 @@ CASES = [
     (StreamData.of("title", {"title": "T"}, id="title"), {"type": "data-title", "data": {"title": "T"}, "id": "title"}),
     (StreamData.of("status", None, transient=True), {"type": "data-status", "data": None, "transient": True}),
     (StreamError(error_text="oops"), {"type": "error", "errorText": "oops"}),
-    (StreamFinish(finish_reason="stop"), {"type": "finish"}),
+    (StreamFinish(), {"type": "finish"}),
     (StreamAbort(), {"type": "abort"}),
 ]
 
 
 @pytest.mark.parametrize(("event", "expected"), CASES)
-def test_event_chunks_are_exact(event, expected):
+def test_event_chunks_are_exact_and_the_same_at_every_level(event, expected):
     assert event.chunk() == expected
+    for level in LEVELS.values():
+        chunk = event.chunk()
+        assert level.adapt(chunk) == [expected] and level.adapt(chunk)[0] is chunk  # untouched, not copied
 
 
-def test_finish_reason_only_with_the_profile_switch():
-    assert StreamFinish(finish_reason="tool-calls").chunk(ProtocolProfile(finish_reason=True)) == {
-        "type": "finish",
-        "finishReason": "tool-calls",
+APPROVAL = StreamToolApprovalRequest(approval_id="ap1", tool_call_id="c1", tool_name="delete_file", input={"p": "x"})
+AUTOMATIC = StreamToolApprovalRequest(
+    approval_id="ap2", tool_call_id="c2", tool_name="delete_file", input={"p": "y"}, is_automatic=True
+)
+DENIED = StreamToolOutputDenied(tool_call_id="c1", approval_id="ap1", tool_name="delete_file", input={"p": "x"})
+APPROVAL_DATA = {"approvalId": "ap1", "toolCallId": "c1", "toolName": "delete_file", "input": {"p": "x"}}
+
+
+def test_the_stored_form_keeps_what_every_level_needs():
+    assert APPROVAL.chunk() == {
+        "type": "tool-approval-request",
+        "approvalId": "ap1",
+        "toolCallId": "c1",
+        "toolName": "delete_file",
+        "input": {"p": "x"},
     }
+    assert AUTOMATIC.chunk()["isAutomatic"] is True
+    assert DENIED.chunk() == {
+        "type": "tool-output-denied",
+        "toolCallId": "c1",
+        "approvalId": "ap1",
+        "toolName": "delete_file",
+        "input": {"p": "x"},
+        "providerExecuted": True,
+        "dynamic": True,
+    }
+    assert StreamFinish(finish_reason="tool-calls").chunk() == {"type": "finish", "finishReason": "tool-calls"}
+
+
+# The rules of the table, level by level (the stored chunk in, the wire chunks out).
+ADAPTED = {
+    "v5": {
+        "finish": [{"type": "finish"}],
+        "approval": [{"type": "data-approval", "id": "ap1", "data": {**APPROVAL_DATA, "state": "requested"}}],
+        "automatic": [],
+        "denied": [
+            {"type": "data-approval", "id": "ap1", "data": {**APPROVAL_DATA, "state": "denied"}},
+            {
+                "type": "tool-output-error",
+                "toolCallId": "c1",
+                "errorText": DENIED_TEXT,
+                "providerExecuted": True,
+                "dynamic": True,
+            },
+        ],
+        "v7-only": [],
+    },
+    "v6": {
+        "finish": [{"type": "finish", "finishReason": "tool-calls"}],
+        "approval": [{"type": "tool-approval-request", "approvalId": "ap1", "toolCallId": "c1"}],
+        "automatic": [],
+        "denied": [{"type": "tool-output-denied", "toolCallId": "c1"}],
+        "v7-only": [],
+    },
+    "v7": {
+        "finish": [{"type": "finish", "finishReason": "tool-calls"}],
+        "approval": [{"type": "tool-approval-request", "approvalId": "ap1", "toolCallId": "c1"}],
+        "automatic": [{"type": "tool-approval-request", "approvalId": "ap2", "toolCallId": "c2", "isAutomatic": True}],
+        "denied": [{"type": "tool-output-denied", "toolCallId": "c1"}],
+        "v7-only": [
+            {"type": "tool-approval-response", "approvalId": "ap2", "approved": True},
+            {"type": "custom", "kind": "x.y"},
+            {"type": "reasoning-file", "url": "data:text/plain,a", "mediaType": "text/plain"},
+        ],
+    },
+}
+STORED = {
+    "finish": [StreamFinish(finish_reason="tool-calls").chunk()],
+    "approval": [APPROVAL.chunk()],
+    "automatic": [AUTOMATIC.chunk()],
+    "denied": [DENIED.chunk()],
+    "v7-only": [
+        {"type": "tool-approval-response", "approvalId": "ap2", "approved": True},
+        {"type": "custom", "kind": "x.y"},
+        {"type": "reasoning-file", "url": "data:text/plain,a", "mediaType": "text/plain"},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEVELS))
+def test_each_level_adapts_the_stored_form(name):
+    level = LEVELS[name]
+    for case, stored in STORED.items():
+        assert [out for chunk in stored for out in level.adapt(chunk)] == ADAPTED[name][case], case
+
+
+def test_levels_by_name_and_json():
+    assert DEFAULT_LEVEL is LEVELS["v5"] and set(LEVELS) == {"v5", "v6", "v7"}
+    assert protocol_level(" V6 ") is LEVELS["v6"] and protocol_level("v8") is None and protocol_level("") is None
+    text = encode_json(StreamTextDelta(id="t", delta="é").chunk())
+    assert LEVELS["v5"].adapt_json(text)[0] is text  # unchanged chunks keep their exact text
+    assert [json.loads(t) for t in LEVELS["v5"].adapt_json(encode_json(DENIED.chunk()))] == ADAPTED["v5"]["denied"]
+    # Two chunks from one event: the SSE id goes on the last, so a client cut between them gets both again.
+    framed = encode_event(DENIED, event_id="7-0").decode()
+    assert framed.count("data: ") == 2 and framed.index("id: 7-0") > framed.index("data-approval")
 
 
 def test_unknown_fields_and_types_are_refused():

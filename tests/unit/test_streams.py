@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from chatcore.errors import NotFound
 from chatcore.models import ChatSession
-from chatcore.streams import Chunk, End, Frame, Ping, follow_log, open_resume
+from chatcore.replay import TurnChannel
+from chatcore.stream import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    StreamFinish,
+    StreamFinishStep,
+    StreamStart,
+    StreamToolApprovalRequest,
+    StreamToolInputAvailable,
+)
+from chatcore.streams import Chunk, End, Frame, Ping, follow_live, follow_log, open_resume
+from chatcore.turn_types import TurnHandle
 from tests.unit.fakes import InMemoryReplay, InMemorySessions
 
 pytestmark = pytest.mark.anyio
@@ -32,12 +44,14 @@ async def test_a_finished_turn_replays_whole_then_ends():
     await replay.begin("s1", "t1", None)
     await replay.append("t1", ['{"type":"start"}', '{"type":"finish"}'])
     await replay.end("s1", "t1")
-    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.01, idle_seconds=1))
+    frames = await _collect(follow_log(replay, "t1", level=DEFAULT_LEVEL, heartbeat_seconds=0.01, idle_seconds=1))
     assert _chunks(frames) == ['{"type":"start"}', '{"type":"finish"}']
     assert isinstance(frames[-1], End)
     # Each chunk carries its entry id; continuing after the first gives the rest only.
     first = next(f for f in frames if isinstance(f, Chunk))
-    rest = await _collect(follow_log(replay, "t1", first.event_id or "", heartbeat_seconds=0.01, idle_seconds=1))
+    rest = await _collect(
+        follow_log(replay, "t1", first.event_id or "", level=DEFAULT_LEVEL, heartbeat_seconds=0.01, idle_seconds=1)
+    )
     assert _chunks(rest) == ['{"type":"finish"}']
 
 
@@ -53,7 +67,7 @@ async def test_a_live_turn_is_followed_until_its_end():
         await replay.end("s1", "t1")
 
     task = asyncio.create_task(later())
-    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.02, idle_seconds=5))
+    frames = await _collect(follow_log(replay, "t1", level=DEFAULT_LEVEL, heartbeat_seconds=0.02, idle_seconds=5))
     await task
     assert _chunks(frames) == ['{"type":"start"}', '{"type":"text-delta"}']
     assert any(isinstance(f, Ping) for f in frames)  # heartbeats while it was silent
@@ -64,7 +78,7 @@ async def test_a_silent_log_ends_after_the_idle_limit():
     replay = InMemoryReplay()
     await replay.begin("s1", "t1", None)
     await replay.append("t1", ['{"type":"start"}'])
-    frames = await _collect(follow_log(replay, "t1", heartbeat_seconds=0.01, idle_seconds=0.05))
+    frames = await _collect(follow_log(replay, "t1", level=DEFAULT_LEVEL, heartbeat_seconds=0.01, idle_seconds=0.05))
     assert isinstance(frames[-1], End) and 3 <= sum(isinstance(f, Ping) for f in frames) <= 6
 
 
@@ -73,7 +87,7 @@ async def test_an_unreadable_log_ends_the_stream():
         async def read(self, turn_id, after, *, block_ms):
             return None
 
-    frames = await _collect(follow_log(Broken(), "t1", heartbeat_seconds=0.01, idle_seconds=1))
+    frames = await _collect(follow_log(Broken(), "t1", level=DEFAULT_LEVEL, heartbeat_seconds=0.01, idle_seconds=1))
     assert len(frames) == 1 and isinstance(frames[0], End)
 
 
@@ -105,5 +119,47 @@ async def test_resuming_after_the_end_of_a_finished_log_ends_at_once():
     await replay.append("t1", ['{"type":"start"}', '{"type":"finish"}'])
     await replay.end("s1", "t1")
     last = f"1-{len(replay.logs['t1']) - 1}"
-    frames = await _collect(follow_log(replay, "t1", last, heartbeat_seconds=0.01, idle_seconds=5), limit=5)
+    frames = await _collect(
+        follow_log(replay, "t1", last, level=DEFAULT_LEVEL, heartbeat_seconds=0.01, idle_seconds=5), limit=5
+    )
     assert len(frames) == 1 and isinstance(frames[0], End)
+
+
+async def test_readers_of_two_levels_follow_one_turn_each_at_its_level():
+    """The log and the live queue hold the stored form; each reader, live or resuming, adapts it to its level."""
+    replay = InMemoryReplay()
+    await replay.begin("s1", "t1", None)
+    channel = TurnChannel(replay, "s1", "t1")
+    handle = TurnHandle("s1", "t1", channel, asyncio.get_running_loop().create_future())
+    for event in (
+        StreamStart(message_id="t1"),
+        StreamToolInputAvailable(tool_call_id="c1", tool_name="rm", input={"p": "x"}),
+        StreamToolApprovalRequest(approval_id="a1", tool_call_id="c1", tool_name="rm", input={"p": "x"}),
+        StreamFinishStep(),
+        StreamFinish(finish_reason="tool-calls"),
+    ):
+        channel.publish(event)
+    await channel.close()
+    tool = {"toolCallId": "c1", "toolName": "rm", "input": {"p": "x"}, "providerExecuted": True, "dynamic": True}
+    start = [{"type": "start", "messageId": "t1"}, {"type": "tool-input-available", **tool}]
+    approval = {"approvalId": "a1", "toolCallId": "c1", "toolName": "rm", "input": {"p": "x"}, "state": "requested"}
+    expected = {
+        "v5": [
+            *start,
+            {"type": "data-approval", "id": "a1", "data": approval},
+            {"type": "finish-step"},
+            {"type": "finish"},
+        ],
+        "v7": [
+            *start,
+            {"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"},
+            {"type": "finish-step"},
+            {"type": "finish", "finishReason": "tool-calls"},
+        ],
+    }
+    for name, chunks in expected.items():
+        level = LEVELS[name]
+        live = await _collect(follow_live(handle, level=level, heartbeat_seconds=1))
+        logged = await _collect(follow_log(replay, "t1", level=level, heartbeat_seconds=0.01, idle_seconds=1))
+        assert [json.loads(c) for c in _chunks(live)] == chunks, name
+        assert [json.loads(c) for c in _chunks(logged)] == chunks, name

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from chatcore.errors import ConfigError
+from chatcore.stream import LEVEL_NAMES, ProtocolLevelName, protocol_level
 
 __all__ = ["AuthMode", "ConfigError", "Settings", "environment_settings"]
 
@@ -64,6 +65,16 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def _protocol_level(env: Mapping[str, str]) -> ProtocolLevelName:
+    raw = env.get("UI_STREAM_PROTOCOL", "")
+    if raw.strip() == "":
+        return "v5"
+    level = protocol_level(raw)
+    if level is None:
+        raise ConfigError(f"UI_STREAM_PROTOCOL must be one of {', '.join(LEVEL_NAMES)}, got {raw!r}")
+    return level.name
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str = "ChatTable"
@@ -106,7 +117,7 @@ class Settings:
     heartbeat_seconds: float = 15.0
     resume_idle_seconds: int = 240
     title_timeout_seconds: float = 8.0
-    stream_finish_reason: bool = False
+    ui_stream_protocol: ProtocolLevelName = "v5"  # chatcore.stream.LEVELS; a request may choose another
 
     state_machine_arn: str = ""
     callback_secret: str = field(default="", repr=False)
@@ -168,7 +179,7 @@ class Settings:
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
             resume_idle_seconds=_int(env, "RESUME_IDLE_SECONDS", 240, minimum=1),
             title_timeout_seconds=_float(env, "TITLE_TIMEOUT_SECONDS", 8.0),
-            stream_finish_reason=_bool(env, "STREAM_FINISH_REASON", False),
+            ui_stream_protocol=_protocol_level(env),
             state_machine_arn=env.get("STATE_MACHINE_ARN", "").strip(),
             callback_secret=env.get("CALLBACK_SECRET", ""),
             callback_secret_arn=env.get("CALLBACK_SECRET_ARN", "").strip(),

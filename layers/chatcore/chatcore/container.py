@@ -146,7 +146,6 @@ class Container:
 
     @cached_property
     def engine(self) -> ChatEngine:
-        from chatcore.stream import ProtocolProfile
         from chatcore.turn_types import ChatDeps
         from chatcore.turns import ChatEngine
 
@@ -158,7 +157,6 @@ class Container:
             tools=self.tools,
             replay=self.replay,
             system_prompt=self.system_prompt,
-            profile=ProtocolProfile(finish_reason=self.settings.stream_finish_reason),
             operations=self.operations,
         )
         return ChatEngine(deps)

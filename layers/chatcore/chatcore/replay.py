@@ -1,6 +1,7 @@
 """Replay logs of chat turns in Redis, and the per-turn pointers that resume and stop need.
 
-    chat:turn:{turn_id}:log          a Redis Stream: one entry per chunk ({c: json}), then an end entry ({end: 1})
+    chat:turn:{turn_id}:log          a Redis Stream: one entry per chunk ({c: json}, the chunk's stored form, which
+                                     each reader adapts to its protocol level), then an end entry ({end: 1})
     chat:active:{session_id}         the session's active turn id (what GET /chat/{id}/stream resumes)
     chat:cmid:{session_id}:{cmid}    the turn a client message id started (an idempotent resend attaches to it)
     chat:cancel:{turn_id}            set by POST /chat/{id}/stop; the turn polls it
@@ -171,7 +172,8 @@ class Published:
 
 class TurnChannel:
     """Fan-out of one turn's events, in order: to live listeners (in-process queues) and, batched, to the
-    replay log. Publishing never waits on Redis; ``close()`` flushes and writes the end entry."""
+    replay log, both in the stored form (``StreamEvent.chunk()``; each reader adapts it to its protocol level).
+    Publishing never waits on Redis; ``close()`` flushes and writes the end entry."""
 
     def __init__(
         self,

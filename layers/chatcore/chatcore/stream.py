@@ -1,18 +1,28 @@
-"""The Vercel AI SDK *UI message stream* (protocol ``v1``): one class per chunk, and the SSE framing.
+"""The Vercel AI SDK *UI message stream* (protocol ``v1``): one class per chunk, the protocol levels, and the SSE
+framing.
 
 Follows the ``ai`` package's chunk schema (``uiMessageChunkSchema`` in ``packages/ai/src/ui-message-stream/
 ui-message-chunks.ts`` of vercel/ai), checked against the published package by the oracle in ``tests/contract/``
-(pinned: ai 5.0.216, 5.0.277, 6.0.326): each event encodes to exactly the documented keys (older clients reject
-one extra key), JSON is strict (no NaN), and ``finish.finishReason`` is sent only when the profile enables it
-(clients below 5.0.92 reject it).
-Usage, heartbeats and status travel as ``data-*`` parts or SSE comments, never as invented chunk types.
+(pinned: ai 5.0.216, 5.0.277, 6.0.326, 7.0.173). JSON is strict (no NaN). Usage, heartbeats and status travel as
+``data-*`` parts or SSE comments, never as invented chunk types.
+
+Two forms of a chunk:
+
+* the **stored** form, ``StreamEvent.chunk()``: what the engine publishes and the replay log keeps — the richest
+  chunk (as ai 7 accepts it) plus a few *context* keys (``StreamEvent.context``) that only a lower level's
+  replacement needs (a v5 client gets a tool approval as a ``data-approval`` part, which names the tool);
+* the **wire** form: ``ProtocolLevel.adapt`` of the stored form, for the level of one reader. Every reader (the
+  live follower and the replay-log follower, ``chatcore.streams``) adapts each chunk itself, so clients of two
+  levels can follow the same turn. Nothing else decides what a client version accepts: the engine has no version
+  checks.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
@@ -30,24 +40,17 @@ PING = b": ping\n\n"
 FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error", "other"]
 
 
-@dataclass(frozen=True)
-class ProtocolProfile:
-    """What the connected clients accept, named in one place instead of version checks in many."""
-
-    finish_reason: bool = False  # `finish.finishReason`: rejected by ai < 5.0.92
-
-
-SAFE_PROFILE = ProtocolProfile()
-
-
 class StreamEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     type: str
     # Keys sent even when their value is None (the protocol requires the key).
     always: ClassVar[frozenset[str]] = frozenset()
+    # Keys of the stored form that no client receives as such: what a lower level's replacement chunk needs.
+    context: ClassVar[frozenset[str]] = frozenset()
 
-    def chunk(self, profile: ProtocolProfile = SAFE_PROFILE) -> dict[str, Any]:
+    def chunk(self) -> dict[str, Any]:
+        """The stored form (see the module's docstring); ``ProtocolLevel.adapt`` makes the wire form."""
         data = self.model_dump(by_alias=True, mode="json")
         return {key: value for key, value in data.items() if value is not None or key in self.always}
 
@@ -123,6 +126,33 @@ class StreamToolOutputError(StreamEvent):
     dynamic: bool | None = True
 
 
+class StreamToolApprovalRequest(StreamEvent):
+    """The tool call (already sent with ``tool-input-available``) waits for the user's approval (ai >= 6)."""
+
+    type: Literal["tool-approval-request"] = "tool-approval-request"
+    approval_id: str
+    tool_call_id: str
+    is_automatic: bool | None = None  # ai >= 7: approved without the user
+    tool_name: str
+    input: JsonValue
+    always: ClassVar[frozenset[str]] = frozenset({"input"})
+    context: ClassVar[frozenset[str]] = frozenset({"toolName", "input"})
+
+
+class StreamToolOutputDenied(StreamEvent):
+    """The user denied the tool call: it never ran (ai >= 6)."""
+
+    type: Literal["tool-output-denied"] = "tool-output-denied"
+    tool_call_id: str
+    approval_id: str
+    tool_name: str
+    input: JsonValue
+    provider_executed: bool | None = True
+    dynamic: bool | None = True
+    always: ClassVar[frozenset[str]] = frozenset({"input"})
+    context: ClassVar[frozenset[str]] = frozenset({"approvalId", "toolName", "input", "providerExecuted", "dynamic"})
+
+
 class StreamData(StreamEvent):
     """A ``data-<name>`` part; a later part with the same ``id`` replaces it on the client."""
 
@@ -147,15 +177,100 @@ class StreamFinish(StreamEvent):
     finish_reason: FinishReason | None = None
     message_metadata: dict[str, JsonValue] | None = None
 
-    def chunk(self, profile: ProtocolProfile = SAFE_PROFILE) -> dict[str, Any]:
-        data = super().chunk(profile)
-        if not profile.finish_reason:
-            data.pop("finishReason", None)
-        return data
-
 
 class StreamAbort(StreamEvent):
     type: Literal["abort"] = "abort"
+
+
+# -- protocol levels ------------------------------------------------------------------------------------------
+
+ProtocolLevelName = Literal["v5", "v6", "v7"]
+LEVEL_NAMES: tuple[ProtocolLevelName, ...] = get_args(ProtocolLevelName)
+
+# Chunk types that exist only in ai 7.x (a 6.x client fails the chat on them).
+V7_ONLY_TYPES = frozenset({"tool-approval-response", "custom", "reasoning-file"})
+DENIED_TEXT = "The user denied this tool call."
+_APPROVAL_CONTEXT = {
+    "tool-approval-request": StreamToolApprovalRequest.context,
+    "tool-output-denied": StreamToolOutputDenied.context,
+}
+
+
+@dataclass(frozen=True)
+class ProtocolLevel:
+    """What the clients of one ``ai`` major accept: the one table of version-dependent output (``LEVELS``).
+
+    ``useChat`` sends no version, so the level is configured (``UI_STREAM_PROTOCOL``) and may be chosen per
+    request (header ``x-ui-stream-protocol``)."""
+
+    name: ProtocolLevelName
+    finish_reason: bool  # `finish.finishReason`: rejected by ai < 5.0.92, and v5 is every 5.x
+    tool_approval: bool  # `tool-approval-request`, `tool-output-denied` chunks: ai >= 6.0.0
+    v7_chunks: bool  # V7_ONLY_TYPES and `tool-approval-request.isAutomatic`: ai >= 7.0.0
+
+    def adapt(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """The wire chunks a client of this level gets for one stored chunk: usually ``[chunk]`` itself (the same
+        object when nothing changes), none for a chunk this level has no use for, or its replacements."""
+        kind = chunk.get("type")
+        if kind in V7_ONLY_TYPES:
+            return [chunk] if self.v7_chunks else []
+        if kind == "finish":
+            return [chunk] if self.finish_reason or "finishReason" not in chunk else [_without(chunk, {"finishReason"})]
+        if kind == "tool-approval-request":
+            if chunk.get("isAutomatic") and not self.v7_chunks:
+                return []  # nothing for the user to decide: the tool part goes on to its output
+            if not self.tool_approval:
+                return [_approval_part(chunk, "requested")]
+            return [_without(chunk, _APPROVAL_CONTEXT[kind] | ({"isAutomatic"} if not self.v7_chunks else set()))]
+        if kind == "tool-output-denied":
+            if not self.tool_approval:
+                # A 5.x tool part has no denied state: output-error is its terminal state (left input-available,
+                # it would look like a call still running and keep the message incomplete).
+                error = {"type": "tool-output-error", "toolCallId": chunk["toolCallId"], "errorText": DENIED_TEXT}
+                error |= {k: chunk[k] for k in ("providerExecuted", "dynamic") if chunk.get(k) is not None}
+                return [_approval_part(chunk, "denied"), error]
+            return [_without(chunk, _APPROVAL_CONTEXT[kind])]
+        return [chunk]
+
+    def adapt_json(self, text: str) -> list[str]:
+        """``adapt`` of one stored chunk's JSON; an unchanged chunk keeps its exact text."""
+        chunk = json.loads(text)
+        return [text if out is chunk else encode_json(out) for out in self.adapt(chunk)]
+
+
+def _without(chunk: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    drop = set(keys)
+    return {key: value for key, value in chunk.items() if key not in drop}
+
+
+def _approval_part(chunk: dict[str, Any], state: Literal["requested", "denied"]) -> dict[str, Any]:
+    """A ``data-approval`` part: how a 5.x client (no approval chunks) learns of an approval; the part id is the
+    approval id, so the denial replaces the request on the client."""
+    data = {
+        "approvalId": chunk["approvalId"],
+        "toolCallId": chunk["toolCallId"],
+        "toolName": chunk["toolName"],
+        "input": chunk["input"],
+        "state": state,
+    }
+    return {"type": "data-approval", "id": chunk["approvalId"], "data": data}
+
+
+LEVELS: dict[ProtocolLevelName, ProtocolLevel] = {
+    "v5": ProtocolLevel("v5", finish_reason=False, tool_approval=False, v7_chunks=False),
+    "v6": ProtocolLevel("v6", finish_reason=True, tool_approval=True, v7_chunks=False),
+    "v7": ProtocolLevel("v7", finish_reason=True, tool_approval=True, v7_chunks=True),
+}
+DEFAULT_LEVEL = LEVELS["v5"]  # every client accepts it
+
+
+def protocol_level(name: str) -> ProtocolLevel | None:
+    """The level of a setting or header value (``v5``, ``v6``, ``v7``; case and spaces ignored), None if unknown."""
+    wanted = name.strip().lower()
+    return next((level for level in LEVELS.values() if level.name == wanted), None)
+
+
+# -- framing --------------------------------------------------------------------------------------------------
 
 
 def encode_json(chunk: dict[str, Any]) -> str:
@@ -168,5 +283,9 @@ def sse(data: str, *, event_id: str | None = None) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
-def encode_event(event: StreamEvent, *, profile: ProtocolProfile = SAFE_PROFILE, event_id: str | None = None) -> bytes:
-    return sse(encode_json(event.chunk(profile)), event_id=event_id)
+def encode_event(event: StreamEvent, *, level: ProtocolLevel = DEFAULT_LEVEL, event_id: str | None = None) -> bytes:
+    """The SSE bytes a client of ``level`` gets for one event (``event_id`` on the last of them)."""
+    chunks = level.adapt(event.chunk())
+    return b"".join(
+        sse(encode_json(chunk), event_id=event_id if i == len(chunks) - 1 else None) for i, chunk in enumerate(chunks)
+    )

@@ -1,5 +1,7 @@
 """Following a turn's stream, live or from its replay log: what a client receives, as frames (a chunk, a heartbeat,
-the end). The web layer only turns frames into SSE bytes.
+the end). The web layer only turns frames into SSE bytes. Both followers read the chunks' stored form and adapt
+each to the reader's protocol level (``ProtocolLevel.adapt``), so two clients of different levels can follow one
+turn.
 
 * ``follow_live``: a turn running in this process; a heartbeat while the model is silent. When the client goes
   away the turn still completes (a Lambda must not freeze it half-done), so the follower waits for it.
@@ -19,12 +21,13 @@ import anyio
 
 from chatcore.errors import NotFound
 from chatcore.ports import ReplayLog, SessionRepository
+from chatcore.stream import ProtocolLevel
 from chatcore.turn_types import TurnHandle
 
 
 @dataclass(frozen=True)
 class Chunk:
-    json: str  # one protocol chunk, strict JSON
+    json: str  # one protocol chunk, strict JSON, as the reader's level has it
     event_id: str | None = None  # its replay-log entry id (for Last-Event-ID)
 
 
@@ -40,7 +43,7 @@ Frame = Chunk | Ping | End
 PING_FRAME, END_FRAME = Ping(), End()
 
 
-async def follow_live(handle: TurnHandle, *, heartbeat_seconds: float) -> AsyncIterator[Frame]:
+async def follow_live(handle: TurnHandle, *, level: ProtocolLevel, heartbeat_seconds: float) -> AsyncIterator[Frame]:
     queue = handle.channel.listen()
     finished = False
     try:
@@ -54,7 +57,8 @@ async def follow_live(handle: TurnHandle, *, heartbeat_seconds: float) -> AsyncI
                 finished = True
                 yield END_FRAME
                 return
-            yield Chunk(item.json)
+            for text in level.adapt_json(item.json):
+                yield Chunk(text)
     finally:
         if not finished and handle.task is not None:
             with anyio.CancelScope(shield=True):
@@ -62,7 +66,13 @@ async def follow_live(handle: TurnHandle, *, heartbeat_seconds: float) -> AsyncI
 
 
 async def follow_log(
-    replay: ReplayLog, turn_id: str, after: str = "0-0", *, heartbeat_seconds: float, idle_seconds: float
+    replay: ReplayLog,
+    turn_id: str,
+    after: str = "0-0",
+    *,
+    level: ProtocolLevel,
+    heartbeat_seconds: float,
+    idle_seconds: float,
 ) -> AsyncIterator[Frame]:
     cursor, idle = after, 0.0
     while True:
@@ -86,7 +96,10 @@ async def follow_log(
             if entry.chunk is None:
                 yield END_FRAME
                 return
-            yield Chunk(entry.chunk, entry.entry_id)
+            texts = level.adapt_json(entry.chunk)
+            for i, text in enumerate(texts):
+                # The entry id goes on its last chunk: a client cut off before it gets all of them again.
+                yield Chunk(text, entry.entry_id if i == len(texts) - 1 else None)
 
 
 @dataclass(frozen=True)

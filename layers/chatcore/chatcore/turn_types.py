@@ -10,7 +10,6 @@ from chatcore.config import Settings
 from chatcore.operations import Operations
 from chatcore.ports import ChatModel, ReplayLog, SessionRepository, TurnLeases
 from chatcore.replay import TurnChannel
-from chatcore.stream import ProtocolProfile
 from chatcore.tools import ToolRegistry
 
 
@@ -25,7 +24,6 @@ class ChatDeps:
     tools: ToolRegistry
     replay: ReplayLog
     system_prompt: Callable[[], str]
-    profile: ProtocolProfile = field(default_factory=ProtocolProfile)
     operations: Operations | None = None
 
 

@@ -42,7 +42,6 @@ from chatcore.stream import (
     StreamTextDelta,
     StreamTextEnd,
     StreamTextStart,
-    encode_json,
 )
 from chatcore.titles import TitleTask
 from chatcore.tool_rounds import PendingCall, ToolRounds
@@ -197,10 +196,7 @@ class ChatEngine:
     def _launch(
         self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int, branch_from: int | None = None
     ) -> TurnHandle:
-        profile = self.deps.profile
-        channel = TurnChannel(
-            self.deps.replay, session.session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile))
-        )
+        channel = TurnChannel(self.deps.replay, session.session_id, turn_id)  # stores each event's stored form
         handle = TurnHandle(session.session_id, turn_id, channel, asyncio.get_running_loop().create_future())
         handle.depth = depth
         self.running[turn_id] = handle

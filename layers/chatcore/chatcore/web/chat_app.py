@@ -9,7 +9,8 @@
     POST /chat/{id}/stop          stop the active turn; the partial answer is kept
     GET  /health
 
-Every input error is a JSON 4xx before any stream starts.
+Every input error is a JSON 4xx before any stream starts. The streams speak the protocol level of
+``UI_STREAM_PROTOCOL``, or of the request's ``x-ui-stream-protocol`` header (``v5``, ``v6``, ``v7``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from chatcore.config import Settings
 from chatcore.errors import BadRequest, ValidationFailed
 from chatcore.intents import Intent, NewMessage, RegenerateAnswer
 from chatcore.models import is_valid_session_id
-from chatcore.stream import DONE, PING, STREAM_HEADERS, sse
+from chatcore.stream import DONE, LEVEL_NAMES, LEVELS, PING, STREAM_HEADERS, ProtocolLevel, protocol_level, sse
 from chatcore.streams import Chunk, Frame, Ping, follow_live, follow_log, open_resume
 from chatcore.turn_types import ExistingTurn, TurnHandle
 from chatcore.turns import ChatEngine
@@ -41,6 +42,7 @@ from chatcore.web.misconfigured import READY_PATH, build_or_refuse, ready
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _CLIENT_ID = re.compile(r"^[\w.:-]{1,128}$")
 NO_RESUME_HEADER = "x-resume-unavailable"
+LEVEL_HEADER = "x-ui-stream-protocol"
 
 
 class _Lenient(BaseModel):
@@ -117,11 +119,21 @@ class ChatApi:
             return None
         return (await self.auth.authenticate(header)).user_id
 
+    def _level(self, request: Request) -> ProtocolLevel:
+        header = request.headers.get(LEVEL_HEADER)
+        if header is None:
+            return LEVELS[self.settings.ui_stream_protocol]
+        level = protocol_level(header)
+        if level is None:
+            raise BadRequest(f"invalid {LEVEL_HEADER} header: expected one of {', '.join(LEVEL_NAMES)}")
+        return level
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "cache": "enabled" if self.replay.enabled else "disabled"})
 
     async def chat(self, request: Request) -> Response:
         user_id = await self._user(request)
+        level = self._level(request)
         body = parse_model(ChatRequest, await read_json(request, max_bytes=self.settings.max_body_bytes * 8))
         if not is_valid_session_id(body.id):
             raise BadRequest("invalid chat id")
@@ -129,18 +141,20 @@ class ChatApi:
         # A regenerate needs an answer to replace: it never creates the session.
         create = isinstance(intent, NewMessage)
         started = await self.engine.submit(body.id, intent, user_id=user_id, create=create)
-        return self._respond(started)
+        return self._respond(started, level)
 
     async def simple_stream(self, request: Request) -> Response:
         user_id = await self._user(request)
+        level = self._level(request)
         session_id = session_id_param(request)
         body = parse_model(SimpleMessageIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
         text = _check_text(body.message, self.settings.max_message_chars)
         started = await self.engine.start_turn(session_id, text, user_id=user_id)
-        return self._respond(started)
+        return self._respond(started, level)
 
     async def resume(self, request: Request) -> Response:
         user_id = await self._user(request)
+        level = self._level(request)
         session_id = session_id_param(request)
         after = request.headers.get("last-event-id")
         if after is not None and not _ENTRY_ID.fullmatch(after):
@@ -148,7 +162,7 @@ class ChatApi:
         resume = await open_resume(self.engine.deps.sessions, self.replay, session_id, user_id)
         if resume.turn_id is None:
             return Response(status_code=204, headers={NO_RESUME_HEADER: resume.reason} if resume.reason else None)
-        return self._stream(self._follow_log(resume.turn_id, after or "0-0"))
+        return self._stream(self._follow_log(resume.turn_id, after or "0-0", level))
 
     async def stop(self, request: Request) -> Response:
         user_id = await self._user(request)
@@ -160,17 +174,18 @@ class ChatApi:
 
     # -- streaming ------------------------------------------------------------------------------------------
 
-    def _respond(self, started: TurnHandle | ExistingTurn) -> Response:
+    def _respond(self, started: TurnHandle | ExistingTurn, level: ProtocolLevel) -> Response:
         if isinstance(started, ExistingTurn):
-            return self._stream(self._follow_log(started.turn_id, "0-0"))
-        return self._stream(follow_live(started, heartbeat_seconds=self.settings.heartbeat_seconds))
+            return self._stream(self._follow_log(started.turn_id, "0-0", level))
+        return self._stream(follow_live(started, level=level, heartbeat_seconds=self.settings.heartbeat_seconds))
 
-    def _follow_log(self, turn_id: str, after: str) -> AsyncIterator[Frame]:
+    def _follow_log(self, turn_id: str, after: str, level: ProtocolLevel) -> AsyncIterator[Frame]:
         settings = self.settings
         return follow_log(
             self.replay,
             turn_id,
             after,
+            level=level,
             heartbeat_seconds=settings.heartbeat_seconds,
             idle_seconds=settings.resume_idle_seconds,
         )
