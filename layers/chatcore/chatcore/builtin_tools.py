@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -171,6 +172,22 @@ async def wait_for_external_job(args: ExternalJobArgs, ctx: ToolContext) -> dict
     }
 
 
+class RenameSessionArgs(BaseModel):
+    title: str = Field(min_length=1, max_length=200, description="The new title of this conversation")
+
+
+async def rename_session(args: RenameSessionArgs, ctx: ToolContext) -> dict[str, Any]:
+    """A side effect the user sees (the conversation's title changes), so it asks for approval first by default."""
+    service = ctx.services.get("sessions")
+    title = " ".join(args.title.split())
+    if service is None or not title or any(unicodedata.category(c) in ("Cc", "Cf") for c in title):
+        raise ToolFailure("this title cannot be used")
+    renamed = await service.update_session_title(ctx.session_id, title, ctx.user_id)
+    if renamed is None:
+        raise ToolFailure("the conversation could not be renamed")
+    return {"renamed": True, "title": title}
+
+
 def register_builtins(registry: ToolRegistry) -> ToolRegistry:
     registry.tool("The current date and time, optionally in a given IANA time zone.")(current_time)
     registry.tool("Evaluate an arithmetic expression exactly (use it for any calculation).")(calculator)
@@ -183,6 +200,7 @@ def register_builtins(registry: ToolRegistry) -> ToolRegistry:
         "Start an external job and wait for its result (runs in the background; an external service reports back).",
         kind="callback",
     )(wait_for_external_job)
+    registry.tool("Rename this conversation (asks the user to approve first).", requires_approval=True)(rename_session)
     return registry
 
 

@@ -39,6 +39,13 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     raise ConfigError(f"{key} must be a boolean (true/false), got {raw!r}")
 
 
+def _names(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    """A comma-separated list of names; None when the variable is not set at all."""
+    if key not in env:
+        return None
+    return tuple(name.strip() for name in env[key].split(",") if name.strip())
+
+
 def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
     raw = env.get(key)
     if raw is None or raw.strip() == "":
@@ -110,6 +117,10 @@ class Settings:
     llm_max_retries: int = 2
     llm_context_tokens: int = 16_000
     max_tool_rounds: int = 4
+    # The tools that wait for the user's approval before they run: None = each tool's own flag
+    # (``Tool.requires_approval``); a list (even empty) replaces those flags.
+    tools_requiring_approval: tuple[str, ...] | None = None
+    approval_timeout_seconds: int = 86_400
     system_prompt: str = "You are a helpful assistant."
     system_prompt_parameter: str = ""
     turn_lease_seconds: int = 900
@@ -172,6 +183,8 @@ class Settings:
             llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
             llm_context_tokens=_int(env, "LLM_CONTEXT_TOKENS", 16_000, minimum=1000),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 4, minimum=1),
+            tools_requiring_approval=_names(env, "TOOLS_REQUIRING_APPROVAL"),
+            approval_timeout_seconds=_int(env, "APPROVAL_TIMEOUT_SECONDS", 86_400, minimum=10),
             system_prompt=env.get("SYSTEM_PROMPT", "You are a helpful assistant."),
             system_prompt_parameter=env.get("SYSTEM_PROMPT_PARAMETER", "").strip(),
             turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 900, minimum=10),

@@ -20,6 +20,7 @@ from chatcore.sessions import SessionLeases, SessionService
 
 if TYPE_CHECKING:
     from chatcore.context import TimedCache
+    from chatcore.dynamo.approvals import ApprovalStore
     from chatcore.operations import Operations
     from chatcore.ports import ChatModel
     from chatcore.replay import ReplayLog
@@ -85,6 +86,12 @@ class Container:
         return SessionLeases(self.store, self.sessions.cache)
 
     @cached_property
+    def approvals(self) -> ApprovalStore:
+        from chatcore.dynamo.approvals import ApprovalStore
+
+        return ApprovalStore(self.store.table)
+
+    @cached_property
     def replay(self) -> ReplayLog:
         from chatcore.replay import ReplayLog
 
@@ -125,10 +132,13 @@ class Container:
     @cached_property
     def tools(self) -> ToolRegistry:
         if self._tools is not None:
-            return self._tools
-        from chatcore.builtin_tools import default_registry
+            registry = self._tools
+        else:
+            from chatcore.builtin_tools import default_registry
 
-        return default_registry()
+            registry = default_registry()
+        registry.require_approval_for(self.settings.tools_requiring_approval)
+        return registry
 
     @cached_property
     def system_prompt(self) -> Callable[[], str]:
@@ -158,6 +168,7 @@ class Container:
             replay=self.replay,
             system_prompt=self.system_prompt,
             operations=self.operations,
+            approvals=self.approvals,
         )
         return ChatEngine(deps)
 

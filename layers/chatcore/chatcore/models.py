@@ -23,8 +23,9 @@ CHAT_TYPE_RE = re.compile(CHAT_TYPE_PATTERN)
 
 Role = Literal["system", "user", "assistant", "tool"]
 # complete: a normal message; partial: cut short by an error or a stop; pending: a tool message waiting for a
-# long-running tool's result; error: a tool message that holds a failure.
-MessageStatus = Literal["complete", "partial", "pending", "error"]
+# long-running tool's result; awaiting_approval: a tool message whose call waits for the user's approval (it has
+# not run); denied: the result of a call the user denied (it never ran); error: a tool message that holds a failure.
+MessageStatus = Literal["complete", "partial", "pending", "awaiting_approval", "denied", "error"]
 SessionStatus = Literal["active", "archived"]
 
 
@@ -101,6 +102,8 @@ class ChatMessage(_Model):
     turn_id: str | None = None
     # A pending tool message waits for this long-running operation's result.
     operation_id: str | None = None
+    # A tool message awaiting approval (and the result that replaces it) belongs to this approval.
+    approval_id: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
         if self.role == "tool":

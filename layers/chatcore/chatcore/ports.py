@@ -4,6 +4,7 @@
     TurnLeases          the one-turn-per-session lease on META (``SessionLeases``)
     ReplayLog           a turn's replay log, active-turn pointers and cancel flags (``chatcore.replay.ReplayLog``)
     ChatModel           the LLM (``chatcore.llm.LLM``)
+    ApprovalRecords     tool calls waiting for the user's approval (``chatcore.dynamo.approvals.ApprovalStore``)
     OperationStarter    long-running tools (``chatcore.operations.Operations``); its policy runs over
                         OperationRecordStore, ExecutionControl and StartGuard
     Clock               a monotonic clock (``time.monotonic``); timeouts inside a turn are asyncio's
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from chatcore.approvals import Approval
     from chatcore.llm import LLMDelta
     from chatcore.models import ChatMessage, ChatSession, Usage
     from chatcore.operations import Operation, OperationStatus
@@ -52,8 +54,27 @@ class SessionRepository(Protocol):
 
     async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None: ...
 
+    async def replace_placeholder(
+        self, session_id: str, seq: int, message: ChatMessage, *, waiting: tuple[str, str]
+    ) -> int | None:
+        """Replace the placeholder at ``seq`` while it still waits for ``waiting`` (attribute, value); the new
+        version, or None when nothing was replaced."""
+        ...
+
     async def aclose(self) -> None:
         """Close what is bound to the running event loop (the cache's connections)."""
+        ...
+
+
+class ApprovalRecords(Protocol):
+    """Pending tool approvals (``chatcore.approvals``; ``chatcore.dynamo.approvals.ApprovalStore``)."""
+
+    async def create(self, approval: Approval) -> None: ...
+
+    async def get(self, session_id: str, approval_id: str) -> Approval | None: ...
+
+    async def answer(self, approval: Approval, *, now: int, before_deadline: bool = True) -> bool:
+        """Record the answer if still pending (and before the deadline); False when it was not."""
         ...
 
 

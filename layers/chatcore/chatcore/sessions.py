@@ -153,6 +153,16 @@ class SessionService:
             await self.cache.invalidate(session_id, version=version)
         return version
 
+    async def replace_placeholder(
+        self, session_id: str, seq: int, message: ChatMessage, *, waiting: tuple[str, str]
+    ) -> int | None:
+        """Replace a placeholder (an approval's, see ``SessionStore.replace_placeholder``); the cached copy is
+        invalidated. Returns the new version, or None when nothing was replaced."""
+        version = await self.store.replace_placeholder(session_id, seq, message, waiting=waiting)
+        if version is not None:
+            await self.cache.invalidate(session_id, version=version)
+        return version
+
     async def invalidate_session_cache(self, session_id: str) -> None:
         await self.cache.invalidate(session_id)
 

@@ -4,10 +4,13 @@ long-running / callback tools to a background operation (a pending tool message 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chatcore.approvals import DENIED_BY_USER, Approval, arguments_of, denial
+from chatcore.approvals import placeholder as approval_placeholder
 from chatcore.errors import ChatError
 from chatcore.llm import ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction
@@ -16,10 +19,12 @@ from chatcore.operations import Operation, operation_id_for
 from chatcore.stream import (
     StreamData,
     StreamEvent,
+    StreamToolApprovalRequest,
     StreamToolInputAvailable,
     StreamToolInputDelta,
     StreamToolInputStart,
     StreamToolOutputAvailable,
+    StreamToolOutputDenied,
     StreamToolOutputError,
 )
 from chatcore.tools import ToolContext, ToolResult
@@ -83,7 +88,7 @@ class ToolRounds:
             ToolCall(id=c.id or "", function=ToolCallFunction(name=c.name or "", arguments=c.arguments or "{}"))
             for c in calls
         ]
-        assistant = ChatMessage(role="assistant", content=text or None, tool_calls=tool_calls, turn_id=handle.turn_id)
+        assistant = ChatMessage(role="assistant", content=text or None, tool_calls=tool_calls, turn_id=handle.answer_id)
         ctx = ToolContext(user_id, session.session_id, {"sessions": self.deps.sessions})
         results: list[ChatMessage] = []
         for call in tool_calls:
@@ -94,6 +99,9 @@ class ToolRounds:
                 )
             )
             tool = self.deps.tools.get(name)
+            if tool is not None and self.deps.tools.needs_approval(name) and not over_limit:
+                results.append(await self._ask_approval(handle, session, call))
+                continue
             if tool is not None and tool.kind != "sync" and not over_limit:
                 results.append(self._pending_message(handle, session, call_id, name))
                 continue
@@ -101,7 +109,7 @@ class ToolRounds:
                 result = ToolResult(False, {"error": "tool call limit reached for this reply"})
             else:
                 result = await self.deps.tools.run(name, call.function.arguments, ctx)
-            message = result.to_message(call_id, name, turn_id=handle.turn_id)
+            message = result.to_message(call_id, name, turn_id=handle.answer_id)
             publish(output_event(call_id, message))
             results.append(message)
         return assistant, results
@@ -117,9 +125,27 @@ class ToolRounds:
         else:
             op_id = operation_id_for(session.session_id, call_id)
             running = ToolResult(True, {"status": "running", "operation_id": op_id})
-            return running.to_message(call_id, name, turn_id=handle.turn_id, operation_id=op_id, pending=True)
+            return running.to_message(call_id, name, turn_id=handle.answer_id, operation_id=op_id, pending=True)
         handle.channel.publish(StreamToolOutputError(tool_call_id=call_id, error_text=error))
-        return ToolResult(False, {"error": error}).to_message(call_id, name, turn_id=handle.turn_id)
+        return ToolResult(False, {"error": error}).to_message(call_id, name, turn_id=handle.answer_id)
+
+    async def _ask_approval(self, handle: TurnHandle, session: ChatSession, call: ToolCall) -> ChatMessage:
+        """Record that ``call`` waits for the user's approval and ask for it; returns the placeholder to store."""
+        approvals, name = self.deps.approvals, call.function.name
+        if approvals is None:
+            error = f"the tool {name} needs the user's approval, which this deployment cannot ask for"
+            handle.channel.publish(StreamToolOutputError(tool_call_id=call.id, error_text=error))
+            return ToolResult(False, {"error": error}).to_message(call.id, name, turn_id=handle.answer_id)
+        deadline = int(time.time()) + self.deps.settings.approval_timeout_seconds
+        arguments = call.function.arguments
+        approval = Approval.new(session.session_id, call.id, name, arguments, handle.answer_id, deadline)
+        await approvals.create(approval)
+        handle.channel.publish(
+            StreamToolApprovalRequest(
+                approval_id=approval.approval_id, tool_call_id=call.id, tool_name=name, input=parse_input(arguments)
+            )
+        )
+        return approval_placeholder(approval, handle.answer_id)
 
     async def start_operation(
         self, handle: TurnHandle, session: ChatSession, message: ChatMessage, user_id: str | None
@@ -165,3 +191,28 @@ class ToolRounds:
                 id=started.operation_id,
             )
         )
+
+    async def resolve(
+        self, handle: TurnHandle, session: ChatSession, waiting: ChatMessage, approval: Approval, user_id: str | None
+    ) -> ChatMessage:
+        """The message that replaces an answered approval's placeholder (its output is published): a denial, the
+        approved call's result, or — for an approved long-running call — its operation's pending placeholder.
+        The call runs with its stored arguments, never the client's copy."""
+        publish, name, call_id = handle.channel.publish, approval.tool_name, approval.tool_call_id
+        arguments = arguments_of(session, waiting)
+        keep = {"seq": waiting.seq, "parent_seq": waiting.parent_seq, "approval_id": approval.approval_id}
+        if approval.state == "denied":
+            publish(
+                StreamToolOutputDenied(
+                    tool_call_id=call_id, approval_id=approval.approval_id, tool_name=name, input=parse_input(arguments)
+                )
+            )
+            return denial(waiting, approval.reason or DENIED_BY_USER)
+        tool = self.deps.tools.get(name)
+        if tool is not None and tool.kind != "sync":
+            return self._pending_message(handle, session, call_id, name).model_copy(update=keep)
+        ctx = ToolContext(user_id, session.session_id, {"sessions": self.deps.sessions})
+        result = await self.deps.tools.run(name, arguments, ctx)
+        message = result.to_message(call_id, name, turn_id=waiting.turn_id).model_copy(update=keep)
+        publish(output_event(call_id, message))
+        return message

@@ -12,7 +12,8 @@ Adding a tool is a few lines::
         ...
 
 ``kind`` says where a tool runs: ``sync`` in the chat turn; ``long_running`` and ``callback`` tools run outside
-the request (Step Functions).
+the request (Step Functions). ``requires_approval`` makes a call wait for the user's yes or no before it runs
+(``chatcore.approvals``); the ``TOOLS_REQUIRING_APPROVAL`` setting replaces those flags.
 
 Every tool message (a sync result, a long-running or callback result saved by the state machine, an error result, the
 pending placeholder) is built by ``ToolResult.to_message``: the output as strict JSON, cut to ``MAX_RESULT_CHARS``;
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from chatcore.errors import ConfigError
 from chatcore.errors import ToolFailure as ToolFailure  # raised by tools: re-exported for tool authors
 from chatcore.models import ChatMessage, MessageStatus
 from chatcore.observability import logger
@@ -95,6 +97,7 @@ class Tool:
     args_model: type[BaseModel]
     fn: ToolFn
     kind: ToolKind = "sync"
+    requires_approval: bool = False
 
     def openai_schema(self) -> dict[str, Any]:
         schema = self.args_model.model_json_schema()
@@ -112,6 +115,7 @@ class Tool:
 class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self._approval_override: frozenset[str] | None = None
 
     def tool(
         self,
@@ -120,6 +124,7 @@ class ToolRegistry:
         name: str | None = None,
         kind: ToolKind = "sync",
         args_model: type[BaseModel] | None = None,
+        requires_approval: bool = False,
     ) -> Callable[[ToolFn], ToolFn]:
         """Register ``fn(args, ctx)``; its argument model is the first parameter's annotation (or ``args_model``)."""
 
@@ -127,7 +132,7 @@ class ToolRegistry:
             model = args_model or next(iter(typing.get_type_hints(fn).values()))
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise TypeError(f"the first parameter of tool {fn.__name__} must be a pydantic model")
-            self.add(Tool(name or fn.__name__, description, model, fn, kind))
+            self.add(Tool(name or fn.__name__, description, model, fn, kind, requires_approval))
             return fn
 
         return register
@@ -139,6 +144,18 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def require_approval_for(self, names: tuple[str, ...] | None) -> None:
+        """Replace the tools' own ``requires_approval`` flags with this list (None keeps the flags)."""
+        if names is not None and (unknown := sorted(set(names) - set(self._tools))):
+            raise ConfigError(f"TOOLS_REQUIRING_APPROVAL names unknown tools: {', '.join(unknown)}")
+        self._approval_override = None if names is None else frozenset(names)
+
+    def needs_approval(self, name: str) -> bool:
+        if self._approval_override is not None:
+            return name in self._approval_override
+        tool = self._tools.get(name)
+        return tool is not None and tool.requires_approval
 
     def names(self) -> list[str]:
         return sorted(self._tools)

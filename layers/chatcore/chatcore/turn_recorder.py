@@ -22,8 +22,10 @@ class TurnRecorder:
         turn_id: str,
         *,
         branch_from: int | None = None,
+        answer_id: str | None = None,
     ) -> None:
         self._sessions = sessions
+        self.answer_id = answer_id or turn_id  # the assistant message the stored messages belong to
         # A regenerated answer: its first stored message follows this one instead of the session's leaf.
         self._branch_from = branch_from
         self._leases = leases
@@ -44,14 +46,14 @@ class TurnRecorder:
         return self.session
 
     async def answer(self, text: str, usage: Usage) -> None:
-        self.session.messages.append(ChatMessage(role="assistant", content=text, turn_id=self.turn_id, usage=usage))
+        self.session.messages.append(ChatMessage(role="assistant", content=text, turn_id=self.answer_id, usage=usage))
         await self._write(release=True)
 
     async def partial(self, text: str, usage: Usage) -> None:
         """What was produced before a failure or a stop (unfinished tool calls are dropped)."""
         if text:
             self.session.messages.append(
-                ChatMessage(role="assistant", content=text, status="partial", turn_id=self.turn_id, usage=usage)
+                ChatMessage(role="assistant", content=text, status="partial", turn_id=self.answer_id, usage=usage)
             )
         await self._write(release=True)
 

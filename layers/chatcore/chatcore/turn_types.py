@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatcore.config import Settings
+from chatcore.models import ChatMessage
 from chatcore.operations import Operations
-from chatcore.ports import ChatModel, ReplayLog, SessionRepository, TurnLeases
+from chatcore.ports import ApprovalRecords, ChatModel, ReplayLog, SessionRepository, TurnLeases
 from chatcore.replay import TurnChannel
+from chatcore.stream import StreamEvent
 from chatcore.tools import ToolRegistry
 
 
@@ -25,6 +27,7 @@ class ChatDeps:
     replay: ReplayLog
     system_prompt: Callable[[], str]
     operations: Operations | None = None
+    approvals: ApprovalRecords | None = None
 
 
 @dataclass
@@ -38,6 +41,15 @@ class TurnHandle:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     depth: int = 0  # how many background operations led to this turn
+    # The assistant message this run writes (``start.messageId``, the stored messages' ``turn_id``): the turn's own
+    # id, or the asking turn's when an approval's answer continues that message.
+    answer_id: str = ""
+    prelude: list[StreamEvent] = field(default_factory=list)  # sent after ``start`` (an approval's tool outputs)
+    start_operations: list[ChatMessage] = field(default_factory=list)  # approved long-running calls to start
+    call_model: bool = True  # False: the run only reports (an approval still waits, or a background tool runs)
+
+    def __post_init__(self) -> None:
+        self.answer_id = self.answer_id or self.turn_id
 
 
 @dataclass(frozen=True)

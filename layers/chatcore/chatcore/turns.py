@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import build_context
-from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInProgress
+from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
 from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, Resend, Send, plan_turn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
@@ -170,12 +172,50 @@ class ChatEngine:
         if isinstance(plan, Resend):
             await deps.leases.release(session_id, turn_id)
             return await self._existing(session_id, plan.client_key)
+        if isinstance(plan, Send) and waiting_on_path(session):
+            try:
+                session = await self._deny_waiting(session)
+            except BaseException:
+                await deps.leases.release(session_id, turn_id)
+                raise
         branch_from = _prepare(session, plan, turn_id)
         handle = self._launch(session, turn_id, user_id, depth=0, branch_from=branch_from)
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
             return await self._existing(session_id, _client_key(plan) or "")
+        return handle
+
+    async def answer_approvals(
+        self, session_id: str, answers: list[ApprovalAnswer], *, user_id: str | None
+    ) -> TurnHandle | ExistingTurn:
+        """Answer tool approvals (``chatcore.approvals``) and continue the assistant message that asked, as a new
+        run streamed like a turn. Raises ``ChatError`` (404, 409, 422) before anything is streamed."""
+        deps, approvals = self.deps, self.deps.approvals
+        session = await self.deps.sessions.session_of(session_id, user_id)
+        if session is None or approvals is None:
+            raise NotFound("session not found")
+        records = {a.approval_id: await approvals.get(session_id, a.approval_id) for a in answers}
+        repeated = _answered_before(records, answers)
+        if repeated is not None:  # the same answers again (a retried POST): replay the run they started
+            with contextlib.suppress(DuplicateClientMessage):
+                return await self._existing_run(session_id, repeated)
+            raise Conflict("these approvals were already answered")
+        now = int(time.time())
+        checked = [check(session, records[a.approval_id], a, now) for a in answers]
+        run_id = new_id("turn_")
+        session = await deps.leases.take(session, run_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds)
+        answered: list[tuple[ChatMessage, Approval]] = []
+        for (waiting, record), answer in zip(checked, answers, strict=True):
+            decided = record.answered(answer.approved, answer.reason, run_id)
+            if not await approvals.answer(decided, now=now):
+                await deps.leases.release(session_id, run_id)
+                raise Conflict("this approval was already answered or expired")
+            answered.append((waiting, decided))
+        handle = self._launch(session, run_id, user_id, depth=0, answer_id=checked[0][1].answer_id)
+        handle.task = asyncio.create_task(self._run_answer(handle, session, answered, user_id))
+        handle.task.add_done_callback(lambda _: self.running.pop(run_id, None))
+        await asyncio.shield(handle.accepted)
         return handle
 
     async def continue_session(self, session_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
@@ -194,14 +234,24 @@ class ChatEngine:
         return handle
 
     def _launch(
-        self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int, branch_from: int | None = None
+        self,
+        session: ChatSession,
+        turn_id: str,
+        user_id: str | None,
+        *,
+        depth: int,
+        branch_from: int | None = None,
+        answer_id: str | None = None,
     ) -> TurnHandle:
+        """Register the run; it starts as a turn unless ``answer_id`` says it continues another's message (the
+        caller starts it)."""
         channel = TurnChannel(self.deps.replay, session.session_id, turn_id)  # stores each event's stored form
-        handle = TurnHandle(session.session_id, turn_id, channel, asyncio.get_running_loop().create_future())
-        handle.depth = depth
+        accepted = asyncio.get_running_loop().create_future()
+        handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         self.running[turn_id] = handle
-        handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from))
-        handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
+        if answer_id is None:
+            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from))
+            handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
     async def stream_chat_completion(
@@ -279,7 +329,9 @@ class ChatEngine:
         self, handle: TurnHandle, session: ChatSession, user_id: str | None, branch_from: int | None
     ) -> None:
         deps = self.deps
-        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from)
+        recorder = TurnRecorder(
+            deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from, answer_id=handle.answer_id
+        )
         new_message = bool(session.messages) and session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
@@ -333,6 +385,87 @@ class ChatEngine:
                 with contextlib.suppress(ChatError):
                     await summary
 
+    async def _run_answer(
+        self,
+        handle: TurnHandle,
+        session: ChatSession,
+        answered: list[tuple[ChatMessage, Approval]],
+        user_id: str | None,
+    ) -> None:
+        """An approval's answer: each call's output (run, started in the background, or denied) replaces its
+        placeholder; then, when no call of the round still waits, the model continues the same message."""
+        deps, publish = self.deps, handle.channel.publish
+        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, answer_id=handle.answer_id)
+        try:
+            await deps.replay.begin(session.session_id, handle.turn_id, None)
+        except BaseException as exc:
+            await recorder.release()
+            await handle.channel.close()
+            handle.accepted.set_exception(exc if isinstance(exc, ChatError) else ChatError("could not answer"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        handle.accepted.set_result(None)
+        publish(StreamStart(message_id=handle.answer_id))
+        try:
+            for waiting, approval in answered:
+                message = await self.rounds.resolve(handle, session, waiting, approval, user_id)
+                assert waiting.seq is not None
+                waits_for = ("pending_approval", approval.approval_id)
+                if (
+                    await deps.sessions.replace_placeholder(session.session_id, waiting.seq, message, waiting=waits_for)
+                    is None
+                ):
+                    raise ChatError("the approved call is no longer waiting")
+                session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
+                if message.status == "pending":
+                    await self.rounds.start_operation(handle, session, message, user_id)
+            if any(m.status in ("awaiting_approval", "pending") for m in session.messages):
+                await recorder.release()  # another call still waits: the model continues when it is answered
+                publish(StreamFinish(finish_reason="tool-calls"))
+                return
+            context = await build_context(
+                session, deps.system_prompt(), budget_tokens=deps.settings.llm_context_tokens, summarise=None
+            )
+            tool_schemas = deps.tools.openai_tools()
+            stream = deps.llm.stream(context.messages, tools=tool_schemas or None)
+        except Exception as exc:
+            logger.warning("approval answer failed", turn_id=handle.turn_id, error=str(exc)[:200])
+            await recorder.release()
+            publish(StreamError(error_text=ERROR_TEXT))
+            publish(StreamFinish(finish_reason="error"))
+            return
+        finally:
+            if not handle.cancel.is_set() and recorder.released:
+                await handle.channel.close()
+        watcher = asyncio.create_task(self._watch_cancel(handle))
+        try:
+            await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id, started=True)
+        finally:
+            watcher.cancel()
+            await handle.channel.close()
+
+    async def _deny_waiting(self, session: ChatSession) -> ChatSession:
+        """A new message while calls wait for approval: each is denied first (expired, or the user moved on), so
+        every call of the history has an output."""
+        approvals, now = self.deps.approvals, int(time.time())
+        for waiting in waiting_on_path(session):
+            record = await approvals.get(session.session_id, waiting.approval_id or "") if approvals else None
+            reason = EXPIRED if record is not None and record.deadline <= now else SUPERSEDED
+            if record is not None and approvals is not None:
+                await approvals.answer(record.answered(False, reason, ""), now=now, before_deadline=False)
+            assert waiting.seq is not None
+            message = denial(waiting, reason)
+            waits_for = ("pending_approval", waiting.approval_id or "")
+            await self.deps.sessions.replace_placeholder(session.session_id, waiting.seq, message, waiting=waits_for)
+            session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
+        return session
+
+    async def _existing_run(self, session_id: str, run_id: str) -> ExistingTurn:
+        if not await self.deps.replay.exists(run_id):
+            raise DuplicateClientMessage("this answer was already given", client_message_id="", seq=None)
+        return ExistingTurn(session_id, run_id)
+
     async def _converse(
         self,
         handle: TurnHandle,
@@ -341,12 +474,15 @@ class ChatEngine:
         stream: AsyncIterable[LLMDelta],
         tool_schemas: list[dict[str, Any]],
         user_id: str | None,
+        *,
+        started: bool = False,
     ) -> None:
         """Steps 4 to 7: stream each model step to the client and the replay log; run tool rounds (bounded); store the
         answer and give the lease back in one write; on failure or stop keep what was produced."""
         deps, publish, title = self.deps, handle.channel.publish, recorder.title
         usage, finish_reason, rounds = Usage(), "stop", 0
-        publish(StreamStart(message_id=handle.turn_id))
+        if not started:
+            publish(StreamStart(message_id=handle.answer_id))
         try:
             while True:
                 publish(StreamStartStep())
@@ -370,7 +506,8 @@ class ChatEngine:
                 session = recorder.session
                 assistant, results = await self.rounds.run_tools(handle, session, step.text, ready, user_id, over_limit)
                 pending = [r for r in results if r.status == "pending"]
-                last_round = over_limit or bool(pending)  # a long-running tool's result comes with a new turn
+                # A long-running tool's result comes with a new turn; an approval's answer continues this message.
+                last_round = over_limit or bool(pending) or any(r.status == "awaiting_approval" for r in results)
                 if last_round:
                     assistant.usage = usage
                 session = await recorder.round(assistant, results, last=last_round)
@@ -473,3 +610,16 @@ def _prepare(session: ChatSession, plan: Plan, turn_id: str) -> int | None:
     assert isinstance(plan, Regenerate)
     session.messages = session.path_to(plan.parent_seq) if plan.parent_seq else []
     return plan.parent_seq
+
+
+def _answered_before(records: dict[str, Approval | None], answers: list[ApprovalAnswer]) -> str | None:
+    """The run that gave exactly these answers already, if it did (a retried POST); None otherwise."""
+    runs = set()
+    for answer in answers:
+        record = records.get(answer.approval_id)
+        if record is None or record.state == "pending" or record.run_id is None:
+            return None
+        if (record.state == "approved") != answer.approved:
+            return None
+        runs.add(record.run_id)
+    return runs.pop() if len(runs) == 1 else None

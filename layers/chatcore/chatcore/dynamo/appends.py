@@ -28,6 +28,7 @@ from chatcore.dynamo.codecs import (
     iso,
     message_body,
     usage_values,
+    waiting_attributes,
 )
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import (
@@ -239,8 +240,21 @@ async def replace_pending(table: Table, session_id: str, seq: int, message: Chat
     same operation and the session exists. Returns the new session version, or None when nothing was
     replaced (already saved, or the session was deleted)."""
     assert message.operation_id is not None
-    body = Expression().set("body", s_attr(message_body(message, seq))).remove("pending_op")
-    body.require(body.eq("pending_op", s_attr(message.operation_id)))
+    return await replace_placeholder(table, session_id, seq, message, waiting=("pending_op", message.operation_id))
+
+
+async def replace_placeholder(
+    table: Table, session_id: str, seq: int, message: ChatMessage, *, waiting: tuple[str, str]
+) -> int | None:
+    """Replace the placeholder at ``seq`` while it still waits for ``waiting`` (attribute, value: see
+    ``codecs.waiting_attributes``) and the session exists; the replacement may wait in turn (an approved
+    long-running call). Returns the new session version, or None when nothing was replaced."""
+    attribute, value = waiting
+    stored = message.model_copy(update={"seq": seq})
+    body = Expression().set("body", s_attr(message_body(stored, seq))).remove(attribute)
+    for name, attr_value in waiting_attributes(stored).items():
+        body.set(name, attr_value)
+    body.require(body.eq(attribute, s_attr(value)))
     items = [
         table.update_item(msg_key(session_id, seq), body),
         table.update_item(meta_key(session_id), Expression().increment("version").require(SESSION_ALIVE)),

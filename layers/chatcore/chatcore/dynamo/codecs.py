@@ -100,9 +100,21 @@ def encode_message(session_id: str, message: ChatMessage, seq: int) -> Item:
         "seq": n_attr(seq),
         "body": s_attr(message_body(message, seq)),
     }
-    if message.status == "pending" and message.operation_id:
-        item["pending_op"] = s_attr(message.operation_id)
+    if message.parent_seq is not None:
+        # Beside the body, so replacing a placeholder's body (``appends.replace_placeholder``) keeps its place.
+        item["parent"] = n_attr(message.parent_seq)
+    item.update(waiting_attributes(message))
     return item
+
+
+def waiting_attributes(message: ChatMessage) -> Item:
+    """What a placeholder waits for, as an attribute its replacement is conditional on: the long-running
+    operation (``pending_op``) or the user's approval (``pending_approval``)."""
+    if message.status == "pending" and message.operation_id:
+        return {"pending_op": s_attr(message.operation_id)}
+    if message.status == "awaiting_approval" and message.approval_id:
+        return {"pending_approval": s_attr(message.approval_id)}
+    return {}
 
 
 def message_body(message: ChatMessage, seq: int) -> str:
@@ -111,6 +123,8 @@ def message_body(message: ChatMessage, seq: int) -> str:
 
 def decode_message(item: Item) -> ChatMessage:
     message = ChatMessage.model_validate_json(item["body"]["S"])
-    if message.parent_seq is None and message.seq is not None:  # stored before branches existed: one line
+    if "parent" in item:
+        message.parent_seq = int(item["parent"]["N"])
+    elif message.parent_seq is None and message.seq is not None:  # stored before branches existed: one line
         message.parent_seq = message.seq - 1
     return message

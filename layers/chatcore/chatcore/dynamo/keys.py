@@ -10,6 +10,7 @@ META = "META"
 MSG_PREFIX = "MSG#"
 CMID_PREFIX = "CMID#"
 OP_PREFIX = "OP#"
+APPROVAL_PREFIX = "APPROVAL#"
 MSG_END = "MSG#~"  # sorts after every MSG#<digits>
 BY_USER_INDEX = "ByUser"
 TOMBSTONE_DAYS = 30
@@ -57,6 +58,10 @@ def msg_key(session_id: str, seq: int) -> Item:
 
 def cmid_key(session_id: str, client_message_id: str) -> Item:
     return key(pk(session_id), CMID_PREFIX + client_message_id)
+
+
+def approval_key(session_id: str, approval_id: str) -> Item:
+    return key(pk(session_id), APPROVAL_PREFIX + approval_id)
 
 
 def operation_key(operation_id: str) -> Item:

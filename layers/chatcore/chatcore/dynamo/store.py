@@ -70,6 +70,16 @@ class SessionStore:
         """Replace the pending tool message at ``seq``; the new version, or None when nothing was replaced."""
         return await appends.replace_pending(self._table, session_id, seq, message)
 
+    async def replace_placeholder(
+        self, session_id: str, seq: int, message: ChatMessage, *, waiting: tuple[str, str]
+    ) -> int | None:
+        """Replace the placeholder at ``seq`` while it waits for ``waiting``; the new version, or None."""
+        return await appends.replace_placeholder(self._table, session_id, seq, message, waiting=waiting)
+
+    @property
+    def table(self) -> Table:
+        return self._table
+
     async def update_fields(
         self, session_id: str, changes: dict[str, Any], *, owner: str | None = None
     ) -> ChatSession | None:
