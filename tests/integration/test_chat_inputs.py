@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import boto3
+import httpx
 import pytest
 
-from tests.conftest import ChatStack
+from chatcore.web.chat_app import LEVEL_HEADER
+from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.integration.test_chat_turns import ui_body
 from tests.support.tokens import make_token
 
@@ -149,3 +151,24 @@ def test_numbers_and_text_that_cannot_be_stored_are_422_and_write_nothing(chat_s
         for query in ("limit=\u00b2", "limit=\u0661\u0660", "limit=5\u00b2"):
             response = client.get(f"/sessions?{query}")
             assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request", query
+
+
+def test_the_local_stack_lets_a_browser_send_the_protocol_level_header(table_name: str, redis_url: str):
+    """A front end on another origin sets x-ui-stream-protocol: the CORS preflight must allow it (the template's
+    Function URL CORS is checked in tests/test_deployment.py)."""
+    origin = "http://front.example"
+    chat = start_chat_stack(table_name, redis_url, cors_allow_origins=(origin,))
+    try:
+        with httpx.Client(base_url=chat.url, timeout=10) as client:
+            preflight = client.options(
+                "/chat",
+                headers={
+                    "origin": origin,
+                    "access-control-request-method": "POST",
+                    "access-control-request-headers": f"authorization, content-type, {LEVEL_HEADER}",
+                },
+            )
+        assert preflight.status_code == 200, preflight.text
+        assert LEVEL_HEADER in preflight.headers["access-control-allow-headers"].lower()
+    finally:
+        stop_chat_stack(chat)

@@ -225,7 +225,8 @@ class ProtocolLevel:
         if kind == "tool-output-denied":
             if not self.tool_approval:
                 # A 5.x tool part has no denied state: output-error is its terminal state (left input-available,
-                # it would look like a call still running and keep the message incomplete).
+                # it would look like a call still running and keep the message incomplete). Like 6.x/7.x's
+                # tool-output-denied, it needs the client to hold the message it continues (tests/contract).
                 error = {"type": "tool-output-error", "toolCallId": chunk["toolCallId"], "errorText": DENIED_TEXT}
                 error |= {k: chunk[k] for k in ("providerExecuted", "dynamic") if chunk.get(k) is not None}
                 return [_approval_part(chunk, "denied"), error]
