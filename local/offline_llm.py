@@ -305,6 +305,11 @@ def _natural_tool_requests(text: str, available: Sequence[str]) -> list[tuple[st
         expression = math.group(1).strip().rstrip("?!.").strip()
         if expression:
             found.append((math.start(), "calculator", json.dumps({"expression": expression})))
+    rename = re.search(r"\brename (?:this|the) (?:chat|conversation) to\s+([^\n]+)", text, re.IGNORECASE)
+    if "rename_session" in available and rename:
+        title = rename.group(1).strip().strip("\"'").rstrip("?!.").strip()
+        if title:
+            found.append((rename.start(), "rename_session", json.dumps({"title": title[:200]})))
     return [(name, args) for _, name, args in sorted(found)]
 
 

@@ -13,7 +13,7 @@ from chatcore.models import ChatSession
 from chatcore.tools import ToolContext, ToolRegistry
 from chatcore.turn_types import ChatDeps
 from chatcore.turns import ChatEngine
-from tests.unit.fakes import InMemoryReplay, InMemorySessions, ScriptedModel
+from tests.unit.fakes import InMemoryApprovals, InMemoryReplay, InMemorySessions, ScriptedModel
 
 
 class AddArgs(BaseModel):
@@ -25,6 +25,19 @@ async def add(args: AddArgs, ctx: ToolContext) -> dict[str, Any]:
     return {"sum": args.a + args.b}
 
 
+class MailArgs(BaseModel):
+    to: str
+
+
+SENT_MAIL: list[str] = []
+
+
+async def send_mail(args: MailArgs, ctx: ToolContext) -> dict[str, Any]:
+    """A tool with a side effect: it asks for approval first."""
+    SENT_MAIL.append(args.to)
+    return {"sent": True, "to": args.to}
+
+
 @dataclass
 class Parts:
     engine: ChatEngine
@@ -32,6 +45,7 @@ class Parts:
     replay: InMemoryReplay
     model: ScriptedModel
     session_id: str
+    approvals: InMemoryApprovals
 
 
 @pytest.fixture
@@ -39,6 +53,9 @@ def parts() -> Parts:
     sessions, replay, model = InMemorySessions(), InMemoryReplay(), ScriptedModel()
     tools = ToolRegistry()
     tools.tool("Add two integers.")(add)
+    tools.tool("Send a mail.", requires_approval=True)(send_mail)
+    SENT_MAIL.clear()
+    approvals = InMemoryApprovals()
     settings = Settings(title_timeout_seconds=1.0, max_tool_rounds=2, llm_context_tokens=16_000)
     deps = ChatDeps(
         settings=settings,
@@ -48,9 +65,10 @@ def parts() -> Parts:
         tools=tools,
         replay=replay,
         system_prompt=lambda: "You are a test.",
+        approvals=approvals,
     )
     session = sessions.add(ChatSession.new("alice"))
-    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id)
+    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id, approvals)
 
 
 def stored(parts: Parts) -> ChatSession:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatcore.approvals import Approval
 from chatcore.dynamo.codecs import with_messages
 from chatcore.errors import NotFound, ServiceRefused, TurnInProgress, TurnLost
 from chatcore.llm import Finished, LLMDelta, TextDelta, ToolCallDelta
@@ -110,6 +111,20 @@ class InMemorySessions:
         stored.version += 1
         return stored.version
 
+    async def replace_placeholder(
+        self, session_id: str, seq: int, message: ChatMessage, *, waiting: tuple[str, str]
+    ) -> int | None:
+        stored, tree = self.sessions.get(session_id), self.trees.get(session_id, [])
+        attribute, value = waiting
+        held = {"pending_op": tree[seq - 1].operation_id, "pending_approval": tree[seq - 1].approval_id}
+        statuses = {"pending_op": "pending", "pending_approval": "awaiting_approval"}
+        if stored is None or tree[seq - 1].status != statuses[attribute] or held[attribute] != value:
+            return None
+        tree[seq - 1] = message.model_copy(update={"seq": seq, "parent_seq": tree[seq - 1].parent_seq})
+        with_messages(stored, [m.model_copy() for m in tree])
+        stored.version += 1
+        return stored.version
+
     async def aclose(self) -> None:
         self.closed = True
 
@@ -130,6 +145,26 @@ class InMemorySessions:
             stored.active_turn_id = None
             stored.version += 1
             self.released.append(turn_id)
+
+
+class InMemoryApprovals:
+    """``ApprovalRecords`` over a dict, with the store's conditional answer."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], Approval] = {}
+
+    async def create(self, approval: Approval) -> None:
+        self.records[(approval.session_id, approval.approval_id)] = approval
+
+    async def get(self, session_id: str, approval_id: str) -> Approval | None:
+        return self.records.get((session_id, approval_id))
+
+    async def answer(self, approval: Approval, *, now: int, before_deadline: bool = True) -> bool:
+        stored = self.records.get((approval.session_id, approval.approval_id))
+        if stored is None or stored.state != "pending" or (before_deadline and stored.deadline <= now):
+            return False
+        self.records[(approval.session_id, approval.approval_id)] = approval
+        return True
 
 
 @dataclass

@@ -10,7 +10,7 @@ trigger                last message sent                               plan
 submit-message         user; id not on the active path                 ``Send``: a new message after the leaf
 submit-message         user; id on the path, same text                 ``Resend``: replay that message's turn
 submit-message         user; id on the path, other text                ``Edit``: a new version, sibling of the old
-submit-message         assistant, tool parts ``approval-responded``    ``Answer approvals`` (``chatcore.approvals``)
+submit-message         assistant, tool parts ``approval-responded``    approval answers (``chatcore.approvals``)
 submit-message         assistant, nothing to answer                    rejected (422)
 regenerate-message     ``messageId`` names an answer (its turn id)     ``Regenerate``: a new answer, sibling of it
 regenerate-message     ``messageId`` names a user message              ``Regenerate``: a new answer to it
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chatcore.approvals import ApprovalAnswer
 from chatcore.errors import Conflict, NotFound, ValidationFailed
 from chatcore.models import ChatMessage, ChatSession, client_key
 
@@ -48,7 +49,15 @@ class RegenerateAnswer:
     message_id: str | None = None
 
 
-Intent = NewMessage | RegenerateAnswer
+@dataclass(frozen=True)
+class ApprovalAnswers:
+    """``submit-message`` whose last message is the assistant's, with tool parts in ``approval-responded``
+    (``chatcore.approvals``; the engine's ``answer_approvals``)."""
+
+    answers: list[ApprovalAnswer]
+
+
+Intent = NewMessage | RegenerateAnswer | ApprovalAnswers
 
 
 # -- what the turn does ----------------------------------------------------------------------------------------
@@ -89,6 +98,8 @@ def plan_turn(session: ChatSession, intent: Intent) -> Plan:
     """The row of the decision table (module docstring) for ``intent`` over ``session``'s active path."""
     if isinstance(intent, RegenerateAnswer):
         return _regenerate(session, intent.message_id)
+    if isinstance(intent, ApprovalAnswers):
+        raise TypeError("approval answers are not a turn plan: ChatEngine.answer_approvals takes them")
     cmid = intent.client_message_id
     stored = _user_message(session, cmid) if cmid else None
     if stored is None:

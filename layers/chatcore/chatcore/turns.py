@@ -420,24 +420,25 @@ class ChatEngine:
                 session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
                 if message.status == "pending":
                     await self.rounds.start_operation(handle, session, message, user_id)
-            if any(m.status in ("awaiting_approval", "pending") for m in session.messages):
-                await recorder.release()  # another call still waits: the model continues when it is answered
-                publish(StreamFinish(finish_reason="tool-calls"))
-                return
-            context = await build_context(
-                session, deps.system_prompt(), budget_tokens=deps.settings.llm_context_tokens, summarise=None
-            )
-            tool_schemas = deps.tools.openai_tools()
-            stream = deps.llm.stream(context.messages, tools=tool_schemas or None)
+            asked = [m for m in session.messages if m.turn_id == handle.answer_id]
+            unresolved = any(m.status in ("awaiting_approval", "pending") for m in asked)
+            if not unresolved:
+                context = await build_context(
+                    session, deps.system_prompt(), budget_tokens=deps.settings.llm_context_tokens, summarise=None
+                )
+                tool_schemas = deps.tools.openai_tools()
+                stream = deps.llm.stream(context.messages, tools=tool_schemas or None)
         except Exception as exc:
             logger.warning("approval answer failed", turn_id=handle.turn_id, error=str(exc)[:200])
-            await recorder.release()
             publish(StreamError(error_text=ERROR_TEXT))
-            publish(StreamFinish(finish_reason="error"))
+            unresolved, finish = True, StreamFinish(finish_reason="error")
+        else:
+            finish = StreamFinish(finish_reason="tool-calls")
+        if unresolved:  # another call still waits (the model continues when it is answered), or this run failed
+            await recorder.release()
+            publish(finish)
+            await handle.channel.close()
             return
-        finally:
-            if not handle.cancel.is_set() and recorder.released:
-                await handle.channel.close()
         watcher = asyncio.create_task(self._watch_cancel(handle))
         try:
             await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id, started=True)

@@ -7,6 +7,8 @@
     GET  /chat/{id}/stream        resume: full replay of the active turn, then live until it ends (204: none);
                                   Last-Event-ID continues after that replay-log entry
     POST /chat/{id}/stop          stop the active turn; the partial answer is kept
+    POST /chat/{id}/approvals/{approval_id}   {"approved", "reason"?}: answer a tool approval; streams the
+                                  continuation of the message that asked (like POST /chat)
     GET  /health
 
 Every input error is a JSON 4xx before any stream starts. The streams speak the protocol level of
@@ -16,6 +18,7 @@ Every input error is a JSON 4xx before any stream starts. The streams speak the 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -26,10 +29,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from chatcore import ports
+from chatcore.approvals import ApprovalAnswer
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, ValidationFailed
-from chatcore.intents import Intent, NewMessage, RegenerateAnswer
+from chatcore.intents import ApprovalAnswers, Intent, NewMessage, RegenerateAnswer
 from chatcore.models import is_valid_session_id
 from chatcore.stream import DONE, LEVEL_NAMES, LEVELS, PING, STREAM_HEADERS, ProtocolLevel, protocol_level, sse
 from chatcore.streams import Chunk, Frame, Ping, follow_live, follow_log, open_resume
@@ -50,9 +54,18 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class UIApproval(_Lenient):
+    id: str = Field(min_length=1, max_length=128)
+    approved: bool | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 class UIPart(_Lenient):
     type: str
     text: str | None = None
+    tool_call_id: str | None = Field(default=None, alias="toolCallId", max_length=256)
+    state: str | None = None
+    approval: UIApproval | None = None
 
 
 class UIMessage(_Lenient):
@@ -68,6 +81,12 @@ class ChatRequest(_Lenient):
     message_id: str | None = Field(default=None, alias="messageId")
 
 
+class ApprovalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approved: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 class SimpleMessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str
@@ -79,12 +98,39 @@ def _intent(request: ChatRequest, max_chars: int) -> Intent:
         # useChat omits messageId when regenerate() has no argument: the last answer.
         return RegenerateAnswer(_checked_id(request.message_id, ["messageId"]))
     last = request.messages[-1]
+    if last.role == "assistant":
+        answers = _approval_answers(last)
+        if answers:
+            return ApprovalAnswers(answers)
     if last.role != "user":
         raise ValidationFailed(
-            "the last message must be the user's", details=[{"loc": ["messages"], "msg": "no user message"}]
+            "the last message must be the user's (or an answer to a tool approval)",
+            details=[{"loc": ["messages"], "msg": "no user message"}],
         )
     text = "".join(part.text or "" for part in last.parts if part.type == "text")
     return NewMessage(_check_text(text, max_chars), _checked_id(last.id or None, ["messages", "id"]))
+
+
+def _approval_answers(message: UIMessage) -> list[ApprovalAnswer]:
+    """The tool parts ``useChat`` sends in state ``approval-responded``: only their approval id, decision and
+    reason are read (the tool call itself is taken from storage)."""
+    answers: list[ApprovalAnswer] = []
+    for part in message.parts:
+        if part.state != "approval-responded" or part.approval is None or part.approval.approved is None:
+            continue
+        approval_id = _checked_id(part.approval.id, ["messages", "parts", "approval", "id"])
+        assert approval_id is not None
+        reason = _clean_reason(part.approval.reason)
+        answers.append(ApprovalAnswer(approval_id, part.approval.approved, reason, part.tool_call_id))
+    return answers
+
+
+def _clean_reason(reason: str | None) -> str | None:
+    if reason is None or not reason.strip():
+        return None
+    if any(unicodedata.category(char) == "Cs" for char in reason):
+        raise ValidationFailed("invalid reason", details=[{"loc": ["reason"], "msg": "invalid text"}])
+    return reason.strip()
 
 
 def _checked_id(value: str | None, loc: list[str]) -> str | None:
@@ -138,10 +184,24 @@ class ChatApi:
         if not is_valid_session_id(body.id):
             raise BadRequest("invalid chat id")
         intent = _intent(body, self.settings.max_message_chars)
+        if isinstance(intent, ApprovalAnswers):
+            answered = await self.engine.answer_approvals(body.id, intent.answers, user_id=user_id)
+            return self._respond(answered, level)
         # A regenerate needs an answer to replace: it never creates the session.
         create = isinstance(intent, NewMessage)
         started = await self.engine.submit(body.id, intent, user_id=user_id, create=create)
         return self._respond(started, level)
+
+    async def approve(self, request: Request) -> Response:
+        user_id = await self._user(request)
+        level = self._level(request)
+        session_id = session_id_param(request)
+        approval_id = _checked_id(str(request.path_params["approval_id"]), ["approval_id"])
+        assert approval_id is not None
+        body = parse_model(ApprovalIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        answer = ApprovalAnswer(approval_id, body.approved, _clean_reason(body.reason))
+        answered = await self.engine.answer_approvals(session_id, [answer], user_id=user_id)
+        return self._respond(answered, level)
 
     async def simple_stream(self, request: Request) -> Response:
         user_id = await self._user(request)
@@ -210,6 +270,7 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
         Route("/chat", api.chat, methods=["POST"]),
         Route("/chat/{session_id}/stream", api.resume, methods=["GET"]),
         Route("/chat/{session_id}/stop", api.stop, methods=["POST"]),
+        Route("/chat/{session_id}/approvals/{approval_id}", api.approve, methods=["POST"]),
         Route("/sessions/{session_id}/stream", api.simple_stream, methods=["POST"]),
     ]
     return json_api(routes)
