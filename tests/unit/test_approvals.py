@@ -38,7 +38,7 @@ async def _ask(parts: Parts, to: str = "bob@example.com") -> tuple[list[dict], s
 
 
 async def _answer(parts: Parts, approval_id: str, approved: bool, **extra: object) -> list[dict]:
-    answer = ApprovalAnswer(approval_id, approved, **extra)  # type: ignore[arg-type]
+    answer = ApprovalAnswer(approval_id, approved, **extra)
     return await _events(await parts.engine.answer_approvals(parts.session_id, [answer], user_id="alice"))
 
 

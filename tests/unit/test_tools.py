@@ -71,7 +71,9 @@ async def test_registry_turns_bad_input_into_error_results():
         "search_sessions",
         "summarize_conversation",
         "wait_for_external_job",
+        "rename_session",
     }
+    assert [name for name in registry.names() if registry.needs_approval(name)] == ["rename_session"]
     assert registry.get("summarize_conversation").kind == "long_running"
     assert registry.get("wait_for_external_job").kind == "callback"
     schema = {t["function"]["name"]: t for t in registry.openai_tools()}["calculator"]
