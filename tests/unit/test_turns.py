@@ -19,7 +19,15 @@ from chatcore.stream import StreamEvent
 from chatcore.tools import ToolContext, ToolRegistry
 from chatcore.turn_types import ChatDeps, TurnHandle
 from chatcore.turns import ERROR_TEXT, ChatEngine
-from tests.unit.fakes import HANG, InMemoryReplay, InMemorySessions, ScriptedModel, text, tool_call
+from tests.unit.fakes import (
+    HANG,
+    InMemoryReplay,
+    InMemorySessions,
+    InMemoryUserContexts,
+    ScriptedModel,
+    text,
+    tool_call,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -40,11 +48,13 @@ class Parts:
     replay: InMemoryReplay
     model: ScriptedModel
     session_id: str
+    contexts: InMemoryUserContexts
 
 
 @pytest.fixture
 def parts() -> Parts:
     sessions, replay, model = InMemorySessions(), InMemoryReplay(), ScriptedModel()
+    contexts = InMemoryUserContexts(sessions)
     tools = ToolRegistry()
     tools.tool("Add two integers.")(add)
     settings = Settings(title_timeout_seconds=1.0, max_tool_rounds=2, llm_context_tokens=16_000)
@@ -56,9 +66,10 @@ def parts() -> Parts:
         tools=tools,
         replay=replay,
         system_prompt=lambda: "You are a test.",
+        contexts=contexts,
     )
     session = sessions.add(ChatSession.new("alice"))
-    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id)
+    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id, contexts)
 
 
 async def _turn(parts: Parts, message: str = "Hello") -> list[StreamEvent]:
@@ -246,3 +257,31 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_partial_with_an_err
     answer = _stored(parts).messages[-1]
     assert (answer.content, answer.status) == ("Cut off mid", "partial")
     assert _stored(parts).active_turn_id is None
+
+
+async def test_the_users_context_is_in_the_system_prompt_read_with_the_session(parts: Parts):
+    parts.contexts.texts = {"alice": "Works at ACME.\nPrefers metric units.", "bob": "Bob's own notes."}
+    parts.model.scripts = [text("Noted.")]
+    await _turn(parts)
+    system = parts.model.requests[0]["messages"][0]
+    assert system == {
+        "role": "system",
+        "content": "You are a test.\n\nWhat you know about the user:\nWorks at ACME.\nPrefers metric units.",
+    }
+    # One read gave the session and the caller's context (the production adapter: one cache round trip).
+    assert parts.contexts.reads == [("session+context", parts.session_id, "alice")]
+
+
+async def test_a_continuation_gets_the_owners_context(parts: Parts):
+    parts.contexts.texts = {"alice": "Prefers short answers."}
+    stored = _stored(parts)
+    stored.messages.append(ChatMessage(role="user", content="Summarise it in the background", seq=1))
+    stored.message_count = 1
+    parts.model.scripts = [text("Here is the summary.")]
+    handle = await parts.engine.continue_session(parts.session_id, "alice", depth=1)
+    assert handle.task is not None
+    await asyncio.wait_for(handle.task, timeout=5)
+    assert parts.model.requests[0]["messages"][0]["content"].endswith(
+        "What you know about the user:\nPrefers short answers."
+    )
+    assert _stored(parts).messages[-1].content == "Here is the summary."

@@ -25,6 +25,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 # long-running tool's result; error: a tool message that holds a failure.
 MessageStatus = Literal["complete", "partial", "pending", "error"]
 SessionStatus = Literal["active", "archived"]
+Rating = Literal["up", "down"]
 
 
 def utcnow() -> datetime:
@@ -185,3 +186,22 @@ class ChatSession(_Model):
         if len(self.messages) != self.message_count:
             return False
         return all(message.seq == index for index, message in enumerate(self.messages, start=1))
+
+
+class UserContext(_Model):
+    """What the assistant knows about a user ("business understanding"), added to the system prompt of their chat
+    turns. ``version`` counts the writes; 0 means nothing was ever stored (``context`` is then empty)."""
+
+    user_id: str
+    context: str = ""
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class Feedback(_Model):
+    """A user's rating of one answer: the chat turn ``turn_id`` (the ``messageId`` of its stream)."""
+
+    turn_id: str
+    rating: Rating
+    comment: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)

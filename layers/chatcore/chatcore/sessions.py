@@ -21,7 +21,8 @@ from pydantic import JsonValue
 
 from chatcore.cache import SessionCache
 from chatcore.errors import BadRequest, NotFound
-from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
+from chatcore.models import ChatMessage, ChatSession, Feedback, Rating, is_valid_session_id
+from chatcore.observability import count_by
 from chatcore.store import SessionStore, TurnGuard
 
 _CURSOR_MAX = 512
@@ -38,6 +39,7 @@ class SessionPage:
 class MessagePage:
     messages: list[ChatMessage]
     next_cursor: str | None
+    feedback: dict[str, Feedback]  # by turn id, for the answers on this page
 
 
 def _encode_cursor(payload: dict[str, Any]) -> str:
@@ -103,12 +105,16 @@ class SessionService:
             return None
         session = await self.cache.get(session_id)
         if session is None:
-            session = await self.store.load(session_id)
-            if session is None:
-                return None
-            await self.cache.put(session)
-        if user_id is not None and session.user_id != user_id:
+            session = await self.load_through(session_id)
+        if session is None or (user_id is not None and session.user_id != user_id):
             return None
+        return session
+
+    async def load_through(self, session_id: str) -> ChatSession | None:
+        """The session from DynamoDB (a cache miss), cached for the next reader."""
+        session = await self.store.load(session_id)
+        if session is not None:
+            await self.cache.put(session)
         return session
 
     async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
@@ -212,7 +218,32 @@ class SessionService:
         page = session.messages[after : after + limit]
         end = after + len(page)
         next_cursor = _encode_cursor({"a": end}) if end < len(session.messages) else None
-        return MessagePage(page, next_cursor)
+        answers = [m.turn_id for m in page if m.role == "assistant" and m.turn_id]
+        return MessagePage(page, next_cursor, await self.store.feedback_of(session_id, answers))
+
+    async def set_feedback(
+        self, session_id: str, user_id: str, turn_id: str, rating: Rating, comment: str | None
+    ) -> Feedback:
+        """Rate the answer ``turn_id`` of the caller's session (replacing an earlier rating of it); ``NotFound``
+        for another user's session or an id that is no answer of this session."""
+        await self._answer_of(session_id, user_id, turn_id)
+        feedback = Feedback(turn_id=turn_id, rating=rating, comment=comment)
+        await self.store.put_feedback(session_id, feedback, owner=user_id)
+        count_by("Feedback", "rating", rating)
+        return feedback
+
+    async def delete_feedback(self, session_id: str, user_id: str, turn_id: str) -> None:
+        """Remove the caller's rating of the answer ``turn_id``; ``NotFound`` when there is none."""
+        await self._answer_of(session_id, user_id, turn_id)
+        if not await self.store.delete_feedback(session_id, turn_id):
+            raise NotFound("no feedback for this message")
+
+    async def _answer_of(self, session_id: str, user_id: str, turn_id: str) -> None:
+        session = await self.get_chat_session(session_id, user_id)
+        if session is None:
+            raise NotFound("session not found")
+        if not any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages):
+            raise NotFound("no such answer in this session")
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
         """Delete the session and every item of it; False when it does not exist for ``user_id``."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from chatcore.config import Settings
 from chatcore.operations import Operations
-from chatcore.ports import ChatModel, ReplayLog, SessionRepository, TurnLeases
+from chatcore.ports import ChatModel, ReplayLog, SessionRepository, TurnLeases, UserContexts
 from chatcore.replay import TurnChannel
 from chatcore.stream import ProtocolProfile
 from chatcore.tools import ToolRegistry
@@ -25,6 +25,7 @@ class ChatDeps:
     tools: ToolRegistry
     replay: ReplayLog
     system_prompt: Callable[[], str]
+    contexts: UserContexts
     profile: ProtocolProfile = field(default_factory=ProtocolProfile)
     operations: Operations | None = None
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatcore.context import build_context
+from chatcore.context import build_context, with_user_context
 from chatcore.errors import ChatError, DuplicateClientMessage, NotFound, TurnInProgress
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, new_id
@@ -139,7 +139,7 @@ class ChatEngine:
     ) -> TurnHandle | ExistingTurn:
         """Start a turn; raises ``ChatError`` (404, 409, ...) before anything is streamed."""
         deps = self.deps
-        session = await self._load_or_create(session_id, user_id, create)
+        session, user_context = await self._load_or_create(session_id, user_id, create)
         if client_message_id and any(m.client_message_id == client_message_id for m in session.messages):
             return await self._existing(session_id, client_message_id)
         turn_id = new_id("turn_")
@@ -157,7 +157,7 @@ class ChatEngine:
         user_message = ChatMessage(role="user", content=text, client_message_id=client_message_id, turn_id=turn_id)
         session.messages.append(user_message)
 
-        handle = self._launch(session, turn_id, user_id, depth=0)
+        handle = self._launch(session, turn_id, user_id, depth=0, user_context=user_context)
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
@@ -175,11 +175,14 @@ class ChatEngine:
         session = await self.deps.leases.take(
             session, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
         )
-        handle = self._launch(session, turn_id, user_id, depth=depth)
+        user_context = await self.deps.contexts.context_of(session.user_id)
+        handle = self._launch(session, turn_id, user_id, depth=depth, user_context=user_context)
         await asyncio.shield(handle.accepted)
         return handle
 
-    def _launch(self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int) -> TurnHandle:
+    def _launch(
+        self, session: ChatSession, turn_id: str, user_id: str | None, *, depth: int, user_context: str
+    ) -> TurnHandle:
         profile = self.deps.profile
         channel = TurnChannel(
             self.deps.replay, session.session_id, turn_id, encode=lambda e: encode_json(e.chunk(profile))
@@ -187,7 +190,7 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, asyncio.get_running_loop().create_future())
         handle.depth = depth
         self.running[turn_id] = handle
-        handle.task = asyncio.create_task(self._run(handle, session, user_id))
+        handle.task = asyncio.create_task(self._run(handle, session, user_id, user_context))
         handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
@@ -233,9 +236,10 @@ class ChatEngine:
 
     # -- steps ----------------------------------------------------------------------------------------------
 
-    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> ChatSession:
+    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> tuple[ChatSession, str]:
+        """The caller's session (created when ``create``) and the caller's context, read with it."""
         sessions = self.deps.sessions
-        session = await sessions.get_chat_session(session_id)
+        session, user_context = await self.deps.contexts.session_with_context(session_id, user_id)
         if session is None and create:
             with contextlib.suppress(ChatError):  # lost a creation race, or a deleted id: decided below
                 session = await sessions.upsert_chat_session(ChatSession.new(user_id, session_id=session_id))
@@ -243,7 +247,7 @@ class ChatEngine:
                 session = await sessions.get_chat_session(session_id)
         if session is None or session.user_id != user_id:
             raise NotFound("session not found")
-        return session
+        return session, user_context
 
     async def _await_existing(self, session_id: str, client_message_id: str) -> ExistingTurn | None:
         """The running turn this message started, waiting briefly: a copy sent at the same moment as the first can
@@ -262,7 +266,7 @@ class ChatEngine:
             )
         return ExistingTurn(session_id, turn_id)
 
-    async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None) -> None:
+    async def _run(self, handle: TurnHandle, session: ChatSession, user_id: str | None, user_context: str) -> None:
         deps = self.deps
         recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id)
         new_message = session.messages[-1].seq is None
@@ -274,7 +278,7 @@ class ChatEngine:
             # 3. The history this turn needs, then the LLM request at once, while the user message is stored.
             context = await build_context(
                 session,
-                deps.system_prompt(),
+                with_user_context(deps.system_prompt(), user_context),
                 budget_tokens=deps.settings.llm_context_tokens,
                 summarise=self._summarise,
             )
