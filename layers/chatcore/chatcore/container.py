@@ -2,8 +2,8 @@
 it while the Lambda container is warm. ``default_container()`` is the only process-wide cache.
 
 Lambda entry points, the local stack, the benchmarks and the tests all take a container; parts can be injected
-(``tools``, ``llm``) instead of monkeypatched. Heavy parts are imported where they are first built, so a function
-that never chats never imports the LLM client.
+(``tools``, ``llm``, the Redis ``connector``) instead of monkeypatched. Heavy parts are imported where they are first
+built, so a function that never chats never imports the LLM client.
 """
 
 from __future__ import annotations
