@@ -1,7 +1,8 @@
 """The session service: the API the rest of the product (and the design documents) use.
 
 Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
-A session of another user reads as ``None`` / ``NotFound``, never as "forbidden".
+A session of another user reads as ``None`` / ``NotFound``, never as "forbidden". Feedback on answers (one rating
+per turn, counted as the ``Feedback`` metric by rating) is kept beside the session and shown with its messages.
 
 Module-level functions (``get_chat_session`` …) use the service of the process's container
 (``chatcore.container``); tests and other entry points build their own ``Container(settings)``.

@@ -1,7 +1,7 @@
 """One chat turn, from the user's message to the persisted answer.
 
-1. Load the session through the cache (another user's is ``NotFound``); a resent client message id attaches to
-   the turn it started instead of starting a second one.
+1. Load the session through the cache (another user's is ``NotFound``), with the caller's user context in the same
+   round trip; a resent client message id attaches to the turn it started instead of starting a second one.
 2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
    expires, so a crashed function never locks a session.
 3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
