@@ -47,9 +47,10 @@ async def seed(service: Any) -> None:
     for session_id in DEMO_SESSIONS:
         if await service.get_chat_session(session_id) is None:
             session = ChatSession.new(DEMO_USER, session_id=session_id, title="Demo session")
+            turn_id = f"turn_demo-answer-{session_id[-4:]}"  # events/sessions-feedback-put.json rates it
             session.messages = [
-                ChatMessage(role="user", content="Hello"),
-                ChatMessage(role="assistant", content="Hi! How can I help?"),
+                ChatMessage(role="user", content="Hello", turn_id=turn_id),
+                ChatMessage(role="assistant", content="Hi! How can I help?", turn_id=turn_id),
             ]
             await service.upsert_chat_session(session)
 

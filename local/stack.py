@@ -137,7 +137,7 @@ class LocalStack:
         settings = self.settings = replace(Settings.from_env(os.environ), **{**wiring, **self.overrides})
         self.install_default_container()
         self.container = Container(settings, tools=self.tools)
-        self.app = self._build_app(settings, self.container.sessions, self.container.engine)
+        self.app = self._build_app(settings, self.container)
         return self
 
     @property
@@ -220,11 +220,12 @@ class LocalStack:
         return url
 
     @staticmethod
-    def _build_app(settings: Settings, service: SessionService, engine: ChatEngine) -> Starlette:
+    def _build_app(settings: Settings, container: Container) -> Starlette:
         import jwt
 
         auth = Authenticator(settings)
-        sessions = create_sessions_app(service, auth, settings)
+        sessions = create_sessions_app(container.sessions, auth, settings, contexts=container.user_contexts)
+        engine = container.engine
         chat = create_chat_app(engine, auth, settings)
         chat_routes = [r for r in chat.router.routes if getattr(r, "path", "") != "/health"]
         callback = create_callback_app(engine.deps.operations, settings)
@@ -260,7 +261,7 @@ class LocalStack:
                 Middleware(
                     CORSMiddleware,
                     allow_origins=list(settings.cors_allow_origins),
-                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                     allow_headers=["authorization", "content-type", "last-event-id", "x-ui-stream-protocol"],
                 ),
                 Middleware(RunAsFunction, functions=functions),

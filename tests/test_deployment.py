@@ -189,6 +189,27 @@ def test_routes_of_the_functions_are_disjoint():
     assert sessions & chat <= health and sessions & callback <= health and chat & callback <= health
 
 
+def test_each_function_url_allows_the_methods_of_its_routes_cross_origin():
+    from chatcore.auth import Authenticator
+    from chatcore.config import Settings
+    from chatcore.container import Container
+    from chatcore.web.chat_app import create_chat_app
+    from chatcore.web.sessions_app import create_sessions_app
+
+    settings = Settings(jwt_secret="x" * 32)
+    container = Container(settings)
+    auth = Authenticator(settings)
+    apps = {
+        "SessionsFunction": create_sessions_app(container.sessions, auth, settings),
+        "ChatFunction": create_chat_app(container.engine, auth, settings),
+    }
+    functions = _functions()
+    for logical_id, app in apps.items():
+        methods = {m for r in app.routes for m in r.methods or ()} - {"HEAD"}
+        allowed = set(functions[logical_id]["FunctionUrlConfig"]["Cors"]["AllowMethods"])
+        assert methods <= allowed, f"{logical_id}: CORS does not allow {sorted(methods - allowed)}"
+
+
 def test_every_state_machine_task_names_a_function_of_the_template():
     resources = load_template()["Resources"]
     machine = resources["ToolOperationStateMachine"]["Properties"]
@@ -219,6 +240,7 @@ DEFAULTED = {
     "MAX_METADATA_BYTES",
     "MAX_MESSAGE_CHARS",
     "MAX_BODY_BYTES",
+    "USER_CONTEXT_MAX_CHARS",
     "CORS_ALLOW_ORIGINS",
     "LLM_API_KEY",
     "LLM_TIMEOUT_SECONDS",

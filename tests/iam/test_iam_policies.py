@@ -96,8 +96,15 @@ def sessions_crud(chat: ChatStack) -> None:
         assert client.get(f"/sessions/{sid}").status_code == 200
         assert client.get("/sessions?limit=5").status_code == 200
         assert client.patch(f"/sessions/{sid}", json={"title": "renamed"}).status_code == 200
-        _turn(client, sid, "Hello there")
+        assert client.get("/users/me/context").status_code == 200
+        context = client.put("/users/me/context", json={"context": "Audits IAM roles.", "version": 0})
+        assert context.status_code == 200, context.text
+        answer = _turn(client, sid, "Hello there").of_type("start")[0]["messageId"]
+        feedback = f"/sessions/{sid}/messages/{answer}/feedback"
+        assert client.put(feedback, json={"rating": "up", "comment": "clear"}).status_code == 200
         assert client.get(f"/sessions/{sid}/messages").status_code == 200
+        assert client.delete(feedback).status_code == 204
+        assert client.put(feedback, json={"rating": "down"}).status_code == 200  # swept with the session below
         assert client.delete(f"/sessions/{sid}").status_code == 204
         others = [client.post("/sessions", json={}).json()["id"] for _ in range(2)]
         deleted = client.post("/sessions/batch-delete", json={"session_ids": others})

@@ -114,6 +114,25 @@ async def test_session_cache_on_the_cluster(service: SessionService, cluster: Re
     assert service.cache.connector.available()
 
 
+@pytest.mark.anyio
+async def test_session_and_user_context_are_read_together_across_nodes(table_name: str, cluster: RedisCluster):
+    container = Container(cluster_settings(table_name, cluster))
+    contexts = container.user_contexts
+    try:
+        sid = (await container.sessions.create_session("alice")).session_id
+        node = cluster.node_of(f"chat:session:{sid}")
+        user = next(u for u in (f"user-{n}" for n in range(64)) if cluster.node_of(f"chat:user-context:{u}") != node)
+        await contexts.put(user, "Keyed on another node.")
+        # Both cached, on two nodes: the one pipeline is split per node and both answers come back.
+        cached_session, cached_context = await container.sessions.cache.get_with_user_context(sid, user)
+        assert cached_session is not None and cached_session.session_id == sid
+        assert cached_context is not None and cached_context.context == "Keyed on another node."
+        assert await contexts.session_with_context(sid, user) == (cached_session, "Keyed on another node.")
+        assert container.connector.available()  # no Redis error was swallowed on the way
+    finally:
+        await container.aclose()
+
+
 # -- replay log, turn pointers, cancel flags ----------------------------------------------------------------------
 
 

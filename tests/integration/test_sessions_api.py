@@ -112,8 +112,18 @@ async def test_health_and_openapi_need_no_token(client: httpx.AsyncClient):
     assert health.status_code == 200 and health.json() == {"status": "ok", "cache": "enabled"}
     doc = (await client.get("/sessions/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
-    assert {"/sessions", "/sessions/{session_id}", "/sessions/{session_id}/messages"} <= set(doc["paths"])
-    assert "SessionOut" in doc["components"]["schemas"]
+    assert set(doc["paths"]) == {
+        "/health",
+        "/sessions",
+        "/sessions/batch-delete",
+        "/sessions/{session_id}",
+        "/sessions/{session_id}/messages",
+        "/sessions/{session_id}/messages/{message_id}/feedback",
+        "/users/me/context",
+    }
+    schemas = doc["components"]["schemas"]
+    assert {"SessionOut", "FeedbackIn", "FeedbackOut", "UserContextIn", "UserContextOut"} <= set(schemas)
+    assert "feedback" in schemas["MessageOut"]["required"]
 
 
 EXPIRED = {"authorization": f"Bearer {make_token('alice', ttl=-120)}"}

@@ -13,7 +13,7 @@ from chatcore.models import ChatSession
 from chatcore.tools import ToolContext, ToolRegistry
 from chatcore.turn_types import ChatDeps
 from chatcore.turns import ChatEngine
-from tests.unit.fakes import InMemoryApprovals, InMemoryReplay, InMemorySessions, ScriptedModel
+from tests.unit.fakes import InMemoryApprovals, InMemoryReplay, InMemorySessions, InMemoryUserContexts, ScriptedModel
 
 
 class AddArgs(BaseModel):
@@ -46,6 +46,7 @@ class Parts:
     model: ScriptedModel
     session_id: str
     approvals: InMemoryApprovals
+    contexts: InMemoryUserContexts
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def parts() -> Parts:
     tools.tool("Send a mail.", requires_approval=True)(send_mail)
     SENT_MAIL.clear()
     approvals = InMemoryApprovals()
+    contexts = InMemoryUserContexts(sessions)
     settings = Settings(title_timeout_seconds=1.0, max_tool_rounds=2, llm_context_tokens=16_000)
     deps = ChatDeps(
         settings=settings,
@@ -66,9 +68,10 @@ def parts() -> Parts:
         replay=replay,
         system_prompt=lambda: "You are a test.",
         approvals=approvals,
+        contexts=contexts,
     )
     session = sessions.add(ChatSession.new("alice"))
-    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id, approvals)
+    return Parts(ChatEngine(deps), sessions, replay, model, session.session_id, approvals, contexts)
 
 
 def stored(parts: Parts) -> ChatSession:

@@ -168,6 +168,23 @@ class InMemoryApprovals:
 
 
 @dataclass
+class InMemoryUserContexts:
+    """``UserContexts``: each user's context text, over the sessions fake; records the reads the engine made."""
+
+    sessions: InMemorySessions
+    texts: dict[str, str] = field(default_factory=dict)
+    reads: list[tuple[str, str, str | None]] = field(default_factory=list)  # (kind, session id or "", user)
+
+    async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
+        self.reads.append(("session+context", session_id, user_id))
+        return await self.sessions.get_chat_session(session_id), self.texts.get(user_id or "", "")
+
+    async def context_of(self, user_id: str | None) -> str:
+        self.reads.append(("context", "", user_id))
+        return self.texts.get(user_id or "", "")
+
+
+@dataclass
 class InMemoryReplay:
     """``ReplayLog``: the log of each turn as a list (None marks its end), pointers and cancel flags."""
 

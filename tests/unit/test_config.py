@@ -40,6 +40,8 @@ def test_values_are_parsed():
         {"ALLOW_ANONYMOUS": "maybe"},
         {"CACHE_TTL_SECONDS": "ten"},
         {"CACHE_TTL_SECONDS": "0"},
+        {"USER_CONTEXT_MAX_CHARS": "0"},
+        {"USER_CONTEXT_MAX_CHARS": "32001"},  # it rides in every prompt: bounded
         {"REDIS_TIMEOUT_SECONDS": "-1"},
         {"REDIS_CLUSTER": "cluster"},
         {"REDIS_URL": "redis://h:6379/0", "REDIS_TLS_CA_FILE": "/ca.pem"},  # a CA for a connection without TLS
@@ -62,6 +64,11 @@ def test_cluster_and_tls_settings():
         {"REDIS_URL": "rediss://cache.example:6379", "REDIS_CLUSTER": "true", "REDIS_TLS_CA_FILE": " /etc/ca.pem "}
     )
     assert settings.redis_cluster is True and settings.redis_tls_ca_file == "/etc/ca.pem"
+
+
+def test_user_context_bound():
+    assert Settings.from_env({}).user_context_max_chars == 4000
+    assert Settings.from_env({"USER_CONTEXT_MAX_CHARS": "32000"}).user_context_max_chars == 32000
 
 
 def test_secret_is_not_in_repr():

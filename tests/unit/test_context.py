@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.context import build_context, estimate_tokens
+from chatcore.context import build_context, estimate_tokens, with_user_context
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +88,16 @@ def test_timed_cache_reloads_after_its_ttl_on_the_given_clock():
     assert cache.get() == "prompt 1" and len(loads) == 1
     now[0] += 2
     assert cache.get() == "prompt 2"
+
+
+async def test_the_user_context_block_follows_the_prompt_and_precedes_the_summary():
+    assert with_user_context("Be brief.", "") == "Be brief."  # no block without a context
+    session = _session(1, words=5)
+    session.context_summary, session.summary_seq = "They asked about otters.", 0
+    context = await build_context(
+        session, with_user_context("Be brief.", "Lives in Lisbon."), budget_tokens=16_000, summarise=None
+    )
+    assert context.messages[0]["content"] == (
+        "Be brief.\n\nWhat you know about the user:\nLives in Lisbon."
+        "\n\nSummary of the earlier conversation:\nThey asked about otters."
+    )

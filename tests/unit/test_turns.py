@@ -202,3 +202,31 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_partial_with_an_err
     answer = _stored(parts).messages[-1]
     assert (answer.content, answer.status) == ("Cut off mid", "partial")
     assert _stored(parts).active_turn_id is None
+
+
+async def test_the_users_context_is_in_the_system_prompt_read_with_the_session(parts: Parts):
+    parts.contexts.texts = {"alice": "Works at ACME.\nPrefers metric units.", "bob": "Bob's own notes."}
+    parts.model.scripts = [text("Noted.")]
+    await _turn(parts)
+    system = parts.model.requests[0]["messages"][0]
+    assert system == {
+        "role": "system",
+        "content": "You are a test.\n\nWhat you know about the user:\nWorks at ACME.\nPrefers metric units.",
+    }
+    # One read gave the session and the caller's context (the production adapter: one cache round trip).
+    assert parts.contexts.reads == [("session+context", parts.session_id, "alice")]
+
+
+async def test_a_continuation_gets_the_owners_context(parts: Parts):
+    parts.contexts.texts = {"alice": "Prefers short answers."}
+    stored = _stored(parts)
+    stored.messages.append(ChatMessage(role="user", content="Summarise it in the background", seq=1))
+    stored.message_count = 1
+    parts.model.scripts = [text("Here is the summary.")]
+    handle = await parts.engine.continue_session(parts.session_id, "alice", depth=1)
+    assert handle.task is not None
+    await asyncio.wait_for(handle.task, timeout=5)
+    assert parts.model.requests[0]["messages"][0]["content"].endswith(
+        "What you know about the user:\nPrefers short answers."
+    )
+    assert _stored(parts).messages[-1].content == "Here is the summary."

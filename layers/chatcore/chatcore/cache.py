@@ -3,7 +3,9 @@
 ``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
 compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
 Invalidation keeps ``v`` and drops ``d``: the next read goes to DynamoDB, and a slow writer still holding an older
-version cannot put it back.
+version cannot put it back. ``chat:user-context:{user_id}`` holds a user's context the same way (its absence too,
+as version 0, so a user without one costs a warm turn no DynamoDB read); a chat turn reads it with the session in
+one pipeline.
 
 Every Redis failure is logged, counted (``CacheErrors``) and answered as a miss: a request that DynamoDB can serve
 never fails because of Redis. After a failure the cache is skipped for ``retry_after`` seconds, so a dead Redis
@@ -27,7 +29,7 @@ from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from chatcore.models import ChatSession
+from chatcore.models import ChatSession, UserContext
 from chatcore.observability import count, logger
 
 T = TypeVar("T")
@@ -36,6 +38,7 @@ RedisClient = aioredis.Redis | RedisCluster
 RESP_VERSION = 2
 
 SESSION_KEY = "chat:session:{session_id}"
+USER_CONTEXT_KEY = "chat:user-context:{user_id}"
 
 # KEYS[1] session key; ARGV: version, json, ttl. Returns 1 if written.
 _CAS_SCRIPT = """
@@ -66,6 +69,10 @@ return 1
 
 def session_key(session_id: str) -> str:
     return SESSION_KEY.format(session_id=session_id)
+
+
+def user_context_key(user_id: str) -> str:
+    return USER_CONTEXT_KEY.format(user_id=user_id)
 
 
 class RedisConnector:
@@ -175,7 +182,30 @@ class SessionCache:
         async def call(client: RedisClient) -> Any:
             return await client.hget(session_key(session_id), "d")
 
-        raw = await self._redis.run("cache.get", call, None)
+        return await self._session(session_id, await self._redis.run("cache.get", call, None))
+
+    async def get_with_user_context(
+        self, session_id: str, user_id: str
+    ) -> tuple[ChatSession | None, UserContext | None]:
+        """The session and the user's context in one round trip (a pipeline; on a cluster it is split per node
+        and the parts sent concurrently); None for each that is not cached."""
+
+        async def call(client: RedisClient) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hget(session_key(session_id), "d")
+                pipe.hget(user_context_key(user_id), "d")
+                return await pipe.execute()
+
+        raw_session, raw_context = await self._redis.run("cache.get_with_context", call, [None, None])
+        return await self._session(session_id, raw_session), await self._user_context(user_id, raw_context)
+
+    async def get_user_context(self, user_id: str) -> UserContext | None:
+        async def call(client: RedisClient) -> Any:
+            return await client.hget(user_context_key(user_id), "d")
+
+        return await self._user_context(user_id, await self._redis.run("cache.get_user_context", call, None))
+
+    async def _session(self, session_id: str, raw: Any) -> ChatSession | None:
         if raw is None:
             count("CacheMisses")
             return None
@@ -188,24 +218,41 @@ class SessionCache:
         count("CacheHits")
         return session
 
+    async def _user_context(self, user_id: str, raw: Any) -> UserContext | None:
+        if raw is None:
+            return None
+        try:
+            found = UserContext.model_validate_json(raw)
+        except ValidationError:
+            found = None
+        if found is None or found.user_id != user_id:
+            logger.warning("unreadable user context cache entry dropped")
+            await self._drop(user_context_key(user_id), None, "cache.invalidate_user_context")
+            return None
+        return found
+
     async def put(self, session: ChatSession) -> bool:
         """Write the session if its version is newer than the cached one; True if written."""
-        payload = session.model_dump_json()
+        return await self._put(session_key(session.session_id), session.version, session.model_dump_json(), "cache.put")
 
-        async def call(client: RedisClient) -> Any:
-            return await client.eval(
-                _CAS_SCRIPT, 1, session_key(session.session_id), session.version, payload, self._ttl
-            )
-
-        return bool(await self._redis.run("cache.put", call, 0))
+    async def put_user_context(self, found: UserContext) -> bool:
+        """Write the user's context (version 0: none stored) if its version is newer than the cached one."""
+        key = user_context_key(found.user_id)
+        return await self._put(key, found.version, found.model_dump_json(), "cache.put_user_context")
 
     async def invalidate(self, session_id: str, *, version: int | None = None) -> None:
         """Make the next read go to DynamoDB. Pass the version just written, when known, so a slower writer
         holding an older copy cannot re-populate the cache with it."""
+        await self._drop(session_key(session_id), version, "cache.invalidate")
 
+    async def _put(self, key: str, version: int, payload: str, operation: str) -> bool:
         async def call(client: RedisClient) -> Any:
-            return await client.eval(
-                _INVALIDATE_SCRIPT, 1, session_key(session_id), -1 if version is None else version, self._ttl
-            )
+            return await client.eval(_CAS_SCRIPT, 1, key, version, payload, self._ttl)
 
-        await self._redis.run("cache.invalidate", call, None)
+        return bool(await self._redis.run(operation, call, 0))
+
+    async def _drop(self, key: str, version: int | None, operation: str) -> None:
+        async def call(client: RedisClient) -> Any:
+            return await client.eval(_INVALIDATE_SCRIPT, 1, key, -1 if version is None else version, self._ttl)
+
+        await self._redis.run(operation, call, None)

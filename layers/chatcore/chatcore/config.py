@@ -23,6 +23,10 @@ __all__ = ["AuthMode", "ConfigError", "Settings", "environment_settings"]
 
 AuthMode = Literal["hs256", "jwks"]
 
+# The user context rides in every chat turn's system prompt and is one small DynamoDB item: 32,000 characters are at
+# most 128 KB of UTF-8 (the item limit is 400 KB) and ~9,000 estimated tokens of the prompt.
+MAX_USER_CONTEXT_CHARS = 32_000
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -106,6 +110,7 @@ class Settings:
     max_metadata_bytes: int = 2048
     max_message_chars: int = 32_000
     max_body_bytes: int = 262_144
+    user_context_max_chars: int = 4000
     cors_allow_origins: tuple[str, ...] = ()
 
     llm_base_url: str = ""
@@ -173,6 +178,7 @@ class Settings:
             max_metadata_bytes=_int(env, "MAX_METADATA_BYTES", 2048, minimum=2),
             max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 262_144, minimum=1024),
+            user_context_max_chars=_int(env, "USER_CONTEXT_MAX_CHARS", 4000, minimum=1),
             cors_allow_origins=origins,
             llm_base_url=env.get("LLM_BASE_URL", "").strip(),
             llm_api_key=env.get("LLM_API_KEY", ""),
@@ -215,6 +221,10 @@ class Settings:
             raise ConfigError(
                 "CALLBACK_HEARTBEAT_SECONDS must be less than CALLBACK_TIMEOUT_SECONDS "
                 f"({self.callback_heartbeat_seconds} >= {self.callback_timeout_seconds})"
+            )
+        if self.user_context_max_chars > MAX_USER_CONTEXT_CHARS:
+            raise ConfigError(
+                f"USER_CONTEXT_MAX_CHARS must be at most {MAX_USER_CONTEXT_CHARS}, got {self.user_context_max_chars}"
             )
         if self.tool_timeout_seconds > 900:
             raise ConfigError(

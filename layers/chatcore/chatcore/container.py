@@ -2,8 +2,8 @@
 it while the Lambda container is warm. ``default_container()`` is the only process-wide cache.
 
 Lambda entry points, the local stack, the benchmarks and the tests all take a container; parts can be injected
-(``tools``, ``llm``) instead of monkeypatched. Heavy parts are imported where they are first built, so a function
-that never chats never imports the LLM client.
+(``tools``, ``llm``, the Redis ``connector``) instead of monkeypatched. Heavy parts are imported where they are first
+built, so a function that never chats never imports the LLM client.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from chatcore.cache import RedisConnector, SessionCache
 from chatcore.config import Settings, environment_settings
 from chatcore.dynamo.store import SessionStore
 from chatcore.sessions import SessionLeases, SessionService
+from chatcore.user_context import UserContextService
 
 if TYPE_CHECKING:
     from chatcore.context import TimedCache
@@ -38,12 +39,14 @@ class Container:
         tools: ToolRegistry | None = None,
         llm: ChatModel | None = None,
         aws: AwsClients | None = None,
+        connector: RedisConnector | None = None,
     ) -> None:
         """``settings`` as given, or read from the environment on first use; either way a ``*_SECRET_ARN`` whose
         value is not given is read from Secrets Manager then."""
         self._given = settings
         self._tools = tools
         self._llm = llm
+        self._connector = connector
         self.aws = aws or AwsClients()
 
     @cached_property
@@ -59,6 +62,8 @@ class Container:
 
     @cached_property
     def connector(self) -> RedisConnector:
+        if self._connector is not None:
+            return self._connector
         settings = self.settings
         return RedisConnector(
             settings.redis_url,
@@ -80,6 +85,10 @@ class Container:
         operations = self.operations
         on_delete = operations.cancel_for_session if operations is not None else None
         return SessionService(self.store, cache, on_delete=on_delete)
+
+    @cached_property
+    def user_contexts(self) -> UserContextService:
+        return UserContextService(self.sessions)
 
     @cached_property
     def leases(self) -> SessionLeases:
@@ -167,6 +176,7 @@ class Container:
             tools=self.tools,
             replay=self.replay,
             system_prompt=self.system_prompt,
+            contexts=self.user_contexts,
             operations=self.operations,
             approvals=self.approvals,
         )

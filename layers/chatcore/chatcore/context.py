@@ -29,6 +29,14 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     return int(sum(len(json.dumps(m, ensure_ascii=False)) + 12 for m in messages) / CHARS_PER_TOKEN)
 
 
+USER_CONTEXT_HEADING = "What you know about the user:"
+
+
+def with_user_context(prompt: str, user_context: str) -> str:
+    """The system prompt followed by the user's context block (``chatcore.user_context``), when there is one."""
+    return f"{prompt}\n\n{USER_CONTEXT_HEADING}\n{user_context}" if user_context else prompt
+
+
 def system_message(prompt: str, summary: str) -> dict[str, Any]:
     content = prompt
     if summary:

@@ -27,6 +27,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 # not run); denied: the result of a call the user denied (it never ran); error: a tool message that holds a failure.
 MessageStatus = Literal["complete", "partial", "pending", "awaiting_approval", "denied", "error"]
 SessionStatus = Literal["active", "archived"]
+Rating = Literal["up", "down"]
 
 
 def utcnow() -> datetime:
@@ -250,3 +251,22 @@ def version_groups(messages: Iterable[ChatMessage], path: Iterable[ChatMessage])
         if len(siblings) > 1 and message.seq is not None:
             groups[message.seq] = [m.message_id for m in sorted(siblings, key=lambda m: m.seq or 0)]
     return groups
+
+
+class UserContext(_Model):
+    """What the assistant knows about a user ("business understanding"), added to the system prompt of their chat
+    turns. ``version`` counts the writes; 0 means nothing was ever stored (``context`` is then empty)."""
+
+    user_id: str
+    context: str = ""
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class Feedback(_Model):
+    """A user's rating of one answer: the chat turn ``turn_id`` (the ``messageId`` of its stream)."""
+
+    turn_id: str
+    rating: Rating
+    comment: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)

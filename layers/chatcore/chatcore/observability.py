@@ -6,7 +6,7 @@ One instance of each, so a metric counted deep in the cache module is flushed by
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
@@ -24,3 +24,12 @@ def count(name: str, value: int = 1) -> None:
     if is_metrics_disabled():
         return
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def count_by(name: str, dimension: str, value: str) -> None:
+    """Count one ``name`` with its own dimension (``Feedback`` by ``rating``). A dimension added to the shared
+    ``metrics`` would apply to every metric flushed with it, so this one is written at once, on its own."""
+    if is_metrics_disabled():
+        return
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name=dimension, value=value)

@@ -2,6 +2,8 @@
 
     SessionRepository   sessions as the engine reads and writes them (DynamoDB + cache: ``SessionService``)
     TurnLeases          the one-turn-per-session lease on META (``SessionLeases``)
+    UserContexts        what the assistant knows about each user, read with the session
+                        (``chatcore.user_context.UserContextService``)
     ReplayLog           a turn's replay log, active-turn pointers and cancel flags (``chatcore.replay.ReplayLog``)
     ChatModel           the LLM (``chatcore.llm.LLM``)
     ApprovalRecords     tool calls waiting for the user's approval (``chatcore.dynamo.approvals.ApprovalStore``)
@@ -86,6 +88,18 @@ class TurnLeases(Protocol):
 
     async def release(self, session_id: str, turn_id: str) -> None:
         """Give the lease back if ``turn_id`` still holds it; cached copies are invalidated."""
+        ...
+
+
+class UserContexts(Protocol):
+    async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
+        """The session as ``get_chat_session(session_id)`` gives it (any owner's: the caller checks) and the
+        context text of ``user_id`` ('' when none is stored, or for an anonymous caller), read together: one cache
+        round trip when both are cached."""
+        ...
+
+    async def context_of(self, user_id: str | None) -> str:
+        """The context text of ``user_id`` ('' when none is stored, or for an anonymous caller)."""
         ...
 
 

@@ -1,7 +1,8 @@
 """The session service: the API the rest of the product (and the design documents) use.
 
 Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
-A session of another user reads as ``None`` / ``NotFound``, never as "forbidden".
+A session of another user reads as ``None`` / ``NotFound``, never as "forbidden". Feedback on answers (one rating
+per turn, counted as the ``Feedback`` metric by rating) is kept beside the session and shown with its messages.
 
 Module-level functions (``get_chat_session`` …) use the service of the process's container
 (``chatcore.container``); tests and other entry points build their own ``Container(settings)``.
@@ -23,7 +24,8 @@ from chatcore import branches
 from chatcore.cache import SessionCache
 from chatcore.dynamo.codecs import with_messages
 from chatcore.errors import BadRequest, NotFound, TurnInProgress
-from chatcore.models import ChatMessage, ChatSession, is_valid_session_id
+from chatcore.models import ChatMessage, ChatSession, Feedback, Rating, is_valid_session_id
+from chatcore.observability import count_by
 from chatcore.store import SessionStore, TurnGuard
 
 _CURSOR_MAX = 512
@@ -40,6 +42,7 @@ class SessionPage:
 class MessagePage:
     messages: list[ChatMessage]
     next_cursor: str | None
+    feedback: dict[str, Feedback]  # by turn id, for the answers on this page
     versions: dict[int, list[str]] = field(default_factory=dict)  # of the active path (``ChatSession.versions``)
 
 
@@ -106,12 +109,16 @@ class SessionService:
             return None
         session = await self.cache.get(session_id)
         if session is None:
-            session = await self.store.load(session_id)
-            if session is None:
-                return None
-            await self.cache.put(session)
-        if user_id is not None and session.user_id != user_id:
+            session = await self.load_through(session_id)
+        if session is None or (user_id is not None and session.user_id != user_id):
             return None
+        return session
+
+    async def load_through(self, session_id: str) -> ChatSession | None:
+        """The session from DynamoDB (a cache miss), cached for the next reader."""
+        session = await self.store.load(session_id)
+        if session is not None:
+            await self.cache.put(session)
         return session
 
     async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
@@ -234,7 +241,9 @@ class SessionService:
         page = messages[after : after + limit]
         end = after + len(page)
         next_cursor = _encode_cursor({"a": end}) if end < len(messages) else None
-        return MessagePage(page, next_cursor, session.versions if branch == "active" else {})
+        answers = [m.turn_id for m in page if m.role == "assistant" and m.turn_id]
+        feedback = await self.store.feedback_of(session_id, answers)
+        return MessagePage(page, next_cursor, feedback, session.versions if branch == "active" else {})
 
     # -- branches (regenerate and edit add versions; chatcore.branches) ------------------------------------------
 
@@ -271,6 +280,30 @@ class SessionService:
         if found is None or found[0].user_id != user_id:
             raise NotFound("session not found")
         return found
+
+    async def set_feedback(
+        self, session_id: str, user_id: str, turn_id: str, rating: Rating, comment: str | None
+    ) -> Feedback:
+        """Rate the answer ``turn_id`` of the caller's session (replacing an earlier rating of it); ``NotFound``
+        for another user's session or an id that is no answer of this session."""
+        await self._answer_of(session_id, user_id, turn_id)
+        feedback = Feedback(turn_id=turn_id, rating=rating, comment=comment)
+        await self.store.put_feedback(session_id, feedback, owner=user_id)
+        count_by("Feedback", "rating", rating)
+        return feedback
+
+    async def delete_feedback(self, session_id: str, user_id: str, turn_id: str) -> None:
+        """Remove the caller's rating of the answer ``turn_id``; ``NotFound`` when there is none."""
+        await self._answer_of(session_id, user_id, turn_id)
+        if not await self.store.delete_feedback(session_id, turn_id):
+            raise NotFound("no feedback for this message")
+
+    async def _answer_of(self, session_id: str, user_id: str, turn_id: str) -> None:
+        session = await self.get_chat_session(session_id, user_id)
+        if session is None:
+            raise NotFound("session not found")
+        if not any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages):
+            raise NotFound("no such answer in this session")
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
         """Delete the session and every item of it; False when it does not exist for ``user_id``."""

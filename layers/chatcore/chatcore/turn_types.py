@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from chatcore.config import Settings
 from chatcore.models import ChatMessage
 from chatcore.operations import Operations
-from chatcore.ports import ApprovalRecords, ChatModel, ReplayLog, SessionRepository, TurnLeases
+from chatcore.ports import ApprovalRecords, ChatModel, ReplayLog, SessionRepository, TurnLeases, UserContexts
 from chatcore.replay import TurnChannel
 from chatcore.stream import StreamEvent
 from chatcore.tools import ToolRegistry
@@ -26,6 +26,7 @@ class ChatDeps:
     tools: ToolRegistry
     replay: ReplayLog
     system_prompt: Callable[[], str]
+    contexts: UserContexts
     operations: Operations | None = None
     approvals: ApprovalRecords | None = None
 

@@ -1,7 +1,7 @@
 """One chat turn, from the user's message to the persisted answer.
 
-1. Load the session through the cache (another user's is ``NotFound``); a resent client message id attaches to
-   the turn it started instead of starting a second one.
+1. Load the session through the cache (another user's is ``NotFound``), with the caller's user context in the same
+   round trip; a resent client message id attaches to the turn it started instead of starting a second one.
 2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
    expires, so a crashed function never locks a session.
 3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
-from chatcore.context import build_context
+from chatcore.context import build_context, with_user_context
 from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
 from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, Resend, Send, plan_turn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
@@ -148,7 +148,7 @@ class ChatEngine:
         """Start the turn ``intent`` asks for (``chatcore.intents``: send, resend, edit, regenerate); raises
         ``ChatError`` (404, 409, 422, ...) before anything is streamed."""
         deps = self.deps
-        session = await self._load_or_create(session_id, user_id, create)
+        session, user_context = await self._load_or_create(session_id, user_id, create)
         plan = plan_turn(session, intent)
         if isinstance(plan, Resend):
             return await self._existing(session_id, plan.client_key)
@@ -179,7 +179,7 @@ class ChatEngine:
                 await deps.leases.release(session_id, turn_id)
                 raise
         branch_from = _prepare(session, plan, turn_id)
-        handle = self._launch(session, turn_id, user_id, depth=0, branch_from=branch_from)
+        handle = self._launch(session, turn_id, user_id, depth=0, branch_from=branch_from, user_context=user_context)
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
@@ -229,7 +229,8 @@ class ChatEngine:
         session = await self.deps.leases.take(
             session, turn_id, owner=user_id, lease_seconds=self.deps.settings.turn_lease_seconds
         )
-        handle = self._launch(session, turn_id, user_id, depth=depth)
+        user_context = await self.deps.contexts.context_of(session.user_id)
+        handle = self._launch(session, turn_id, user_id, depth=depth, user_context=user_context)
         await asyncio.shield(handle.accepted)
         return handle
 
@@ -242,6 +243,7 @@ class ChatEngine:
         depth: int,
         branch_from: int | None = None,
         answer_id: str | None = None,
+        user_context: str = "",
     ) -> TurnHandle:
         """Register the run; it starts as a turn unless ``answer_id`` says it continues another's message (the
         caller starts it)."""
@@ -250,7 +252,7 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         self.running[turn_id] = handle
         if answer_id is None:
-            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from))
+            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context))
             handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
@@ -296,9 +298,10 @@ class ChatEngine:
 
     # -- steps ----------------------------------------------------------------------------------------------
 
-    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> ChatSession:
+    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> tuple[ChatSession, str]:
+        """The caller's session (created when ``create``) and the caller's context, read with it."""
         sessions = self.deps.sessions
-        session = await sessions.get_chat_session(session_id)
+        session, user_context = await self.deps.contexts.session_with_context(session_id, user_id)
         if session is None and create:
             with contextlib.suppress(ChatError):  # lost a creation race, or a deleted id: decided below
                 session = await sessions.upsert_chat_session(ChatSession.new(user_id, session_id=session_id))
@@ -306,7 +309,7 @@ class ChatEngine:
                 session = await sessions.get_chat_session(session_id)
         if session is None or session.user_id != user_id:
             raise NotFound("session not found")
-        return session
+        return session, user_context
 
     async def _await_existing(self, session_id: str, client_message_id: str) -> ExistingTurn | None:
         """The running turn this message started, waiting briefly: a copy sent at the same moment as the first can
@@ -326,7 +329,12 @@ class ChatEngine:
         return ExistingTurn(session_id, turn_id)
 
     async def _run(
-        self, handle: TurnHandle, session: ChatSession, user_id: str | None, branch_from: int | None
+        self,
+        handle: TurnHandle,
+        session: ChatSession,
+        user_id: str | None,
+        branch_from: int | None,
+        user_context: str,
     ) -> None:
         deps = self.deps
         recorder = TurnRecorder(
@@ -341,7 +349,7 @@ class ChatEngine:
             # 3. The history this turn needs, then the LLM request at once, while the user message is stored.
             context = await build_context(
                 session,
-                deps.system_prompt(),
+                with_user_context(deps.system_prompt(), user_context),
                 budget_tokens=deps.settings.llm_context_tokens,
                 summarise=self._summarise,
             )
@@ -423,8 +431,9 @@ class ChatEngine:
             asked = [m for m in session.messages if m.turn_id == handle.answer_id]
             unresolved = any(m.status in ("awaiting_approval", "pending") for m in asked)
             if not unresolved:
+                prompt = with_user_context(deps.system_prompt(), await deps.contexts.context_of(session.user_id))
                 context = await build_context(
-                    session, deps.system_prompt(), budget_tokens=deps.settings.llm_context_tokens, summarise=None
+                    session, prompt, budget_tokens=deps.settings.llm_context_tokens, summarise=None
                 )
                 tool_schemas = deps.tools.openai_tools()
                 stream = deps.llm.stream(context.messages, tools=tool_schemas or None)

@@ -4,6 +4,8 @@ PK = SESSION#<sid>   SK = META                 the session (a tombstone after de
 PK = SESSION#<sid>   SK = MSG#<seq:010d>       one message (its JSON in ``body``)
 PK = SESSION#<sid>   SK = CMID#<client id>     the seq a client message id was stored at
 PK = SESSION#<sid>   SK = OP#<operation id>    a marker of the session's operation
+PK = SESSION#<sid>   SK = FEEDBACK#<turn id>   the owner's rating of one answer
+PK = USER#<uid>      SK = CONTEXT             what the assistant knows about the user (versioned)
 PK = OP#<operation id>   SK = META            the operation (chatcore.operations.records)
 PK = CALLBACK#<digest>   SK = SIGNATURE       a used callback signature
 GSI ByUser: GSI1PK = USER#<uid>, GSI1SK = <updated_at>#<sid>
@@ -19,6 +21,8 @@ Modules, each with one reason to change:
     leases       the turn lease: acquire, release, the condition a turn's writes carry (TurnGuard)
     fields       META field updates: title/type/status/metadata, owner, context summary
     deletion     tombstone and sweep
+    feedback     ratings of answers: put (guarded by the session), delete, read by turn ids
+    user_context the per-user context item: load, versioned save
     store        SessionStore, the facade over the above
 
 Nothing here imports botocore: ``chatcore.aws.call`` translates its errors into ``chatcore.errors``.

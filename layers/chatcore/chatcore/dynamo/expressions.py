@@ -62,9 +62,11 @@ class Expression:
         self._set.append(f"{name} = if_not_exists({name}, {self.value(value)})")
         return self
 
-    def increment(self, attribute: str) -> Self:
+    def increment(self, attribute: str, *, from_zero: bool = False) -> Self:
+        """``attribute + 1``; with ``from_zero`` a missing attribute counts as 0 (the item's first write)."""
         name = self.name(attribute)
-        self._set.append(f"{name} = {name} + {self.value(n_attr(1))}")
+        current = f"if_not_exists({name}, {self.value(n_attr(0))})" if from_zero else name
+        self._set.append(f"{name} = {current} + {self.value(n_attr(1))}")
         return self
 
     def add(self, attribute: str, value: dict[str, Any]) -> Self:

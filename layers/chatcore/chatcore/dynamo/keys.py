@@ -11,6 +11,8 @@ MSG_PREFIX = "MSG#"
 CMID_PREFIX = "CMID#"
 OP_PREFIX = "OP#"
 APPROVAL_PREFIX = "APPROVAL#"
+FEEDBACK_PREFIX = "FEEDBACK#"  # sorts before META: outside the META..MSG#~ range a session read queries
+USER_CONTEXT = "CONTEXT"
 MSG_END = "MSG#~"  # sorts after every MSG#<digits>
 BY_USER_INDEX = "ByUser"
 TOMBSTONE_DAYS = 30
@@ -62,6 +64,14 @@ def cmid_key(session_id: str, client_message_id: str) -> Item:
 
 def approval_key(session_id: str, approval_id: str) -> Item:
     return key(pk(session_id), APPROVAL_PREFIX + approval_id)
+
+
+def feedback_key(session_id: str, turn_id: str) -> Item:
+    return key(pk(session_id), FEEDBACK_PREFIX + turn_id)
+
+
+def user_context_key(user_id: str) -> Item:
+    return key(user_pk(user_id), USER_CONTEXT)
 
 
 def operation_key(operation_id: str) -> Item:

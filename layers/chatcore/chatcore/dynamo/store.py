@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from chatcore.dynamo import appends, deletion, fields, leases, reads
+from chatcore.dynamo import appends, deletion, feedback, fields, leases, reads, user_context
 from chatcore.dynamo.leases import TurnGuard
 from chatcore.dynamo.table import Table
-from chatcore.models import ChatMessage, ChatSession
+from chatcore.models import ChatMessage, ChatSession, Feedback, UserContext
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -119,3 +119,25 @@ class SessionStore:
     async def release_turn(self, session_id: str, turn_id: str) -> ChatSession | None:
         """Give the lease back if this turn still holds it; None when it did not."""
         return await leases.release(self._table, session_id, turn_id)
+
+    # -- beside the sessions: feedback on answers, the user's context ---------------------------------------------
+
+    async def put_feedback(self, session_id: str, rating: Feedback, *, owner: str) -> None:
+        """Store or replace the feedback of one answer; ``NotFound`` unless the session is alive and ``owner``'s."""
+        await feedback.put(self._table, session_id, rating, owner=owner)
+
+    async def delete_feedback(self, session_id: str, turn_id: str) -> bool:
+        """Remove the feedback of one answer; False when there was none."""
+        return await feedback.delete(self._table, session_id, turn_id)
+
+    async def feedback_of(self, session_id: str, turn_ids: list[str]) -> dict[str, Feedback]:
+        """The feedback stored for these answers, by turn id."""
+        return await feedback.of_turns(self._table, session_id, turn_ids)
+
+    async def load_user_context(self, user_id: str) -> UserContext:
+        """The user's context, or an empty one at version 0."""
+        return await user_context.load(self._table, user_id)
+
+    async def save_user_context(self, user_id: str, text: str, *, expected_version: int | None) -> UserContext:
+        """Store the user's context as its next version (conditional on ``expected_version`` when given)."""
+        return await user_context.save(self._table, user_id, text, expected_version=expected_version)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 SERVICE = "DynamoDB"
 BATCH_SIZE = 25
+GET_BATCH_SIZE = 100
 
 
 class Table:
@@ -78,6 +79,28 @@ class Table:
                 return None
             raise
 
+    async def delete(self, key: Item) -> Item | None:
+        """Delete the item; the item as it was, or None when there was none."""
+        result = await call(SERVICE, self._db.delete_item, TableName=self.name, Key=key, ReturnValues="ALL_OLD")
+        found = result.get("Attributes")
+        return dict(found) if found else None
+
+    async def get_many(self, keys: list[Item]) -> list[Item]:
+        """The items that exist among ``keys``, consistently read (batches of 100, unprocessed keys retried)."""
+        found: list[Item] = []
+        for start in range(0, len(keys), GET_BATCH_SIZE):
+            request: Any = {self.name: {"Keys": keys[start : start + GET_BATCH_SIZE], "ConsistentRead": True}}
+            for attempt in range(8):
+                result = await call(SERVICE, self._db.batch_get_item, RequestItems=request)
+                found.extend(result.get("Responses", {}).get(self.name, []))
+                request = result.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                await asyncio.sleep(0.05 * 2**attempt)
+            else:
+                raise ServiceUnavailable("DynamoDB kept throttling the read; try again")
+        return found
+
     async def pages(self, expression: Expression, **options: Any) -> AsyncGenerator[dict[str, Any]]:
         """Query pages in order (``Items``, ``LastEvaluatedKey``); ``ExclusiveStartKey`` may start it later."""
         kwargs: dict[str, Any] = {"TableName": self.name, **expression.params(), **options}
@@ -114,11 +137,16 @@ class Table:
 
     # -- transaction items ----------------------------------------------------------------------------------
 
-    def put_item(self, item: Item, *, condition: str) -> TransactWriteItemTypeDef:
+    def put_item(self, item: Item, *, condition: str | None) -> TransactWriteItemTypeDef:
+        """A put; ``condition=None`` replaces whatever is there (another item of the transaction guards it)."""
+        if condition is None:
+            return {"Put": {"TableName": self.name, "Item": item}}
         return {"Put": {"TableName": self.name, "Item": item, "ConditionExpression": condition}}
 
     def update_item(self, key: Item, expression: Expression) -> TransactWriteItemTypeDef:
         return {"Update": {"TableName": self.name, "Key": key, **expression.params()}}  # type: ignore[typeddict-item]
 
-    def check_item(self, key: Item, *, condition: str) -> TransactWriteItemTypeDef:
+    def check_item(self, key: Item, *, condition: str | Expression) -> TransactWriteItemTypeDef:
+        if isinstance(condition, Expression):
+            return {"ConditionCheck": {"TableName": self.name, "Key": key, **condition.params()}}  # type: ignore[typeddict-item]
         return {"ConditionCheck": {"TableName": self.name, "Key": key, "ConditionExpression": condition}}

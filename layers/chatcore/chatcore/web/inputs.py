@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -80,6 +81,21 @@ async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = Fal
     return data
 
 
+_LINE_BREAKS = frozenset("\n\r\t")
+
+
+def check_text(text: str, *, loc: list[str], max_chars: int) -> str:
+    """Free text of several lines (a user's context, a comment), stripped: at most ``max_chars`` characters and no
+    control characters but line breaks and tabs. Lone surrogates never get here (``read_json`` refuses them)."""
+    text = text.strip()
+    if len(text) > max_chars:
+        raise ValidationFailed("invalid request body", details=[{"loc": loc, "msg": f"at most {max_chars} characters"}])
+    if any(unicodedata.category(char) == "Cc" and char not in _LINE_BREAKS for char in text):
+        message = "control characters other than line breaks and tabs are not allowed"
+        raise ValidationFailed("invalid request body", details=[{"loc": loc, "msg": message}])
+    return text
+
+
 def parse_model[M: BaseModel](model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data, strict=True)
@@ -88,11 +104,12 @@ def parse_model[M: BaseModel](model: type[M], data: Any) -> M:
         raise ValidationFailed("invalid request body", details=details) from exc
 
 
-def session_id_param(request: Request) -> str:
-    session_id = str(request.path_params["session_id"])
-    if not is_valid_session_id(session_id):
-        raise BadRequest("invalid session id")
-    return session_id
+def session_id_param(request: Request, name: str = "session_id") -> str:
+    """An id from the path (a session id, or a message id: the turn id of an answer)."""
+    value = str(request.path_params[name])
+    if not is_valid_session_id(value):
+        raise BadRequest(f"invalid {name.replace('_', ' ')}")
+    return value
 
 
 def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:

@@ -14,11 +14,15 @@ from chatcore.web.schemas import (
     DeleteSessionsIn,
     DeleteSessionsOut,
     ErrorOut,
+    FeedbackIn,
+    FeedbackOut,
     MessageListOut,
     SessionListOut,
     SessionOut,
     SwitchBranchIn,
     UpdateSessionIn,
+    UserContextIn,
+    UserContextOut,
     VersionsOut,
 )
 
@@ -41,6 +45,13 @@ _SESSION_ID = {
     "name": "session_id",
     "in": "path",
     "required": True,
+    "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+}
+_ANSWER_ID = {
+    "name": "message_id",
+    "in": "path",
+    "required": True,
+    "description": "the answer's turn id: the messageId of its stream's start chunk, the turn_id of its messages",
     "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
 }
 
@@ -70,6 +81,10 @@ def sessions_openapi() -> dict[str, Any]:
         DeleteSessionsOut,
         VersionsOut,
         SwitchBranchIn,
+        FeedbackIn,
+        FeedbackOut,
+        UserContextIn,
+        UserContextOut,
         ErrorOut,
     ]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
@@ -165,6 +180,38 @@ def sessions_openapi() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "switched", **_json("SessionOut")},
                     **_errors(*auth_errors, 404, 409, 413, 415, 422),
+                },
+            },
+        },
+        "/sessions/{session_id}/messages/{message_id}/feedback": {
+            "parameters": [_SESSION_ID, _ANSWER_ID],
+            "put": {
+                "summary": "Rate an answer (replaces the caller's earlier rating of it)",
+                "requestBody": {"required": True, **_json("FeedbackIn")},
+                "responses": {
+                    "200": {"description": "stored", **_json("FeedbackOut")},
+                    **_errors(*auth_errors, 404, 413, 415, 422),
+                },
+            },
+            "delete": {
+                "summary": "Remove the caller's rating of an answer",
+                "responses": {"204": {"description": "removed"}, **_errors(*auth_errors, 404)},
+            },
+        },
+        "/users/me/context": {
+            "get": {
+                "summary": "What the assistant knows about the caller (empty, version 0, when nothing is stored)",
+                "responses": {
+                    "200": {"description": "the context", **_json("UserContextOut")},
+                    **_errors(*auth_errors),
+                },
+            },
+            "put": {
+                "summary": 'Replace the caller\'s context ("" clears it); a stale version is 409',
+                "requestBody": {"required": True, **_json("UserContextIn")},
+                "responses": {
+                    "200": {"description": "stored", **_json("UserContextOut")},
+                    **_errors(*auth_errors, 409, 413, 415, 422),
                 },
             },
         },

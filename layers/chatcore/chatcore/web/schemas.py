@@ -10,10 +10,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
-from chatcore.models import CHAT_TYPE_PATTERN, ChatMessage, ChatSession, ToolCall, Usage
+from chatcore.models import CHAT_TYPE_PATTERN, ChatMessage, ChatSession, Feedback, Rating, ToolCall, Usage, UserContext
 
 ChatType = Annotated[str, StringConstraints(pattern=CHAT_TYPE_PATTERN)]
 SessionStatusIn = Literal["active", "archived"]
+MAX_COMMENT_CHARS = 2000
 
 
 class _In(BaseModel):
@@ -35,6 +36,38 @@ class UpdateSessionIn(_In):
 
 class DeleteSessionsIn(_In):
     session_ids: list[str] = Field(min_length=1, max_length=25)
+
+
+class UserContextIn(_In):
+    context: str  # at most USER_CONTEXT_MAX_CHARS characters; "" clears it
+    # The version this write replaces (0: none stored yet), from a GET: a stale one is 409 and writes nothing.
+    # Without it the write replaces whatever is stored.
+    version: int | None = Field(default=None, ge=0)
+
+
+class UserContextOut(BaseModel):
+    context: str
+    version: int  # 0: none stored
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, found: UserContext) -> UserContextOut:
+        return cls(context=found.context, version=found.version, updated_at=found.updated_at)
+
+
+class FeedbackIn(_In):
+    rating: Rating
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+
+
+class FeedbackOut(BaseModel):
+    rating: Rating
+    comment: str | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, feedback: Feedback) -> FeedbackOut:
+        return cls(rating=feedback.rating, comment=feedback.comment, updated_at=feedback.updated_at)
 
 
 class SessionOut(BaseModel):
@@ -84,9 +117,13 @@ class MessageOut(BaseModel):
     # The ids of every version of this message (itself included, oldest first) when it has other versions
     # (a regenerated answer, an edited message); only in the active path's listing.
     versions: list[str] | None = None
+    # The owner's rating of the answer this message belongs to (assistant messages only; null when none).
+    feedback: FeedbackOut | None = None
 
     @classmethod
-    def of(cls, message: ChatMessage, versions: list[str] | None = None) -> MessageOut:
+    def of(
+        cls, message: ChatMessage, *, versions: list[str] | None = None, feedback: Feedback | None = None
+    ) -> MessageOut:
         return cls(
             id=message.message_id,
             seq=message.seq,
@@ -102,6 +139,7 @@ class MessageOut(BaseModel):
             created_at=message.created_at,
             usage=message.usage,
             turn_id=message.turn_id,
+            feedback=FeedbackOut.of(feedback) if feedback is not None and message.role == "assistant" else None,
         )
 
 

@@ -1,11 +1,32 @@
 """The sessions HTTP API (SessionsFunction): session CRUD for the authenticated user.
 
-    GET    /sessions/{id}/messages            the active path, paged (``?branch=all``: every message of every
-                                              branch by seq, each naming its parent)
-    GET    /sessions/{id}/messages/{mid}/versions  the versions of a message (regenerated answers, edits)
-    PUT    /sessions/{id}/branch              {"message_id"}: make that version active (its newest leaf)
+    POST   /sessions                                         create
+    GET    /sessions                                         list, newest first (?limit, cursor, status, chat_type)
+    POST   /sessions/batch-delete                            delete several
+    GET    /sessions/{id}                                    read
+    PATCH  /sessions/{id}                                    rename / retype / archive / re-tag
+    DELETE /sessions/{id}                                    delete with every item of the session
+    GET    /sessions/{id}/messages                           page the active branch, oldest first; the assistant
+                                                             messages carry the owner's feedback on their answer
+                                                             (``?branch=all``: every message of every branch by
+                                                             seq, each naming its parent)
+    GET    /sessions/{id}/messages/{message_id}/versions     the versions of a message (regenerated answers,
+                                                             edits); message_id = a message, turn or client id
+    PUT    /sessions/{id}/branch                             {"message_id"}: make that version active (the
+                                                             newest branch under it); 409 while a reply runs
+    PUT    /sessions/{id}/messages/{message_id}/feedback     rate an answer {rating: up|down, comment?}: one per
+                                                             answer, a PUT replaces it; message_id = the turn id
+                                                             (the stream's start.messageId); counted as the
+                                                             ``Feedback`` metric by ``rating``
+    DELETE /sessions/{id}/messages/{message_id}/feedback     remove that rating
+    GET    /users/me/context                                 what the assistant knows about the caller
+                                                             (``{context: "", version: 0}`` when nothing is stored)
+    PUT    /users/me/context                                 {context, version?}: "" clears it; with ``version``
+                                                             (from GET) a stale write is 409 and writes nothing
+    GET    /health, GET /sessions/openapi.json               no token
 
-Routes are disjoint from the chat app's, so the local stack serves both on one origin.
+Every other route needs a bearer token; the caller only ever reaches their own data (another user's session is
+404). Routes are disjoint from the chat app's, so the local stack serves both on one origin.
 """
 
 from __future__ import annotations
@@ -25,19 +46,25 @@ from chatcore.config import Settings
 from chatcore.errors import BadRequest, NotFound, ValidationFailed
 from chatcore.models import is_valid_chat_type
 from chatcore.sessions import SessionService
+from chatcore.user_context import UserContextService
 from chatcore.web.api import json_api
-from chatcore.web.inputs import int_query, known_query, parse_model, read_json, session_id_param
+from chatcore.web.inputs import check_text, int_query, known_query, parse_model, read_json, session_id_param
 from chatcore.web.openapi import sessions_openapi
 from chatcore.web.schemas import (
+    MAX_COMMENT_CHARS,
     CreateSessionIn,
     DeleteSessionsIn,
     DeleteSessionsOut,
+    FeedbackIn,
+    FeedbackOut,
     MessageListOut,
     MessageOut,
     SessionListOut,
     SessionOut,
     SwitchBranchIn,
     UpdateSessionIn,
+    UserContextIn,
+    UserContextOut,
     VersionsOut,
     dump,
 )
@@ -76,10 +103,13 @@ def check_metadata(metadata: dict[str, Any], max_bytes: int) -> None:
 
 
 class SessionsApi:
-    def __init__(self, service: SessionService, authenticator: Authenticator, settings: Settings) -> None:
+    def __init__(
+        self, service: SessionService, authenticator: Authenticator, settings: Settings, contexts: UserContextService
+    ) -> None:
         self.service = service
         self.auth = authenticator
         self.settings = settings
+        self.contexts = contexts
 
     async def _principal(self, request: Request) -> Principal:
         return await self.auth.authenticate(request.headers.get("authorization"))
@@ -148,11 +178,37 @@ class SessionsApi:
             branch="all" if branch == "all" else "active",
         )
         versions = page.versions if branch == "active" else {}
-        out = MessageListOut(
-            messages=[MessageOut.of(m, versions.get(m.seq or 0)) for m in page.messages],
-            next_cursor=page.next_cursor,
-        )
-        return JSONResponse(dump(out))
+        messages = [
+            MessageOut.of(m, versions=versions.get(m.seq or 0), feedback=page.feedback.get(m.turn_id or ""))
+            for m in page.messages
+        ]
+        return JSONResponse(dump(MessageListOut(messages=messages, next_cursor=page.next_cursor)))
+
+    async def put_feedback(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        session_id, turn_id = session_id_param(request), session_id_param(request, "message_id")
+        body = parse_model(FeedbackIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        comment = check_text(body.comment, loc=["comment"], max_chars=MAX_COMMENT_CHARS) if body.comment else ""
+        feedback = await self.service.set_feedback(session_id, principal.user_id, turn_id, body.rating, comment or None)
+        return JSONResponse(dump(FeedbackOut.of(feedback)))
+
+    async def delete_feedback(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        session_id, turn_id = session_id_param(request), session_id_param(request, "message_id")
+        await self.service.delete_feedback(session_id, principal.user_id, turn_id)
+        return Response(status_code=204)
+
+    async def get_context(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        known_query(request, set())
+        return JSONResponse(dump(UserContextOut.of(await self.contexts.get(principal.user_id))))
+
+    async def put_context(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        body = parse_model(UserContextIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        text = check_text(body.context, loc=["context"], max_chars=self.settings.user_context_max_chars)
+        saved = await self.contexts.put(principal.user_id, text, expected_version=body.version)
+        return JSONResponse(dump(UserContextOut.of(saved)))
 
     async def versions(self, request: Request) -> Response:
         principal = await self._principal(request)
@@ -200,8 +256,15 @@ class SessionsApi:
         return JSONResponse(dump(DeleteSessionsOut(deleted=deleted, not_found=missing)))
 
 
-def create_sessions_app(service: SessionService, authenticator: Authenticator, settings: Settings) -> Starlette:
-    api = SessionsApi(service, authenticator, settings)
+def create_sessions_app(
+    service: SessionService,
+    authenticator: Authenticator,
+    settings: Settings,
+    *,
+    contexts: UserContextService | None = None,
+) -> Starlette:
+    """The app over ``service``; ``contexts`` defaults to the user contexts over the same store and cache."""
+    api = SessionsApi(service, authenticator, settings, contexts or UserContextService(service))
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/sessions/openapi.json", api.openapi, methods=["GET"]),
@@ -214,6 +277,10 @@ def create_sessions_app(service: SessionService, authenticator: Authenticator, s
         Route("/sessions/{session_id}/messages", api.messages, methods=["GET"]),
         Route("/sessions/{session_id}/messages/{message_id}/versions", api.versions, methods=["GET"]),
         Route("/sessions/{session_id}/branch", api.switch_branch, methods=["PUT"]),
+        Route("/sessions/{session_id}/messages/{message_id}/feedback", api.put_feedback, methods=["PUT"]),
+        Route("/sessions/{session_id}/messages/{message_id}/feedback", api.delete_feedback, methods=["DELETE"]),
+        Route("/users/me/context", api.get_context, methods=["GET"]),
+        Route("/users/me/context", api.put_context, methods=["PUT"]),
     ]
     return json_api(routes)
 
@@ -222,4 +289,5 @@ def default_sessions_app() -> Starlette:
     from chatcore.container import default_container
 
     container = default_container()
-    return create_sessions_app(container.sessions, Authenticator(container.settings), container.settings)
+    settings = container.settings
+    return create_sessions_app(container.sessions, Authenticator(settings), settings, contexts=container.user_contexts)

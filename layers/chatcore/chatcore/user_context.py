@@ -1,0 +1,61 @@
+"""Per-user context: what the assistant knows about a user, added to the system prompt of every chat turn of theirs.
+
+DynamoDB holds it (``PK=USER#<uid>``, ``SK=CONTEXT``, versioned: ``chatcore.dynamo.user_context``); Redis caches it
+at ``chat:user-context:{uid}`` beside the sessions, written through with the same compare-and-set, and a chat turn
+reads it together with its session in one Redis round trip (``session_with_context``). A miss reads DynamoDB and
+fills the cache; without Redis everything is read from DynamoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatcore.models import ChatSession, UserContext, is_valid_session_id
+from chatcore.sessions import SessionService
+
+
+class UserContextService:
+    """``chatcore.ports.UserContexts`` over the sessions' store and cache."""
+
+    def __init__(self, sessions: SessionService) -> None:
+        self.sessions = sessions
+        self.store = sessions.store
+        self.cache = sessions.cache
+
+    async def get(self, user_id: str) -> UserContext:
+        """The user's context (empty, version 0, when none is stored)."""
+        cached = await self.cache.get_user_context(user_id)
+        return cached if cached is not None else await self._load_through(user_id)
+
+    async def put(self, user_id: str, text: str, *, expected_version: int | None = None) -> UserContext:
+        """Store ``text`` (empty: clear) as the next version; with ``expected_version``, only if it is still the
+        stored one (``Conflict`` otherwise). DynamoDB first, then the cache (an older version never replaces it)."""
+        saved = await self.store.save_user_context(user_id, text, expected_version=expected_version)
+        await self.cache.put_user_context(saved)
+        return saved
+
+    async def context_of(self, user_id: str | None) -> str:
+        return "" if user_id is None else (await self.get(user_id)).context
+
+    async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
+        """``get_chat_session(session_id)`` (any owner: the caller checks) and ``user_id``'s context text, read
+        from the cache in one round trip; what missed is read from DynamoDB (both concurrently) and cached."""
+        if user_id is None or not is_valid_session_id(session_id):
+            return await self.sessions.get_chat_session(session_id), await self.context_of(user_id)
+        cached_session, cached_context = await self.cache.get_with_user_context(session_id, user_id)
+        if cached_session is not None and cached_context is not None:
+            return cached_session, cached_context.context
+
+        async def context() -> UserContext:
+            return cached_context if cached_context is not None else await self._load_through(user_id)
+
+        async def session() -> ChatSession | None:
+            return cached_session if cached_session is not None else await self.sessions.load_through(session_id)
+
+        found, known = await asyncio.gather(session(), context())
+        return found, known.context
+
+    async def _load_through(self, user_id: str) -> UserContext:
+        stored = await self.store.load_user_context(user_id)
+        await self.cache.put_user_context(stored)
+        return stored
