@@ -119,11 +119,14 @@ async def test_health_and_openapi_need_no_token(client: httpx.AsyncClient):
         "/sessions/{session_id}",
         "/sessions/{session_id}/messages",
         "/sessions/{session_id}/messages/{message_id}/feedback",
+        "/sessions/{session_id}/messages/{message_id}/versions",
+        "/sessions/{session_id}/branch",
         "/users/me/context",
     }
     schemas = doc["components"]["schemas"]
     assert {"SessionOut", "FeedbackIn", "FeedbackOut", "UserContextIn", "UserContextOut"} <= set(schemas)
-    assert "feedback" in schemas["MessageOut"]["required"]
+    assert {"feedback", "versions", "parent_seq"} <= set(schemas["MessageOut"]["required"])
+    assert {"VersionsOut", "SwitchBranchIn"} <= set(schemas)
 
 
 EXPIRED = {"authorization": f"Bearer {make_token('alice', ttl=-120)}"}

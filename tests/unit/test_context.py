@@ -92,8 +92,8 @@ def test_timed_cache_reloads_after_its_ttl_on_the_given_clock():
 
 async def test_the_user_context_block_follows_the_prompt_and_precedes_the_summary():
     assert with_user_context("Be brief.", "") == "Be brief."  # no block without a context
-    session = _session(1, words=5)
-    session.context_summary, session.summary_seq = "They asked about otters.", 0
+    session = _session(2, words=5)
+    session.context_summary, session.summary_seq = "They asked about otters.", 4  # covers the first exchange
     context = await build_context(
         session, with_user_context("Be brief.", "Lives in Lisbon."), budget_tokens=16_000, summarise=None
     )
@@ -101,3 +101,15 @@ async def test_the_user_context_block_follows_the_prompt_and_precedes_the_summar
         "Be brief.\n\nWhat you know about the user:\nLives in Lisbon."
         "\n\nSummary of the earlier conversation:\nThey asked about otters."
     )
+
+
+async def test_a_summary_of_another_branch_is_not_used():
+    session = _session(2, words=5)
+    session.context_summary, session.summary_seq = "A summary made on a branch this path does not hold.", 99
+    context = await build_context(session, "Be brief.", budget_tokens=16_000, summarise=None)
+    assert context.messages[0]["content"] == "Be brief."
+    assert len(context.messages) == 1 + len(session.messages)  # the whole path instead
+    session.summary_seq = 4  # on the path: the summary replaces the messages it covers
+    covered = await build_context(session, "Be brief.", budget_tokens=16_000, summarise=None)
+    assert "Summary of the earlier conversation" in covered.messages[0]["content"]
+    assert len(covered.messages) == 1 + len(session.messages) - 4

@@ -116,9 +116,9 @@ class MessageOut(BaseModel):
     parent_seq: int | None
     # The ids of every version of this message (itself included, oldest first) when it has other versions
     # (a regenerated answer, an edited message); only in the active path's listing.
-    versions: list[str] | None = None
+    versions: list[str] | None
     # The owner's rating of the answer this message belongs to (assistant messages only; null when none).
-    feedback: FeedbackOut | None = None
+    feedback: FeedbackOut | None
 
     @classmethod
     def of(
