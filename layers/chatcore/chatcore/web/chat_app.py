@@ -81,8 +81,10 @@ class ChatRequest(_Lenient):
     message_id: str | None = Field(default=None, alias="messageId")
 
 
-class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApprovalIn(_Lenient):
+    """The answer; the AI SDK transport's own fields (id, messages, trigger, ...) are ignored, so a ``useChat``
+    transport pointed at this URL works as well as curl."""
+
     approved: bool
     reason: str | None = Field(default=None, max_length=2000)
 
