@@ -63,3 +63,37 @@ async def test_stream_chat_completion_yields_the_named_events_and_persists(setti
         finally:
             await engine.aclose()
             await service.aclose()
+
+
+async def test_regenerate_edit_and_approve_in_process(settings: Settings):
+    """The in-process equivalents of useChat's regenerate(), edit and approval answers (``chatcore.runtime``)."""
+    from chatcore import runtime
+    from chatcore.container import set_default_container
+    from chatcore.stream import StreamToolApprovalRequest, StreamToolOutputAvailable
+
+    with OfflineLLM() as llm:
+        config = Settings(**{**settings.__dict__, "llm_base_url": llm.base_url, "llm_api_key": "offline"})
+        container = Container(config)
+        set_default_container(lambda: container)
+        service = container.sessions
+        try:
+            sid = (await service.upsert_chat_session(ChatSession.new("alice"))).session_id
+            [_ async for _ in runtime.stream_chat_completion(sid, "First", "alice", client_message_id="u-1")]
+            again = [e async for e in runtime.regenerate(sid, "alice")]
+            assert isinstance(again[0], StreamStart) and isinstance(again[-1], StreamFinish)
+            edited = [e async for e in runtime.edit_message(sid, "u-1", "Second", "alice")]
+            assert 'You said: "Second"' in "".join(e.delta for e in edited if isinstance(e, StreamTextDelta))
+            stored = await service.get_chat_session(sid, "alice")
+            assert stored is not None and [m.content for m in stored.messages][0] == "Second"
+            _, everything = await service.store.load_tree(sid) or (None, [])
+            assert len(everything) == 5  # first, its two answers, the edit and its answer: nothing deleted
+
+            asked = [e async for e in runtime.stream_chat_completion(sid, "rename this chat to Rome", "alice")]
+            request = next(e for e in asked if isinstance(e, StreamToolApprovalRequest))
+            answered = [e async for e in runtime.answer_approval(sid, request.approval_id, True, "alice")]
+            assert any(isinstance(e, StreamToolOutputAvailable) for e in answered)
+            assert (await service.get_chat_session(sid, "alice")).title == "Rome"  # type: ignore[union-attr]
+        finally:
+            set_default_container(None)
+            await container.engine.aclose()
+            await service.aclose()

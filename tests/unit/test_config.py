@@ -73,3 +73,14 @@ def test_user_context_bound():
 
 def test_secret_is_not_in_repr():
     assert "s3cret" not in repr(Settings(jwt_secret="s3cret"))
+
+
+def test_tools_requiring_approval():
+    assert Settings.from_env({}).tools_requiring_approval is None  # the tools' own flags
+    assert Settings.from_env({"TOOLS_REQUIRING_APPROVAL": ""}).tools_requiring_approval is None  # the template default
+    assert Settings.from_env({"TOOLS_REQUIRING_APPROVAL": "none"}).tools_requiring_approval == ()
+    names = Settings.from_env({"TOOLS_REQUIRING_APPROVAL": " calculator, rename_session "}).tools_requiring_approval
+    assert names == ("calculator", "rename_session")
+    assert Settings.from_env({"APPROVAL_TIMEOUT_SECONDS": "60"}).approval_timeout_seconds == 60
+    with pytest.raises(ConfigError):
+        Settings.from_env({"APPROVAL_TIMEOUT_SECONDS": "5"})

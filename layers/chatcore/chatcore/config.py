@@ -44,10 +44,13 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
 
 
 def _names(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
-    """A comma-separated list of names; None when the variable is not set at all."""
-    if key not in env:
+    """A comma-separated list of names; None when unset or empty (keep the defaults); ``none``: an empty list."""
+    value = env.get(key, "").strip()
+    if not value:
         return None
-    return tuple(name.strip() for name in env[key].split(",") if name.strip())
+    if value.lower() == "none":
+        return ()
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:

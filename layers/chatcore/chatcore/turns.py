@@ -28,7 +28,7 @@ from typing import Any
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import build_context, with_user_context
 from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
-from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, Resend, Send, plan_turn
+from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, RegenerateAnswer, Resend, Send, plan_turn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
 from chatcore.observability import logger
@@ -259,17 +259,37 @@ class ChatEngine:
     async def stream_chat_completion(
         self, session_id: str, message: str, user_id: str | None = None, *, client_message_id: str | None = None
     ) -> AsyncIterator[StreamEvent]:
-        """The turn as an async generator of stream events; the session is persisted when it ends."""
-        started = await self.start_turn(session_id, message, user_id=user_id, client_message_id=client_message_id)
-        if isinstance(started, ExistingTurn):
-            raise DuplicateClientMessage(
-                "this message was already sent", client_message_id=client_message_id or "", seq=None
-            )
-        queue = started.channel.listen()
-        while (item := await queue.get()) is not None:
-            yield item.event
-        if started.task is not None:
-            await started.task
+        """The turn as an async generator of stream events; the session is persisted when it ends. With the id
+        of a stored user message and other text, this is an edit (a new version of that message)."""
+        intent = NewMessage(message, client_message_id)
+        started = await self.submit(session_id, intent, user_id=user_id)
+        async for event in _events(started, client_message_id):
+            yield event
+
+    async def regenerate(
+        self, session_id: str, user_id: str | None = None, *, message_id: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Answer again (``chatcore.intents``): the answer ``message_id`` names (its turn id), the answer to a user
+        message, or — without it — the last answer; the old one is kept as a version."""
+        started = await self.submit(session_id, RegenerateAnswer(message_id), user_id=user_id)
+        async for event in _events(started, None):
+            yield event
+
+    async def approve(
+        self,
+        session_id: str,
+        approval_id: str,
+        approved: bool,
+        user_id: str | None = None,
+        *,
+        reason: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Answer a tool approval (``chatcore.approvals``) and stream the continuation of the message that asked."""
+        started = await self.answer_approvals(
+            session_id, [ApprovalAnswer(approval_id, approved, reason)], user_id=user_id
+        )
+        async for event in _events(started, None):
+            yield event
 
     async def stop(self, session_id: str, user_id: str | None) -> str | None:
         """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
@@ -633,3 +653,14 @@ def _answered_before(records: dict[str, Approval | None], answers: list[Approval
             return None
         runs.add(record.run_id)
     return runs.pop() if len(runs) == 1 else None
+
+
+async def _events(started: TurnHandle | ExistingTurn, client_message_id: str | None) -> AsyncIterator[StreamEvent]:
+    """A started run's events as they are published; its task is awaited at the end."""
+    if isinstance(started, ExistingTurn):
+        raise DuplicateClientMessage("this was already sent", client_message_id=client_message_id or "", seq=None)
+    queue = started.channel.listen()
+    while (item := await queue.get()) is not None:
+        yield item.event
+    if started.task is not None:
+        await started.task
