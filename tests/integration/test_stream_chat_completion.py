@@ -84,7 +84,7 @@ async def test_regenerate_edit_and_approve_in_process(settings: Settings):
             edited = [e async for e in runtime.edit_message(sid, "u-1", "Second", "alice")]
             assert 'You said: "Second"' in "".join(e.delta for e in edited if isinstance(e, StreamTextDelta))
             stored = await service.get_chat_session(sid, "alice")
-            assert stored is not None and [m.content for m in stored.messages][0] == "Second"
+            assert stored is not None and stored.messages[0].content == "Second"
             _, everything = await service.store.load_tree(sid) or (None, [])
             assert len(everything) == 5  # first, its two answers, the edit and its answer: nothing deleted
 
