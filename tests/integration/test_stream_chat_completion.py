@@ -92,7 +92,7 @@ async def test_regenerate_edit_and_approve_in_process(settings: Settings):
             request = next(e for e in asked if isinstance(e, StreamToolApprovalRequest))
             answered = [e async for e in runtime.answer_approval(sid, request.approval_id, True, "alice")]
             assert any(isinstance(e, StreamToolOutputAvailable) for e in answered)
-            assert (await service.get_chat_session(sid, "alice")).title == "Rome"  # type: ignore[union-attr]
+            assert (await service.get_chat_session(sid, "alice")).title == "Rome"
         finally:
             set_default_container(None)
             await container.engine.aclose()
