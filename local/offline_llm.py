@@ -587,6 +587,8 @@ class OfflineLLM:
         self.models = tuple(models)
         self.faults = FaultQueue()
         self.requests: list[Json] = []
+        # Request bodies whose streamed answer the client closed before its end (a cancelled request).
+        self.cut_streams: list[Json] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
@@ -697,7 +699,7 @@ class OfflineLLM:
         if body.get("stream") is True:
             chunks = stream_chunks(body, rendered)
             midstream = fault is not None and fault.kind == "midstream"
-            stream = self._stream(chunks, len(rendered.deltas), first_delay, midstream)
+            stream = self._stream(body, chunks, len(rendered.deltas), first_delay, midstream)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
         if fault is not None and fault.kind == "midstream":
             return _status_error(500, headers)
@@ -747,9 +749,22 @@ class OfflineLLM:
         yield b""
 
     async def _stream(
+        self, body: Json, chunks: list[Json], deltas: int, first_delay: float, midstream: bool
+    ) -> AsyncIterator[bytes]:
+        """SSE events: ``chunks[0]`` is the role chunk, the next ``deltas`` are tokens/fragments. A stream the
+        client closes before its end is recorded in ``cut_streams``."""
+        finished = False
+        try:
+            async for event in self._events(chunks, deltas, first_delay, midstream):
+                yield event
+            finished = True
+        finally:
+            if not finished:
+                self.cut_streams.append(body)
+
+    async def _events(
         self, chunks: list[Json], deltas: int, first_delay: float, midstream: bool
     ) -> AsyncIterator[bytes]:
-        """SSE events: ``chunks[0]`` is the role chunk, the next ``deltas`` are tokens/fragments."""
         cut = 1 + min(MIDSTREAM_TOKENS, deltas) if midstream else -1
         await self._pause(first_delay)
         for index, chunk in enumerate(chunks):

@@ -146,10 +146,23 @@ def test_concurrent_turn_gets_409(chat_stack: ChatStack):
             if chat_stack.llm.requests:
                 break
             threading.Event().wait(0.02)
-        second = client.post(f"/sessions/{sid}/stream", json={"message": "me too"})
+        second = client.post(f"/sessions/{sid}/stream", json={"message": "me too [[fault:slow:3000]]"})
         thread.join(timeout=30)
         assert second.status_code == 409
+        assert second.headers["content-type"] == "application/json"  # not one byte of a stream
         assert second.json()["error"]["code"] == "turn_in_progress"
+
+        # Its model request went out with the lease write (issue 11: first token) and was cancelled on the 409.
+        def content(body: dict) -> str:
+            return str(body["messages"][-1]["content"])
+
+        assert any("me too" in content(body) for body in chat_stack.llm.requests)
+        deadline = threading.Event()
+        for _ in range(100):
+            if any("me too" in content(body) for body in chat_stack.llm.cut_streams):
+                break
+            deadline.wait(0.02)
+        assert any("me too" in content(body) for body in chat_stack.llm.cut_streams)
         assert first["response"].status_code == 200 and parse_sse(first["response"].text).done
         messages = history(chat_stack, client, sid)
         assert [m["content"] for m in messages if m["role"] == "user"] == ["slow [[fault:slow:1500]]"]

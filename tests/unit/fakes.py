@@ -25,6 +25,9 @@ def _copy(session: ChatSession) -> ChatSession:
     return copy
 
 
+LEASE_WRITE_SECONDS = 0.005
+
+
 class InMemorySessions:
     """``SessionRepository`` and ``TurnLeases`` over a dict: one source of truth, no cache."""
 
@@ -34,6 +37,7 @@ class InMemorySessions:
         self.writes: list[tuple[str, TurnGuard | None]] = []  # (session id, guard) of every upsert
         self.released: list[str] = []
         self.closed = False
+        self.on_take: list[Callable[[], None]] = []  # run when a lease write "arrives"
 
     def add(self, session: ChatSession) -> ChatSession:
         for seq, message in enumerate(session.messages, start=1):
@@ -130,6 +134,9 @@ class InMemorySessions:
 
     # -- TurnLeases -------------------------------------------------------------------------------------------
     async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        await asyncio.sleep(LEASE_WRITE_SECONDS)  # the conditional write's round trip: work started before it overlaps
+        for hook in self.on_take:
+            hook()
         stored = self.sessions.get(session.session_id)
         if stored is None or stored.user_id != owner:
             raise NotFound("session not found")

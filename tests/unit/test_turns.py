@@ -173,15 +173,6 @@ async def test_long_history_is_summarised_once_and_the_summary_stored(parts: Par
     assert 0 < _stored(parts).summary_seq < 41
 
 
-async def test_a_refused_lease_streams_nothing_and_stores_nothing(parts: Parts):
-    _stored(parts).active_turn_id = "turn_other"
-    with pytest.raises(TurnInProgress):
-        await parts.engine.start_turn(parts.session_id, "Hello?", user_id="alice")
-    assert parts.model.requests == []  # no model request went out
-    assert _stored(parts).messages == [] and parts.replay.logs == {}
-    assert _stored(parts).active_turn_id == "turn_other"  # the other turn's lease is untouched
-
-
 async def test_the_client_going_away_does_not_stop_the_turn(parts: Parts):
     parts.model.scripts = [text(*["word "] * 20)]
     started = await _live(parts, "Go")
@@ -230,3 +221,21 @@ async def test_a_continuation_gets_the_owners_context(parts: Parts):
         "What you know about the user:\nPrefers short answers."
     )
     assert _stored(parts).messages[-1].content == "Here is the summary."
+
+
+async def test_the_model_request_goes_out_while_the_lease_is_written(parts: Parts):
+    seen: list[int] = []
+    parts.sessions.on_take.append(lambda: seen.append(len(parts.model.requests)))
+    parts.model.scripts = [text("Hi.")]
+    await _turn(parts)
+    assert seen == [1]  # the request was already sent when the lease write completed
+
+
+async def test_a_refused_lease_cancels_the_model_request_before_anything_streams(parts: Parts):
+    _stored(parts).active_turn_id = "turn_someone_else"
+    parts.model.scripts = [[HANG]]
+    with pytest.raises(TurnInProgress):
+        await parts.engine.start_turn(parts.session_id, "Hello", user_id="alice")
+    assert len(parts.model.requests) == 1 and parts.model.closed_streams == 1  # sent, then closed
+    assert parts.replay.logs == {} and _stored(parts).messages == []  # nothing streamed, nothing stored
+    assert _stored(parts).active_turn_id == "turn_someone_else"  # the other turn's lease is untouched

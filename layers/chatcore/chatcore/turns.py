@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
-from chatcore.context import build_context, with_user_context
+from chatcore.context import Context, build_context, with_user_context
 from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
 from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, RegenerateAnswer, Resend, Send, plan_turn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
@@ -153,38 +153,77 @@ class ChatEngine:
         if isinstance(plan, Resend):
             return await self._existing(session_id, plan.client_key)
         turn_id = new_id("turn_")
+        # The model request goes out now, concurrently with the lease write (and later the user message's): the
+        # first token does not wait for either. A refused lease cancels it before any byte reaches the client.
+        read_version = session.version
+        opening = None if waiting_on_path(session) else self._open_early(session, plan, turn_id, user_context)
+        prepared = session.messages
         try:
             session = await deps.leases.take(
                 session, turn_id, owner=user_id, lease_seconds=deps.settings.turn_lease_seconds
             )
-        except TurnInProgress:
-            if key := _client_key(plan):
+        except BaseException as exc:
+            await _discard(opening)
+            if isinstance(exc, TurnInProgress) and (key := _client_key(plan)):
                 # A resend of the running turn's own message attaches to it; anything else is a real 409.
                 existing = await self._await_existing(session_id, key)
                 if existing is not None:
                     return existing
             raise
-        try:
-            plan = plan_turn(session, intent)  # the session as the lease found it (it may have moved on)
-        except ChatError:
-            await deps.leases.release(session_id, turn_id)
-            raise
-        if isinstance(plan, Resend):
-            await deps.leases.release(session_id, turn_id)
-            return await self._existing(session_id, plan.client_key)
-        if isinstance(plan, Send) and waiting_on_path(session):
+        if opening is not None and session.version != read_version + 1:
+            await _discard(opening)  # written since it was read: the history the request carries may be stale
+            opening = None
+        elif opening is not None:
+            session.messages = prepared  # only the lease changed since the read: the prepared history stands
+        if opening is None:
             try:
-                session = await self._deny_waiting(session)
-            except BaseException:
+                plan = plan_turn(session, intent)  # the session as the lease found it
+            except ChatError:
                 await deps.leases.release(session_id, turn_id)
                 raise
-        branch_from = _prepare(session, plan, turn_id)
-        handle = self._launch(session, turn_id, user_id, depth=0, branch_from=branch_from, user_context=user_context)
+            if isinstance(plan, Resend):
+                await deps.leases.release(session_id, turn_id)
+                return await self._existing(session_id, plan.client_key)
+            if isinstance(plan, Send) and waiting_on_path(session):
+                try:
+                    session = await self._deny_waiting(session)
+                except BaseException:
+                    await deps.leases.release(session_id, turn_id)
+                    raise
+            branch_from = _prepare(session, plan, turn_id)
+        else:
+            branch_from = opening.branch_from
+        handle = self._launch(
+            session,
+            turn_id,
+            user_id,
+            depth=0,
+            branch_from=branch_from,
+            user_context=user_context,
+            opening=opening.task if opening is not None else None,
+        )
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
             return await self._existing(session_id, _client_key(plan) or "")
         return handle
+
+    def _open_early(self, session: ChatSession, plan: Plan, turn_id: str, user_context: str) -> _Early:
+        """Prepare ``session`` for ``plan`` and start building the context and the model request at once."""
+        branch_from = _prepare(session, plan, turn_id)
+        return _Early(asyncio.create_task(self._open(session, user_context)), branch_from)
+
+    async def _open(self, session: ChatSession, user_context: str) -> _Opened:
+        """The history this turn needs (summarised once when it outgrows the budget), then the model request."""
+        deps = self.deps
+        context = await build_context(
+            session,
+            with_user_context(deps.system_prompt(), user_context),
+            budget_tokens=deps.settings.llm_context_tokens,
+            summarise=self._summarise,
+        )
+        tool_schemas = deps.tools.openai_tools()
+        return _Opened(context, _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None)), tool_schemas)
 
     async def answer_approvals(
         self, session_id: str, answers: list[ApprovalAnswer], *, user_id: str | None
@@ -244,6 +283,7 @@ class ChatEngine:
         branch_from: int | None = None,
         answer_id: str | None = None,
         user_context: str = "",
+        opening: asyncio.Task[_Opened] | None = None,
     ) -> TurnHandle:
         """Register the run; it starts as a turn unless ``answer_id`` says it continues another's message (the
         caller starts it)."""
@@ -252,7 +292,7 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         self.running[turn_id] = handle
         if answer_id is None:
-            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context))
+            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
             handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
         return handle
 
@@ -355,6 +395,7 @@ class ChatEngine:
         user_id: str | None,
         branch_from: int | None,
         user_context: str,
+        opening: asyncio.Task[_Opened] | None = None,
     ) -> None:
         deps = self.deps
         recorder = TurnRecorder(
@@ -365,22 +406,19 @@ class ChatEngine:
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
         stream: _Prefetch | None = None
         begin: asyncio.Task[bool] | None = None
+        if opening is None:
+            opening = asyncio.create_task(self._open(session, user_context))
         try:
-            # 3. The history this turn needs, then the LLM request at once, while the user message is stored.
-            context = await build_context(
-                session,
-                with_user_context(deps.system_prompt(), user_context),
-                budget_tokens=deps.settings.llm_context_tokens,
-                summarise=self._summarise,
-            )
-            tool_schemas = deps.tools.openai_tools()
-            stream = _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None))
+            # 3. The user message is stored while the model request (opened already, or now) goes out.
             last = session.messages[-1] if new_message else None
             client_message_id = client_key(last) if last is not None and last.client_message_id else None
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
             if new_message:
                 await recorder.user_message()
+            opened = await opening
+            context, stream, tool_schemas = opened.context, opened.stream, opened.tool_schemas
         except BaseException as exc:
+            await _discard(_Early(opening, None))
             if stream is not None:
                 await stream.aclose()
             if begin is not None:
@@ -664,3 +702,30 @@ async def _events(started: TurnHandle | ExistingTurn, client_message_id: str | N
         yield item.event
     if started.task is not None:
         await started.task
+
+
+@dataclass
+class _Opened:
+    """A turn's context and its model request, already sent."""
+
+    context: Context
+    stream: _Prefetch
+    tool_schemas: list[dict[str, Any]]
+
+
+@dataclass
+class _Early:
+    """A model request opened before the turn holds its lease, and where its answer branches from."""
+
+    task: asyncio.Task[_Opened]
+    branch_from: int | None
+
+
+async def _discard(early: _Early | None) -> None:
+    """Cancel an opened (or opening) model request: its HTTP request is closed, nothing of it is streamed."""
+    if early is None:
+        return
+    early.task.cancel()
+    with contextlib.suppress(BaseException):
+        opened = await early.task
+        await opened.stream.aclose()
