@@ -151,7 +151,7 @@ class ChatEngine:
         session, user_context = await self._load_or_create(session_id, user_id, create)
         plan = plan_turn(session, intent)
         if isinstance(plan, Resend):
-            return await self._existing(session_id, plan.client_key)
+            return await self._resend(session, plan.client_key)
         turn_id = new_id("turn_")
         # The model request goes out now, concurrently with the lease write (and later the user message's): the
         # first token does not wait for either. A refused lease cancels it before any byte reaches the client.
@@ -370,6 +370,16 @@ class ChatEngine:
         if session is None or session.user_id != user_id:
             raise NotFound("session not found")
         return session, user_context
+
+    async def _resend(self, session: ChatSession, client_key: str) -> ExistingTurn:
+        """The turn a stored message started. While a turn runs, its message can be stored a moment before the turn
+        registers it in the replay log: wait for that briefly instead of answering 409."""
+        if session.active_turn_id is None:
+            return await self._existing(session.session_id, client_key)
+        existing = await self._await_existing(session.session_id, client_key)
+        if existing is None:
+            return await self._existing(session.session_id, client_key)
+        return existing
 
     async def _await_existing(self, session_id: str, client_message_id: str) -> ExistingTurn | None:
         """The running turn this message started, waiting briefly: a copy sent at the same moment as the first can
