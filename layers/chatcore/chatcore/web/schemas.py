@@ -114,6 +114,9 @@ class MessageOut(BaseModel):
     turn_id: str | None
     client_message_id: str | None
     parent_seq: int | None
+    # A tool message awaiting the user's approval (status ``awaiting_approval``), and its answer: the approval id
+    # to answer at ``POST /chat/{session_id}/approvals/{approval_id}``.
+    approval_id: str | None
     # The ids of every version of this message (itself included, oldest first) when it has other versions
     # (a regenerated answer, an edited message); only in the active path's listing.
     versions: list[str] | None
@@ -129,6 +132,7 @@ class MessageOut(BaseModel):
             seq=message.seq,
             client_message_id=message.client_message_id,
             parent_seq=message.parent_seq,
+            approval_id=message.approval_id,
             versions=versions,
             role=message.role,
             content=message.content,
