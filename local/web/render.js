@@ -34,6 +34,22 @@ export function viewOf(node) {
   return views.get(node) ?? null;
 }
 
+// A thumb (up; turned down by CSS), drawn rather than an emoji: not every system has an emoji font. The markup is a
+// constant, parsed once (the HTML parser puts <svg> in the SVG namespace); no data ever goes through innerHTML.
+const THUMB = (() => {
+  const template = document.createElement("template");
+  template.innerHTML =
+    '<svg class="icon" viewBox="0 0 16 16" aria-hidden="true">' +
+    '<path d="M2 7h3v8H2zM5 7l3-5.5c1.2 0 2 .9 2 2L9.5 6h4c.9 0 1.6.8 1.4 1.7l-1.2 6.1c-.2.7-.8 1.2-1.5 1.2H5"/></svg>';
+  return template.content.firstElementChild;
+})();
+
+function thumb(down) {
+  const icon = THUMB.cloneNode(true);
+  if (down) icon.classList.add("down");
+  return icon;
+}
+
 // A control of a message (edit, regenerate, versions, feedback, approval): disabled while a reply streams.
 function control(props, ...children) {
   return el("button", { type: "button", class: "control", disabled: hooks.busy(), ...props }, ...children);
@@ -190,15 +206,17 @@ export class AssistantView {
   }
 
   renderFooter() {
-    const rating = (value, label, glyph) =>
-      control({
-        class: `control rate rate-${value}`,
-        "aria-label": label,
-        title: label,
-        "aria-pressed": this.feedback === value ? "true" : "false",
-        text: glyph,
-        onclick: () => hooks.rate(this, value),
-      });
+    const rating = (value, label) =>
+      control(
+        {
+          class: `control rate rate-${value}`,
+          "aria-label": label,
+          title: label,
+          "aria-pressed": this.feedback === value ? "true" : "false",
+          onclick: () => hooks.rate(this, value),
+        },
+        thumb(value === "down"),
+      );
     this.footer.replaceChildren(
       ...[
         versionNav(this.versions, this.messageId),
@@ -209,8 +227,8 @@ export class AssistantView {
           text: "↻",
           onclick: () => hooks.regenerate(this),
         }),
-        rating("up", "Good answer", "👍"),
-        rating("down", "Bad answer", "👎"),
+        rating("up", "Good answer"),
+        rating("down", "Bad answer"),
       ].filter(Boolean),
     );
     this.footer.hidden = false;
@@ -310,7 +328,7 @@ export class AssistantView {
     card.approval = el(
       "div",
       { class: "approval", role: "group", "aria-label": "Approve this tool call?", "data-approval-id": approvalId },
-      el("span", { class: "approval-question", text: "Run this tool?" }),
+      el("span", { class: "approval-question", text: `Run ${name || card.nameNode.textContent}? It asks for your approval first.` }),
       control({ class: "control primary approve", text: "Approve", onclick: answer(true) }),
       reason,
       control({ class: "control danger deny", text: "Deny", onclick: answer(false) }),

@@ -300,12 +300,17 @@ def test_regenerate_streams_a_new_answer_and_the_arrows_switch_versions(page: Pa
     expect(answer.locator(".versions")).to_have_count(0)
 
     posted: list[dict] = []
-    page.on("request", lambda r: posted.append(r.post_data_json) if r.url.endswith("/chat") else None)
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/chat"):
+            posted.append(request.post_data_json)
+
+    page.on("request", on_request)
     answer.get_by_role("button", name="Regenerate answer").click()
     expect(answer_text(page)).to_contain_text('You said: "tell me about Rome"', timeout=T)
     wait_idle(page)
     assert [(p["trigger"], p["messageId"]) for p in posted] == [("regenerate-message", partial["turn_id"])]
-    # In place of the old answer, and the old one is a version: ‹ 2 / 2 ›.
+    # In place of the old answer, and the old one is a version, "2 / 2".
     expect(page.locator(".msg.assistant")).to_have_count(2)
     expect(page.locator(".error-text")).to_have_count(0)
     last = page.locator(".msg.assistant").last
@@ -460,7 +465,9 @@ def test_approval_buttons_survive_a_reload_and_the_continuation_resumes(page: Pa
     chat_stack.llm.token_delay = 0.3
     card.get_by_role("button", name="Approve").click()
     expect(answer_text(page)).to_contain_text("The tool", timeout=T)
-    assert [(s["path"], s["body"]) for s in sent] == [(f"/chat/{sid}/approvals/{waiting['approval_id']}", {"approved": True})]
+    assert [(s["path"], s["body"]) for s in sent] == [
+        (f"/chat/{sid}/approvals/{waiting['approval_id']}", {"approved": True})
+    ]
     # Reloaded while the continuation streams: it is followed live in the bubble that asked.
     page.reload()
     expect(page.locator(".msg.assistant[data-streaming]")).to_have_count(1, timeout=T)
