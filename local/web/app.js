@@ -1,6 +1,14 @@
 // The local chat page: sessions API + chat API (AI SDK UI message stream), no framework, no build step.
+//
+// Protocol level: the page reads the streams at level v5 (the server's default, what every `ai` client accepts): a
+// tool call that needs the user's approval arrives as a `data-approval` part {approvalId, toolCallId, toolName,
+// input, state: "requested" | "denied"}, a denial as that part with state "denied" followed by `tool-output-error`.
+// `?protocol=v6` or `?protocol=v7` in the page's URL sends `x-ui-stream-protocol` with every stream request instead,
+// and the same cards are driven by `tool-approval-request` {approvalId, toolCallId} and `tool-output-denied`. Either
+// way an approval is answered with POST /chat/{id}/approvals/{approvalId}, whose answer streams the continuation
+// of the same assistant message (same `start.messageId`), rendered into the bubble that asked.
 import { readChunks } from "./sse.js";
-import { AssistantView, el, renderHistory, userBubble } from "./render.js";
+import { AssistantView, UserView, el, renderHistory, setControlsDisabled, setHooks, viewOf } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -16,6 +24,8 @@ const ui = {
 const POLL_MS = 1500;
 const FINISHED_OPERATION = new Set(["saved", "done", "cancelled", "failed"]); // any other status: still running
 const HISTORY_PAGES = 10; // at most 2,000 messages are shown
+const PROTOCOL = ["v5", "v6", "v7"].find((level) => level === new URLSearchParams(location.search).get("protocol"));
+const STREAM_HEADERS = PROTOCOL ? { "x-ui-stream-protocol": PROTOCOL } : {};
 
 const state = {
   user: localStorage.getItem("chat.user") || "me",
@@ -64,12 +74,13 @@ async function fetchToken(user) {
 
 // JSON in and out; `raw` returns the Response (for streams). A 401 (the stack restarted with a new secret)
 // fetches a fresh dev token once and retries.
-async function api(method, path, body, { raw = false, signal } = {}) {
+async function api(method, path, body, { raw = false, signal, headers = {} } = {}) {
   const call = () =>
     fetch(path, {
       method,
       signal,
       headers: {
+        ...headers,
         authorization: `Bearer ${state.token}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
       },
@@ -112,6 +123,7 @@ function setStreaming(on) {
   ui.stop.hidden = !on;
   ui.stop.disabled = false;
   ui.messages.setAttribute("aria-busy", on ? "true" : "false");
+  setControlsDisabled(ui.messages, on);
 }
 
 function sessionTitle(session) {
@@ -273,7 +285,11 @@ async function loadSession(sessionId) {
   const controller = new AbortController();
   try {
     // Ask for an active turn first: if there is none, the history read afterwards holds every finished turn.
-    const resume = await api("GET", `/chat/${id}/stream`, undefined, { raw: true, signal: controller.signal });
+    const resume = await api("GET", `/chat/${id}/stream`, undefined, {
+      raw: true,
+      signal: controller.signal,
+      headers: STREAM_HEADERS,
+    });
     const [session, messages] = await Promise.all([api("GET", `/sessions/${id}`), loadMessages(sessionId)]);
     if (epoch !== state.epoch) {
       controller.abort();
@@ -286,10 +302,11 @@ async function loadSession(sessionId) {
       return;
     }
     // A turn is active: its replay starts from the first chunk, so drop what history holds of it and render
-    // the stream instead; unless history ends with a pending long-running tool (the stream is its continuation).
+    // the stream instead; unless history ends with a pending long-running tool or an answered approval (the
+    // stream is their continuation, which goes on in the same bubble).
     const lastUser = messages.findLastIndex((m) => m.role === "user");
     const trailing = messages.slice(lastUser + 1);
-    const continuation = trailing.some((m) => m.role === "tool" && m.status === "pending");
+    const continuation = trailing.some((m) => m.role === "tool" && (m.status === "pending" || m.approval_id));
     renderMessages(continuation ? messages : messages.slice(0, lastUser + 1));
     await streamTurn(sessionId, resume, controller, { continuation });
   } catch (err) {
@@ -327,6 +344,9 @@ async function deleteSession() {
 
 function applyChunk(sessionId, view, chunk) {
   switch (chunk.type) {
+    case "start":
+      view.setAnswer(chunk.messageId);
+      break;
     case "text-start":
       view.textNode(chunk.id);
       break;
@@ -346,6 +366,20 @@ function applyChunk(sessionId, view, chunk) {
     case "tool-output-error":
       view.toolError(chunk.toolCallId, chunk.errorText);
       state.operations.delete(chunk.toolCallId);
+      break;
+    case "data-approval": {
+      // v5: the approval request, and later its denial (then a tool-output-error, which stays shown as denied)
+      const data = chunk.data ?? {};
+      if (!data.toolCallId) break;
+      if (data.state === "requested") view.askApproval(data.toolCallId, data.approvalId, data.toolName);
+      else if (data.state === "denied") view.denied(data.toolCallId);
+      break;
+    }
+    case "tool-approval-request": // v6/v7; an automatic approval (v7) needs no answer
+      if (!chunk.isAutomatic) view.askApproval(chunk.toolCallId, chunk.approvalId);
+      break;
+    case "tool-output-denied": // v6/v7
+      view.denied(chunk.toolCallId);
       break;
     case "data-title":
       setTitle(sessionId, chunk.data?.title);
@@ -372,8 +406,9 @@ function applyChunk(sessionId, view, chunk) {
   }
 }
 
-// Read one turn's stream into a bubble (a new one, or the last one for a continuation).
-async function streamTurn(sessionId, response, controller, { view = null, continuation = false } = {}) {
+// Read one turn's stream into a bubble (a new one, or the last one for a continuation). `refresh`: read the
+// history again when it ends (a regenerated answer or an edit made versions, which the stream does not carry).
+async function streamTurn(sessionId, response, controller, { view = null, continuation = false, refresh = false } = {}) {
   view ??= continuation && state.lastView ? state.lastView : new AssistantView();
   if (!view.node.isConnected) {
     ui.messages.querySelector(".empty")?.remove();
@@ -409,7 +444,7 @@ async function streamTurn(sessionId, response, controller, { view = null, contin
   }
   if (turn.stopping) view.marker("(stopped)");
   loadSessions().catch(showError);
-  if (continuation) await refreshHistory();
+  if (continuation || refresh) await refreshHistory();
   else schedulePoll();
 }
 
@@ -420,7 +455,8 @@ async function sendMessage(text) {
   const sessionId = state.current;
   const epoch = state.epoch;
   ui.messages.querySelector(".empty")?.remove();
-  const bubble = userBubble(text);
+  const clientId = randomId("m_"); // stored as the message's client_message_id: an edit sends it again
+  const bubble = new UserView(text, { clientId }).node;
   ui.messages.append(bubble);
   scrollToEnd(true);
   const controller = new AbortController();
@@ -430,13 +466,14 @@ async function sendMessage(text) {
   clearTimeout(state.pollTimer);
   const body = {
     id: sessionId,
-    messages: [{ id: randomId("m_"), role: "user", parts: [{ type: "text", text }] }],
+    messages: [{ id: clientId, role: "user", parts: [{ type: "text", text }] }],
     trigger: "submit-message",
     messageId: null,
   };
+  const waiting = state.lastView;
   let response;
   try {
-    response = await api("POST", "/chat", body, { raw: true, signal: controller.signal });
+    response = await api("POST", "/chat", body, { raw: true, signal: controller.signal, headers: STREAM_HEADERS });
   } catch (err) {
     if (epoch !== state.epoch) return;
     state.turn = null;
@@ -447,8 +484,160 @@ async function sendMessage(text) {
     return;
   }
   if (epoch !== state.epoch) return;
+  waiting?.supersedeApprovals(); // the server denied approvals still waiting before it took the new message
   await streamTurn(sessionId, response, controller, { view });
 }
+
+// ------------------------------------------------------------------------------------------------ message controls
+
+// A POST whose answer streams in place of everything from `anchor` on (a regenerated answer, an edited message's
+// new answer). Nothing is removed before the server accepted it; `accepted` runs then.
+async function replaceWithTurn(path, body, accepted) {
+  if (state.turn || !state.current) return;
+  clearError();
+  const sessionId = state.current;
+  const epoch = state.epoch;
+  const controller = new AbortController();
+  const view = new AssistantView();
+  state.turn = { sessionId, controller, view, stopping: false };
+  setStreaming(true);
+  clearTimeout(state.pollTimer);
+  let response;
+  try {
+    response = await api("POST", path, body, { raw: true, signal: controller.signal, headers: STREAM_HEADERS });
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    state.turn = null;
+    setStreaming(false);
+    showError(err);
+    return;
+  }
+  if (epoch !== state.epoch) return;
+  accepted();
+  await streamTurn(sessionId, response, controller, { view, refresh: true });
+}
+
+function removeFrom(node, { keep = false } = {}) {
+  while (node.nextSibling) node.nextSibling.remove();
+  if (!keep) node.remove();
+}
+
+function previousUser(node) {
+  for (let at = node.previousElementSibling; at; at = at.previousElementSibling) {
+    const view = viewOf(at);
+    if (view instanceof UserView) return view;
+  }
+  return null;
+}
+
+function uiMessage(userView, text = userView.text) {
+  return { id: userView.clientId ?? randomId("m_"), role: "user", parts: [{ type: "text", text }] };
+}
+
+// Regenerate: a new answer to the same message, streamed in place of this one (which stays as a version).
+async function regenerate(view) {
+  const user = previousUser(view.node);
+  if (!view.answerId || !user) return;
+  const body = {
+    id: state.current,
+    messages: [uiMessage(user)],
+    trigger: "regenerate-message",
+    messageId: view.answerId,
+  };
+  await replaceWithTurn("/chat", body, () => removeFrom(view.node));
+}
+
+// Edit: the same client message id with new text; the conversation after it is replaced by the new answer (the
+// old message and what followed stay reachable as versions).
+async function editMessage(userView, text) {
+  if (!userView.clientId) return;
+  const body = {
+    id: state.current,
+    messages: [uiMessage(userView, text)],
+    trigger: "submit-message",
+    messageId: userView.clientId,
+  };
+  await replaceWithTurn("/chat", body, () => {
+    userView.setText(text);
+    userView.closeEditor();
+    removeFrom(userView.node, { keep: true });
+  });
+}
+
+// The version arrows: make that version (and the newest branch under it) active, then show the branch.
+async function showVersion(messageId) {
+  if (state.turn || !state.current) return;
+  clearError();
+  const epoch = state.epoch;
+  setControlsDisabled(ui.messages, true);
+  try {
+    await api("PUT", `/sessions/${encodeURIComponent(state.current)}/branch`, { message_id: messageId });
+  } catch (err) {
+    setControlsDisabled(ui.messages, Boolean(state.turn));
+    showError(err);
+    return;
+  }
+  if (epoch !== state.epoch) return;
+  await refreshHistory();
+  setControlsDisabled(ui.messages, Boolean(state.turn)); // also when the history could not be read
+}
+
+// 👍 / 👎: one rating per answer; pressing the current one again removes it.
+async function rate(view, rating) {
+  if (!view.answerId || !state.current) return;
+  clearError();
+  const path = `/sessions/${encodeURIComponent(state.current)}/messages/${encodeURIComponent(view.answerId)}/feedback`;
+  const next = view.feedback === rating ? null : rating;
+  try {
+    if (next) {
+      await api("PUT", path, { rating: next });
+    } else {
+      await api("DELETE", path).catch((err) => {
+        if (!(err instanceof HttpError && err.status === 404)) throw err; // none stored: removed already
+      });
+    }
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  view.setFeedback(next);
+  announce(next ? `Rated ${next === "up" ? "good" : "bad"}.` : "Rating removed.");
+}
+
+// Approve / Deny on a tool card: the answer's stream continues the same assistant message, in the same bubble.
+async function answerApproval(view, toolCallId, approved, reason) {
+  const approvalId = view.approvalOf(toolCallId);
+  if (state.turn || !state.current || !approvalId) return;
+  clearError();
+  const sessionId = state.current;
+  const epoch = state.epoch;
+  const controller = new AbortController();
+  state.turn = { sessionId, controller, view, stopping: false };
+  setStreaming(true);
+  clearTimeout(state.pollTimer);
+  const path = `/chat/${encodeURIComponent(sessionId)}/approvals/${encodeURIComponent(approvalId)}`;
+  let response;
+  try {
+    response = await api("POST", path, reason ? { approved, reason } : { approved }, {
+      raw: true,
+      signal: controller.signal,
+      headers: STREAM_HEADERS,
+    });
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    state.turn = null;
+    setStreaming(false);
+    showError(err);
+    // Answered elsewhere, expired or gone: show what is stored now.
+    if (err instanceof HttpError && (err.status === 404 || err.status === 409)) await refreshHistory();
+    return;
+  }
+  if (epoch !== state.epoch) return;
+  view.closeApproval(toolCallId);
+  await streamTurn(sessionId, response, controller, { view });
+}
+
+setHooks({ busy: () => Boolean(state.turn), editMessage, regenerate, showVersion, rate, answerApproval });
 
 async function stopTurn() {
   const turn = state.turn;
@@ -479,6 +668,7 @@ async function poll(sessionId, epoch) {
     const response = await api("GET", `/chat/${encodeURIComponent(sessionId)}/stream`, undefined, {
       raw: true,
       signal: controller.signal,
+      headers: STREAM_HEADERS,
     });
     if (epoch !== state.epoch || state.turn) {
       controller.abort();

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, expect, sync_playwright
 
 from tests.conftest import ChatStack
 
@@ -104,7 +106,7 @@ def test_send_streams_the_answer_and_the_title(page: Page, chat_stack: ChatStack
     send(page, "hello there general kenobi")
     answer = page.locator(".msg.assistant").last
     expect(answer).to_contain_text('You said: "hello there general kenobi"', timeout=T)
-    expect(page.locator(".msg.user")).to_have_text(["hello there general kenobi"])
+    expect(page.locator(".msg.user .text")).to_have_text(["hello there general kenobi"])
     expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text(
         "Hello There General Kenobi", timeout=T
     )
@@ -121,7 +123,7 @@ def test_reload_mid_stream_resumes_and_completes(page: Page, chat_stack: ChatSta
     page.reload()
     # Reopened from the URL hash, the active turn is replayed from its first chunk and followed live.
     expect(page.locator(".msg.assistant[data-streaming]")).to_have_count(1, timeout=T)
-    expect(page.locator(".msg.user")).to_have_text(["[[long:250]]"], timeout=T)
+    expect(page.locator(".msg.user .text")).to_have_text(["[[long:250]]"], timeout=T)
     page.wait_for_function(
         "document.querySelector('.msg.assistant .text')?.textContent.trim().split(/\\s+/).length === 250",
         timeout=20_000,
@@ -267,3 +269,265 @@ def test_long_running_tool_fills_in_when_its_continuation_streams(page: Page, ch
     # Rebuilt from history after a reload: the card shows the saved output.
     page.reload()
     expect(page.locator(".tool").last.locator(".tool-output")).to_contain_text("Summary:", timeout=T)
+
+
+# ------------------------------------------------------------------------------------------ message controls
+
+
+def exchange(page: Page, text: str) -> None:
+    """Send ``text`` and wait until the offline model's echo of it has been answered in full."""
+    send(page, text)
+    expect(page.locator(".msg.assistant").last).to_contain_text(f'You said: "{text}"', timeout=T)
+    wait_idle(page)
+
+
+def answer_text(page: Page, index: int = -1) -> Locator:
+    answers = page.locator(".msg.assistant")
+    return (answers.last if index == -1 else answers.nth(index)).locator(".text")
+
+
+def test_regenerate_streams_a_new_answer_and_the_arrows_switch_versions(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    exchange(page, "hello there")
+    # The first answer to the second question breaks off (a partial answer), the regenerated one is whole.
+    chat_stack.llm.faults.push("midstream")
+    send(page, "tell me about Rome")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".error-text")).to_have_text(ERROR_TEXT, timeout=T)
+    wait_idle(page)
+    partial = stored(chat_stack, sid)[-1]
+    assert partial["status"] == "partial"
+    expect(answer.locator(".versions")).to_have_count(0)
+
+    posted: list[dict] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/chat"):
+            posted.append(request.post_data_json)
+
+    page.on("request", on_request)
+    answer.get_by_role("button", name="Regenerate answer").click()
+    expect(answer_text(page)).to_contain_text('You said: "tell me about Rome"', timeout=T)
+    wait_idle(page)
+    assert [(p["trigger"], p["messageId"]) for p in posted] == [("regenerate-message", partial["turn_id"])]
+    # In place of the old answer, and the old one is a version, "2 / 2".
+    expect(page.locator(".msg.assistant")).to_have_count(2)
+    expect(page.locator(".error-text")).to_have_count(0)
+    last = page.locator(".msg.assistant").last
+    expect(last.locator(".version-count")).to_have_text("2 / 2", timeout=T)
+    expect(last.get_by_role("button", name="Next version")).to_be_disabled()
+    new = stored(chat_stack, sid)[-1]
+    assert new["status"] == "complete" and new["versions"] == [partial["id"], new["id"]]
+    assert last.locator(".text").text_content() == new["content"]
+
+    last.get_by_role("button", name="Previous version").click()
+    expect(last.locator(".version-count")).to_have_text("1 / 2", timeout=T)
+    expect(last.locator(".text")).to_have_text(partial["content"])
+    expect(last.locator(".marker")).to_have_text("(stopped/incomplete)")
+    assert stored(chat_stack, sid)[-1]["id"] == partial["id"]  # the switch is stored: the active branch
+    page.reload()
+    last = page.locator(".msg.assistant").last
+    expect(last.locator(".version-count")).to_have_text("1 / 2", timeout=T)
+    last.get_by_role("button", name="Next version").click()
+    expect(last.locator(".version-count")).to_have_text("2 / 2", timeout=T)
+    expect(last.locator(".text")).to_have_text(new["content"])
+    expect(page.locator(".msg.user .text")).to_have_text(["hello there", "tell me about Rome"])
+
+
+def test_edit_replaces_the_rest_of_the_conversation_and_keeps_the_old_version(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    exchange(page, "first question")
+    exchange(page, "second question")
+    page.reload()  # the ids come from the stored history now
+    first = page.locator(".msg.user").first
+    first.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edit message").fill("first question, edited")
+    page.get_by_role("button", name="Save").click()
+    expect(answer_text(page)).to_contain_text('You said: "first question, edited"', timeout=T)
+    wait_idle(page)
+    expect(page.locator(".msg.user .text")).to_have_text(["first question, edited"])
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(first.locator(".version-count")).to_have_text("2 / 2", timeout=T)
+    path = stored(chat_stack, sid)
+    assert [m["content"] for m in path if m["role"] == "user"] == ["first question, edited"]
+    assert len(path[0]["versions"]) == 2
+
+    # The old message and everything after it is one arrow away.
+    first.get_by_role("button", name="Previous version").click()
+    expect(page.locator(".msg.user .text")).to_have_text(["first question", "second question"], timeout=T)
+    expect(page.locator(".msg.assistant")).to_have_count(2)
+    expect(answer_text(page, 0)).to_contain_text('You said: "first question"')
+    expect(page.locator(".msg.user").first.locator(".version-count")).to_have_text("1 / 2")
+    old = stored(chat_stack, sid)
+    assert old[0]["client_message_id"] == path[0]["client_message_id"] and old[0]["id"] != path[0]["id"]
+
+    # A message sent in this page (its id is the one the page made) is edited the same way, without a reload.
+    page.locator(".msg.user").first.get_by_role("button", name="Next version").click()
+    expect(page.locator(".msg.user .text")).to_have_text(["first question, edited"], timeout=T)
+    exchange(page, "third question")
+    third = page.locator(".msg.user").last
+    third.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edit message").fill("third question, edited")
+    page.get_by_label("Edit message").press("Enter")
+    expect(answer_text(page)).to_contain_text('You said: "third question, edited"', timeout=T)
+    wait_idle(page)
+    expect(page.locator(".msg.user .text")).to_have_text(["first question, edited", "third question, edited"])
+    expect(page.locator(".msg.user").last.locator(".version-count")).to_have_text("2 / 2", timeout=T)
+    expect(page.locator(".msg.assistant")).to_have_count(2)
+
+
+def approval_requests(page: Page) -> list[dict]:
+    """Every approval answer the page posts: its path, headers and body."""
+    seen: list[dict] = []
+
+    def on_request(request: Request) -> None:
+        if "/approvals/" in request.url:
+            path = urlsplit(request.url).path
+            seen.append({"path": path, "headers": request.headers, "body": request.post_data_json})
+
+    page.on("request", on_request)
+    return seen
+
+
+def ask_to_rename(page: Page, protocol: str) -> tuple[str, Locator]:
+    """A new chat whose answer asks to run rename_session; returns the session id and the tool card."""
+    if protocol != "v5":
+        page.goto(f"/?protocol={protocol}")
+    sid = new_chat(page)
+    send(page, "rename this chat to Trip to Rome")
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-name")).to_have_text("rename_session", timeout=T)
+    expect(card.locator(".tool-input")).to_contain_text('"title": "Trip to Rome"', timeout=T)
+    wait_idle(page)
+    expect(card.locator(".tool-status")).to_have_text("waiting for your approval")
+    expect(card.get_by_role("button", name="Approve")).to_be_enabled()
+    expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text("Rename This Chat To Trip")
+    return sid, card
+
+
+@pytest.mark.parametrize("protocol", ["v5", "v7"])
+def test_approve_runs_the_tool_renames_the_chat_and_the_answer_goes_on(
+    page: Page, chat_stack: ChatStack, protocol: str
+):
+    sid, card = ask_to_rename(page, protocol)
+    sent = approval_requests(page)
+    card.get_by_role("button", name="Approve").click()
+    expect(card.locator(".tool-output")).to_contain_text('"title": "Trip to Rome"', timeout=T)
+    expect(card.locator(".tool-status")).to_have_text("done")
+    expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    # The continuation is rendered into the same assistant message, and the sidebar shows the new title.
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(answer_text(page)).to_contain_text("The tool rename_session returned", timeout=T)
+    expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text("Trip to Rome", timeout=T)
+    expect(page.locator("#chat-title")).to_have_text("Trip to Rome")
+    wait_idle(page)
+    assert [s["body"] for s in sent] == [{"approved": True}]
+    assert sent[0]["headers"].get("x-ui-stream-protocol") == (None if protocol == "v5" else protocol)
+    tool = next(m for m in stored(chat_stack, sid) if m["role"] == "tool")
+    assert tool["status"] == "complete" and json.loads(tool["content"]) == {"renamed": True, "title": "Trip to Rome"}
+    assert answer_text(page).text_content() == stored(chat_stack, sid)[-1]["content"]
+
+
+@pytest.mark.parametrize("protocol", ["v5", "v7"])
+def test_deny_keeps_the_title_and_shows_the_denial(page: Page, chat_stack: ChatStack, protocol: str):
+    sid, card = ask_to_rename(page, protocol)
+    sent = approval_requests(page)
+    card.get_by_label("Reason for denying (optional)").fill("Not now")
+    card.get_by_role("button", name="Deny").click()
+    expect(card.locator(".tool-status")).to_have_text("denied", timeout=T)
+    expect(card.locator(".tool-output")).to_have_text("The user denied this tool call.")
+    expect(answer_text(page)).to_contain_text("The tool rename_session returned", timeout=T)
+    wait_idle(page)
+    expect(card.get_by_role("button", name="Deny")).to_have_count(0)
+    assert [s["body"] for s in sent] == [{"approved": False, "reason": "Not now"}]
+    expect(page.locator(f".session[data-id='{sid}'] .session-title")).to_have_text("Rename This Chat To Trip")
+    tool = next(m for m in stored(chat_stack, sid) if m["role"] == "tool")
+    assert tool["status"] == "denied" and json.loads(tool["content"])["reason"] == "Not now"
+    with chat_stack.client("me") as client:
+        assert client.get(f"/sessions/{sid}").json()["title"] == "Rename This Chat To Trip"
+    # Rebuilt from the stored history, with the reason.
+    page.reload()
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-status")).to_have_text("denied", timeout=T)
+    expect(card.locator(".tool-output")).to_have_text("The user denied this tool call. Reason: Not now")
+    expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+
+
+def test_approval_buttons_survive_a_reload_and_the_continuation_resumes(page: Page, chat_stack: ChatStack):
+    sid, card = ask_to_rename(page, "v5")
+    waiting = stored(chat_stack, sid)[-1]
+    assert waiting["status"] == "awaiting_approval" and waiting["approval_id"].startswith("appr_")
+    page.reload()
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-status")).to_have_text("waiting for your approval", timeout=T)
+    expect(card.locator(".tool-input")).to_contain_text('"title": "Trip to Rome"')
+    sent = approval_requests(page)
+    chat_stack.llm.token_delay = 0.3
+    card.get_by_role("button", name="Approve").click()
+    expect(answer_text(page)).to_contain_text("The tool", timeout=T)
+    assert [(s["path"], s["body"]) for s in sent] == [
+        (f"/chat/{sid}/approvals/{waiting['approval_id']}", {"approved": True})
+    ]
+    # Reloaded while the continuation streams: it is followed live in the bubble that asked.
+    page.reload()
+    expect(page.locator(".msg.assistant[data-streaming]")).to_have_count(1, timeout=T)
+    card = page.locator(".msg.assistant").last.locator(".tool")
+    expect(card.locator(".tool-name")).to_have_text("rename_session")
+    expect(card.locator(".tool-input")).to_contain_text('"title": "Trip to Rome"')
+    wait_idle(page)
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(card.locator(".tool-status")).to_have_text("done")
+    expect(page.locator("#chat-title")).to_have_text("Trip to Rome", timeout=T)
+    assert answer_text(page).text_content() == stored(chat_stack, sid)[-1]["content"]
+
+
+def test_a_new_message_answers_a_waiting_approval_with_no(page: Page, chat_stack: ChatStack):
+    sid, _ = ask_to_rename(page, "v5")
+    card = page.locator(".msg.assistant").first.locator(".tool")
+    send(page, "never mind")
+    expect(card.locator(".tool-status")).to_have_text("denied", timeout=T)
+    expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(answer_text(page)).to_contain_text('You said: "never mind"', timeout=T)
+    wait_idle(page)
+    tool = next(m for m in stored(chat_stack, sid) if m["role"] == "tool")
+    assert tool["status"] == "denied"
+    page.reload()
+    card = page.locator(".msg.assistant").first.locator(".tool")
+    expect(card.locator(".tool-status")).to_have_text("denied", timeout=T)
+    expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+
+
+def test_feedback_is_stored_and_shown_after_a_reload(page: Page, chat_stack: ChatStack):
+    sid = new_chat(page)
+    exchange(page, "first")
+    exchange(page, "second")
+
+    def buttons(index: int) -> tuple[Locator, Locator]:
+        answer = page.locator(".msg.assistant").nth(index)
+        return answer.get_by_role("button", name="Good answer"), answer.get_by_role("button", name="Bad answer")
+
+    def ratings() -> list[object]:
+        return [m["feedback"] and m["feedback"]["rating"] for m in stored(chat_stack, sid) if m["role"] == "assistant"]
+
+    up, down = buttons(0)
+    up.click()
+    expect(up).to_have_attribute("aria-pressed", "true", timeout=T)
+    assert ratings() == ["up", None]
+    page.reload()
+    up, down = buttons(0)
+    expect(up).to_have_attribute("aria-pressed", "true", timeout=T)
+    expect(down).to_have_attribute("aria-pressed", "false")
+    expect(buttons(1)[0]).to_have_attribute("aria-pressed", "false")
+    down.click()
+    expect(down).to_have_attribute("aria-pressed", "true", timeout=T)
+    expect(up).to_have_attribute("aria-pressed", "false")
+    assert ratings() == ["down", None]
+    page.reload()
+    up, down = buttons(0)
+    expect(down).to_have_attribute("aria-pressed", "true", timeout=T)
+    down.click()  # pressing the current rating again removes it
+    expect(down).to_have_attribute("aria-pressed", "false", timeout=T)
+    assert ratings() == [None, None]
+    page.reload()
+    expect(buttons(0)[1]).to_have_attribute("aria-pressed", "false", timeout=T)
+    expect(buttons(0)[0]).to_have_attribute("aria-pressed", "false")

@@ -160,3 +160,22 @@ async def test_the_setting_replaces_the_tools_own_flags(parts: Parts):
         tools.require_approval_for(("no_such_tool",))
     tools.require_approval_for(None)
     assert tools.needs_approval("send_mail")
+
+
+async def test_the_message_listing_names_the_approval_to_answer(parts: Parts):
+    """A client that reloads finds the approval id of a waiting call in ``GET /sessions/{id}/messages`` (and of
+    its denial afterwards); every other message has none."""
+    from chatcore.web.openapi import sessions_openapi
+    from chatcore.web.schemas import MessageOut, dump
+
+    _, approval_id, _ = await _ask(parts)
+    listed = [dump(MessageOut.of(m)) for m in _stored(parts).messages]
+    assert [(m["role"], m["status"], m["approval_id"]) for m in listed] == [
+        ("user", "complete", None),
+        ("assistant", "complete", None),
+        ("tool", "awaiting_approval", approval_id),
+    ]
+    await _answer(parts, approval_id, False)
+    tool = next(dump(MessageOut.of(m)) for m in _stored(parts).messages if m.role == "tool")
+    assert (tool["status"], tool["approval_id"]) == ("denied", approval_id)
+    assert "approval_id" in sessions_openapi()["components"]["schemas"]["MessageOut"]["required"]
