@@ -311,3 +311,30 @@ def test_concurrent_copies_of_one_message_all_replay_the_one_turn(chat_stack: Ch
     assert len(turn_ids) == 1 and all(s.done and len(s.text().split()) == 30 for s in streams)
     with chat_stack.client() as client:
         assert [m["role"] for m in history(chat_stack, client, "concurrent-resend-01")] == ["user", "assistant"]
+
+
+def test_a_rename_during_the_first_turn_is_kept(chat_stack: ChatStack):
+    """Issue 12 item 5: the title generated from the first message replaced a rename made while it was generated
+    (the generated title is now written as ``if_not_exists(user_title, generated)``, in the answer's write or later)."""
+    sid = "rename-during-first-turn"
+    done: dict[str, httpx.Response] = {}
+
+    def turn() -> None:
+        with chat_stack.client() as c:
+            done["response"] = c.post("/chat", json=ui_body(sid, "Plan a trip to Lisbon [[fault:slow:800]]"))
+
+    thread = threading.Thread(target=turn)
+    thread.start()
+    with chat_stack.client() as client:
+        for _ in range(200):
+            if client.get(f"/sessions/{sid}").status_code == 200:
+                break
+            threading.Event().wait(0.01)
+        assert client.patch(f"/sessions/{sid}", json={"title": "My own name"}).status_code == 200
+        thread.join(timeout=30)
+        assert parse_sse(done["response"].text).done
+        threading.Event().wait(2.5)  # a late title would be saved within LATE_TITLE_SECONDS
+        assert client.get(f"/sessions/{sid}").json()["title"] == "My own name"
+        # Without a rename the generated title is stored as before.
+        parse_sse(client.post("/chat", json=ui_body("rename-none-0001", "Plan a trip to Porto")).text)
+        assert client.get("/sessions/rename-none-0001").json()["title"] == "Plan A Trip To Porto"

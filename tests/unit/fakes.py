@@ -38,6 +38,7 @@ class InMemorySessions:
         self.released: list[str] = []
         self.closed = False
         self.on_take: list[Callable[[], None]] = []  # run when a lease write "arrives"
+        self.user_titled: set[str] = set()  # sessions the user renamed (META user_title)
 
     def add(self, session: ChatSession) -> ChatSession:
         for seq, message in enumerate(session.messages, start=1):
@@ -68,6 +69,8 @@ class InMemorySessions:
             stored.leaf_seq = 0
         tree = self.trees.setdefault(session.session_id, [])
         for field_name, value in session.changed_fields().items():
+            if field_name == "title" and session.title_proposed and session.session_id in self.user_titled:
+                continue  # the store's if_not_exists(user_title, generated)
             setattr(stored, field_name, value)
         previous: int | None = None
         for message in session.messages:
@@ -90,6 +93,16 @@ class InMemorySessions:
         if stored is None:
             return None
         stored.title = title
+        self.user_titled.add(session_id)
+        stored.version += 1
+        return _copy(stored)
+
+    async def propose_title(self, session_id: str, title: str) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        if stored is None:
+            return None
+        if session_id not in self.user_titled:
+            stored.title = title
         stored.version += 1
         return _copy(stored)
 
@@ -314,6 +327,9 @@ class ScriptedModel:
             for step in script:
                 if step is HANG:
                     await asyncio.Event().wait()
+                if isinstance(step, asyncio.Event):  # wait until the test sets it, then go on
+                    await step.wait()
+                    continue
                 if isinstance(step, Exception):
                     raise step
                 yield step  # type: ignore[misc]

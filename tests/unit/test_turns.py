@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,30 @@ async def test_first_message_gets_a_title(parts: Parts):
     before = len(parts.model.completions)
     await _turn(parts, "And then?")
     assert len(parts.model.completions) == before
+
+
+@pytest.mark.parametrize("title_arrives", ["before the answer is stored", "after the answer is stored"])
+async def test_a_generated_title_never_replaces_a_rename_made_during_the_turn(parts: Parts, title_arrives: str):
+    """Issue 12 item 5: a rename is the user's word; the title generated from the first message came later and
+    replaced it."""
+    renamed = asyncio.Event()
+
+    def answer(messages: list[dict[str, Any]]) -> str:
+        return "Generated Title"
+
+    async def slow_title(messages: list[dict[str, Any]], **_: Any) -> tuple[str, None]:
+        if title_arrives == "after the answer is stored":
+            await asyncio.sleep(0.3)  # the answer's write has happened; the late path saves it alone
+        return answer(messages), None
+
+    parts.model.complete = slow_title  # type: ignore[method-assign]
+    parts.model.scripts = [[TextDelta("Sure"), renamed, *text(".")]]
+    started = await _live(parts, "Plan a trip")
+    await parts.sessions.update_session_title(parts.session_id, "My own name", "alice")  # the user renames
+    renamed.set()
+    assert started.task is not None
+    await started.task
+    assert _stored(parts).title == "My own name"
 
 
 async def test_a_failing_title_never_fails_the_turn(parts: Parts):

@@ -167,13 +167,26 @@ class ChatSession(_Model):
     # The editable fields as they were when this object was built or last saved; an upsert writes only the
     # fields that differ, so it never reverts a concurrent rename with a stale value.
     _clean: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # ``title`` holds a generated title (``propose_title``): it is written only where the user has not named the
+    # session (META ``user_title``), and the written state must be read back rather than assumed.
+    _title_proposed: bool = PrivateAttr(default=False)
 
     def model_post_init(self, context: Any, /) -> None:
         self.mark_clean()
 
     def mark_clean(self) -> None:
+        self._title_proposed = False
         self._clean = {field: getattr(self, field) for field in EDITABLE_FIELDS}
         self._clean["metadata"] = copy.deepcopy(self.metadata)
+
+    def propose_title(self, title: str) -> None:
+        """A generated title: it never replaces a title the user gave (issue 12 item 5)."""
+        self.title = title
+        self._title_proposed = True
+
+    @property
+    def title_proposed(self) -> bool:
+        return self._title_proposed
 
     def changed_fields(self) -> dict[str, Any]:
         return {field: getattr(self, field) for field in EDITABLE_FIELDS if getattr(self, field) != self._clean[field]}

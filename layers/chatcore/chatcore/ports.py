@@ -44,6 +44,10 @@ class SessionRepository(Protocol):
         self, session_id: str, title: str, user_id: str | None = None
     ) -> ChatSession | None: ...
 
+    async def propose_title(self, session_id: str, title: str) -> ChatSession | None:
+        """A generated title, stored unless the user has named the session."""
+        ...
+
     async def load_fresh(self, session_id: str) -> ChatSession | None:
         """The whole session from the source of truth (never a cached copy)."""
         ...

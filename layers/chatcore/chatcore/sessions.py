@@ -176,6 +176,13 @@ class SessionService:
     async def update_session_title(self, session_id: str, title: str, user_id: str | None = None) -> ChatSession | None:
         return await self.update_session(session_id, {"title": title}, user_id=user_id)
 
+    async def propose_title(self, session_id: str, title: str) -> ChatSession | None:
+        """A generated title: stored unless the user has named the session (their rename always wins)."""
+        meta = await self.store.propose_title(session_id, title)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
+        return meta
+
     async def assign_user_to_session(self, session_id: str, user_id: str) -> ChatSession | None:
         """Claim an anonymous session for ``user_id``. Never takes over a session someone else owns:
         returns None then (and when the session does not exist)."""

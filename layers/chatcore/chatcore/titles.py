@@ -67,8 +67,8 @@ class TitleTask:
     def take(self, session: ChatSession) -> None:
         """Put a ready title into the session about to be written."""
         title = self._ready()
-        if title and not self._saved:
-            session.title = title
+        if title and not self._saved and not session.title:
+            session.propose_title(title)
             self._saved = True
 
     def publish(self, publish: Callable[[StreamEvent], None]) -> None:
@@ -90,5 +90,5 @@ class TitleTask:
         title = self._ready()
         if title and not self._saved:
             with contextlib.suppress(ChatError):
-                await sessions.update_session_title(session_id, title)
+                await sessions.propose_title(session_id, title)
             self._saved = True

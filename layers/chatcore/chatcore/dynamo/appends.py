@@ -31,6 +31,7 @@ from chatcore.dynamo.codecs import (
     waiting_attributes,
 )
 from chatcore.dynamo.expressions import Expression
+from chatcore.dynamo.fields import USER_TITLE
 from chatcore.dynamo.keys import (
     ABSENT,
     SESSION_ALIVE,
@@ -65,7 +66,8 @@ async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = N
     release it).
     """
     new_messages = [message for message in session.messages if message.seq is None]
-    branches = any(message.parent_seq is not None for message in new_messages)
+    # A new branch, or a generated title the user's own may have overruled: read back what was written.
+    read_back = any(message.parent_seq is not None for message in new_messages) or session.title_proposed
     if session.version == 0:
         await _create(table, session, new_messages[:MESSAGES_PER_TRANSACTION])
         new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
@@ -79,7 +81,7 @@ async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = N
         new_messages = new_messages[MESSAGES_PER_TRANSACTION:]
         if not new_messages:
             break
-    if raced or branches:
+    if raced or read_back:
         fresh = await reads.load(table, session.session_id)
         if fresh is None:
             raise NotFound("session was deleted")
@@ -182,7 +184,10 @@ def _append_items(
     if session.user_id:
         ex.set("GSI1SK", s_attr(by_user_sk(iso(now), session.session_id)))
     for field, value in session.changed_fields().items():
-        ex.set(field, field_value(field, value))
+        if field == "title" and session.title_proposed:
+            ex.set_unless("title", USER_TITLE, field_value(field, value))
+        else:
+            ex.set(field, field_value(field, value))
     if expires := table.session_expiry(now):
         ex.set("expires_at", expires)
     for attribute, count in usage_values(Usage.total(usage_of(messages))).items():

@@ -62,6 +62,11 @@ class Expression:
         self._set.append(f"{name} = if_not_exists({name}, {self.value(value)})")
         return self
 
+    def set_unless(self, attribute: str, kept: str, value: dict[str, Any]) -> Self:
+        """``attribute = kept`` when ``kept`` exists, else ``value`` (no condition, so it never fails a write)."""
+        self._set.append(f"{self.name(attribute)} = if_not_exists({self.name(kept)}, {self.value(value)})")
+        return self
+
     def increment(self, attribute: str, *, from_zero: bool = False) -> Self:
         """``attribute + 1``; with ``from_zero`` a missing attribute counts as 0 (the item's first write)."""
         name = self.name(attribute)

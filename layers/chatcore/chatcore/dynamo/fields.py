@@ -10,6 +10,10 @@ from chatcore.dynamo.keys import SESSION_ALIVE, by_user_sk, meta_key, n_attr, s_
 from chatcore.dynamo.table import Table
 from chatcore.models import ChatSession, utcnow
 
+# The title the user gave (a rename). A generated title is written as ``if_not_exists(user_title, generated)``, so
+# a rename made while the first answer was being generated is never replaced by the generated title.
+USER_TITLE = "user_title"
+
 
 async def update_meta(table: Table, session_id: str, ex: Expression) -> ChatSession | None:
     """Apply ``ex`` to META (the version is bumped); the updated session, or None when a condition failed."""
@@ -25,6 +29,8 @@ async def update_fields(
     ex = Expression()
     for field, value in changes.items():
         ex.set(field, field_value(field, value))
+        if field == "title":
+            ex.set(USER_TITLE, field_value(field, value))
     ex.require(SESSION_ALIVE)
     if owner is not None:
         ex.require(ex.eq("user_id", s_attr(owner)))
@@ -66,4 +72,11 @@ async def set_leaf(table: Table, session_id: str, leaf_seq: int, *, owner: str |
     )
     if owner is not None:
         ex.require(ex.eq("user_id", s_attr(owner)))
+    return await update_meta(table, session_id, ex)
+
+
+async def propose_title(table: Table, session_id: str, title: str) -> ChatSession | None:
+    """A generated title, unless the user named the session; None when the session is missing or deleted."""
+    ex = Expression().set_unless("title", USER_TITLE, field_value("title", title))
+    ex.require(SESSION_ALIVE)
     return await update_meta(table, session_id, ex)

@@ -86,6 +86,10 @@ class SessionStore:
         """Set META fields (title, chat_type, status, metadata); None when missing, deleted or not ``owner``'s."""
         return await fields.update_fields(self._table, session_id, changes, owner=owner)
 
+    async def propose_title(self, session_id: str, title: str) -> ChatSession | None:
+        """Set a generated title unless the user named the session; None when missing or deleted."""
+        return await fields.propose_title(self._table, session_id, title)
+
     async def assign_owner(self, session_id: str, user_id: str) -> ChatSession | None:
         """Give an anonymous session to ``user_id``; None if missing, deleted or owned by someone else."""
         return await fields.assign_owner(self._table, session_id, user_id)
