@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.integration.test_chat_turns import _tool_pairs_complete, history
 from tests.support.redis_server import RedisServer
-from tests.support.sse import parse_sse
+from tests.support.sse import ParsedStream, parse_sse
 
 
 def _turn(client, sid: str, text: str):
@@ -62,6 +64,10 @@ def test_midstream_failure_keeps_the_partial_answer(chat_stack: ChatStack):
         _still_usable(chat_stack, client, sid)
 
 
+def _asked(chat: ChatStack, text: str) -> int:
+    return sum(1 for body in chat.llm.requests if text in str(body["messages"][-1].get("content")))
+
+
 def test_hanging_llm_times_out_cleanly(chat_stack: ChatStack):
     with chat_stack.client() as client:
         sid = client.post("/sessions", json={"title": "t"}).json()["id"]
@@ -69,7 +75,31 @@ def test_hanging_llm_times_out_cleanly(chat_stack: ChatStack):
         stream = _turn(client, sid, "anyone?")
         assert stream.of_type("error") and stream.done
         assert "ping" in stream.comments  # heartbeats kept the connection alive while the LLM was silent
+        assert _asked(chat_stack, "anyone?") == 3  # the first attempt and LLM_MAX_RETRIES=2 retries
         _still_usable(chat_stack, client, sid)
+
+
+def test_a_silent_model_is_abandoned_at_the_first_token_deadline(table_name: str, redis_url: str):
+    """Issue 12 item 3: a hung model was waited on for the whole request timeout at every attempt (181 s with the
+    defaults). Each attempt now waits LLM_FIRST_TOKEN_SECONDS (0.3 s) for its first output; the request timeout
+    stays 60 s, so a turn that ends within 20 s (not a speed figure: 3 attempts of 60 s would take 180) ended
+    through the deadline."""
+    chat = start_chat_stack(table_name, redis_url, llm_first_token_seconds=0.3, llm_timeout_seconds=60.0)
+    try:
+        with chat.client() as client:
+            sid = client.post("/sessions", json={"title": "t"}).json()["id"]
+            chat.llm.faults.push("hang", times=3)
+            ended: list[ParsedStream] = []
+            turn = threading.Thread(target=lambda: ended.append(_turn(client, sid, "hello?")), daemon=True)
+            turn.start()
+            turn.join(timeout=20)
+            assert ended, "the turn was still waiting on a silent model"
+            stream = ended[0]
+            assert stream.of_type("error") and stream.done
+            assert _asked(chat, "hello?") == 3  # abandoned and retried twice, each after 0.3 s
+            _still_usable(chat, client, sid)
+    finally:
+        stop_chat_stack(chat)
 
 
 def test_slow_first_token_sends_heartbeats(chat_stack: ChatStack):

@@ -4,13 +4,18 @@
 ``Finished`` with the finish reason and usage. Transient failures (429, 5xx, timeouts, connection errors) are
 retried with backoff **only before anything was yielded**: once output reached the caller, a failure is raised
 as ``LLMError`` and the turn decides what to keep.
+
+Each attempt waits at most ``LLM_FIRST_TOKEN_SECONDS`` for its first output (text or a tool call), separately from
+the request timeout ``LLM_TIMEOUT_SECONDS`` that bounds every read after it: a hung model is abandoned and retried
+after the first-token deadline, so it is reported after (retries + 1) first-token deadlines plus backoff, not after
+as many whole request timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +54,7 @@ _RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.InternalS
 
 
 def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, _RETRYABLE):  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, (*_RETRYABLE, TimeoutError)):  # APITimeoutError is an APIConnectionError; TimeoutError: ours
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
@@ -64,7 +69,7 @@ def _usage(raw: Any) -> Usage | None:
     )
 
 
-async def _closing(stream: Any) -> AsyncIterator[Any]:
+async def _closing(stream: Any) -> AsyncGenerator[Any]:
     """Iterate an OpenAI stream and always close its HTTP response (also when the consumer stops early)."""
     try:
         async for chunk in stream:
@@ -121,37 +126,51 @@ class LLM:
             kwargs["tools"] = tools
             if tool_choice:
                 kwargs["tool_choice"] = tool_choice
+        loop = asyncio.get_running_loop()
+        first_wait = min(self._settings.llm_first_token_seconds, self._settings.llm_timeout_seconds)
         attempt = 0
         while True:
             produced = False
             try:
-                stream = await self.client.chat.completions.create(**kwargs)
+                deadline: float | None = loop.time() + first_wait  # for the first output; lifted once it came
+                stream = await asyncio.wait_for(self.client.chat.completions.create(**kwargs), first_wait)
                 reason: str | None = None
                 usage: Usage | None = None
-                async for chunk in _closing(stream):
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        produced = True
-                        yield TextDelta(delta.content)
-                    for call in (delta.tool_calls if delta is not None else None) or []:
-                        produced = True
-                        function = call.function
-                        yield ToolCallDelta(
-                            index=call.index,
-                            id=call.id,
-                            name=function.name if function else None,
-                            arguments=(function.arguments or "") if function else "",
-                        )
-                    if choice.finish_reason:
-                        reason = choice.finish_reason
+                chunks = _closing(stream)
+                try:
+                    while True:
+                        try:
+                            if deadline is None:
+                                chunk = await anext(chunks)
+                            else:
+                                chunk = await asyncio.wait_for(anext(chunks), max(0.0, deadline - loop.time()))
+                        except StopAsyncIteration:
+                            break
+                        if chunk.usage is not None:
+                            usage = _usage(chunk.usage)
+                        if not chunk.choices:
+                            continue
+                        choice = chunk.choices[0]
+                        delta = choice.delta
+                        if delta is not None and delta.content:
+                            produced, deadline = True, None
+                            yield TextDelta(delta.content)
+                        for call in (delta.tool_calls if delta is not None else None) or []:
+                            produced, deadline = True, None
+                            function = call.function
+                            yield ToolCallDelta(
+                                index=call.index,
+                                id=call.id,
+                                name=function.name if function else None,
+                                arguments=(function.arguments or "") if function else "",
+                            )
+                        if choice.finish_reason:
+                            reason = choice.finish_reason
+                finally:
+                    await chunks.aclose()  # closes the HTTP response also when our consumer stopped early
                 yield Finished(reason, usage)
                 return
-            except openai.OpenAIError as exc:
+            except (openai.OpenAIError, TimeoutError) as exc:
                 if produced or not _retryable(exc) or attempt >= self._max_retries:
                     logger.warning("llm request failed", error=repr(exc), attempt=attempt, after_output=produced)
                     raise LLMError("the language model failed") from exc
