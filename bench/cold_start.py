@@ -81,12 +81,12 @@ class Context:
         return 30000
 
 
-status = None
+status = init = end = init_rss = None
 kind = job["kind"]
 if kind == "baseline":
     for name in job["modules"]:
         __import__(name)
-    init = time.perf_counter()
+    init = end = time.perf_counter()
     init_rss = rss_mb()
 elif kind == "chat":
     # run.sh: python -m uvicorn --host 127.0.0.1 --port $PORT --app-dir $LAMBDA_TASK_ROOT ... app:asgi_app
@@ -106,7 +106,7 @@ elif kind == "chat":
         return int(head.split(b" ", 2)[1])
 
     async def main():
-        global init, init_rss, status
+        global init, init_rss, status, end
         serving = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.001)
@@ -114,6 +114,7 @@ elif kind == "chat":
         init = time.perf_counter()  # the adapter's init ends with its first successful readiness request
         init_rss = rss_mb()
         status = [ready, await get("/health")]
+        end = time.perf_counter()  # before the shutdown: uvicorn polls should_exit every 0.1 s
         server.should_exit = True
         await serving
 
@@ -126,7 +127,7 @@ else:
     init_rss = rss_mb()
     if kind == "sessions":
         status = app.handler(job["event"], Context())["statusCode"]
-end = time.perf_counter()
+    end = time.perf_counter()
 heavy = [m for m in job.get("heavy", []) if m in sys.modules]
 print(json.dumps({
     "init": init - start, "total": end - start, "init_rss_mb": init_rss, "peak_rss_mb": rss_mb(),
