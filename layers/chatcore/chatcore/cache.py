@@ -172,6 +172,12 @@ class RedisConnector:
             logger.warning("redis unavailable, continuing without it", operation=operation, error=repr(exc))
             return fallback
 
+    def renew(self) -> None:
+        """Forget every client, unclosed (after a SnapStart restore their connections are gone), and the circuit's
+        state: the next operation connects anew."""
+        self._clients = weakref.WeakKeyDictionary()
+        self._down_until = 0.0
+
     async def close(self) -> None:
         """Close the clients of the running loop (those of other loops cannot be closed from here)."""
         clients = self._clients.pop(asyncio.get_running_loop(), {})

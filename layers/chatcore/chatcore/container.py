@@ -186,6 +186,19 @@ class Container:
         )
         return ChatEngine(deps)
 
+    def renew(self) -> None:
+        """Drop every client that holds connections or credentials (after a SnapStart restore: the snapshot's are
+        shared by every restored environment and their sockets are gone); each is built again on its next use.
+        Settings and the parts built on them stay."""
+        self.aws.renew()
+        if "connector" in self.__dict__:
+            self.connector.renew()
+        if "llm" in self.__dict__:
+            from chatcore.llm import LLM
+
+            if isinstance(self.llm, LLM):
+                self.llm.renew()
+
     async def aclose(self) -> None:
         """Close what is bound to the running event loop (Redis connections, the LLM's HTTP pool); the container
         stays usable (they reopen on the next use)."""

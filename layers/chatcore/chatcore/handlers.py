@@ -8,7 +8,8 @@ metrics with the cold-start metric; the invocation's X-Ray segment is Lambda's o
 * ``function_asgi_app(app)``: an ASGI app served by uvicorn behind the Lambda Web Adapter.
 
 Each names its function (the logical id in template.yaml): the code runs as that function
-(``chatcore.aws.running_as``), which is the role its AWS calls are made with.
+(``chatcore.aws.running_as``), which is the role its AWS calls are made with. The managed-runtime entry points
+register the SnapStart hooks (``chatcore.snapstart``) with the modules their first invocation loads.
 """
 
 from __future__ import annotations
@@ -19,15 +20,29 @@ from typing import Any, cast
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from chatcore import snapstart
 from chatcore.aws import running_as
 from chatcore.observability import logger, metrics
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
+# What the first invocation of each kind of entry point imports (its app or engine is built then): imported before
+# a SnapStart snapshot, so that no restored environment pays for it (tests/unit/test_snapstart.py checks the list).
+URL_HANDLER_MODULES = ("mangum", "chatcore.web.misconfigured", "chatcore.secret_settings", "chatcore.operations")
+STEP_HANDLER_MODULES = (
+    "chatcore.runtime",
+    "chatcore.secret_settings",
+    "chatcore.operations",
+    "chatcore.builtin_tools",
+    "chatcore.replay",
+    "chatcore.dynamo.approvals",
+)
+
 
 def function_url_handler(app_factory: Callable[[], Any], *, function: str) -> Handler:
     adapter: Any = None
+    snapstart.register(URL_HANDLER_MODULES)
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
     @metrics.log_metrics(capture_cold_start_metric=True)
@@ -48,6 +63,8 @@ def function_url_handler(app_factory: Callable[[], Any], *, function: str) -> Ha
 
 
 def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]], *, function: str) -> Handler:
+    snapstart.register(STEP_HANDLER_MODULES)
+
     @logger.inject_lambda_context
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
