@@ -1,6 +1,6 @@
 """Cold start as a user meets it: a fresh process's init plus its first request, against warm backends.
 
-Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--json PATH]``.
+Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--top N] [--json PATH]``.
 
 * SessionsFunction: ``import app`` from ``functions/sessions`` (what the Lambda runtime does for ``app.handler``),
   then the handler's first invocation, ``GET /sessions`` with a valid token (it builds the app: settings, the JWT
@@ -8,7 +8,11 @@ Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--json P
 * ChatFunction: what ``run.sh`` does behind the Lambda Web Adapter: ``uvicorn`` with ``app:asgi_app`` on a loopback
   port (lifespan, the app's build on its first call), the adapter's readiness request ``GET /ready``, then the first
   ``GET /health`` over HTTP. Baseline: ``import boto3, openai, starlette``.
-* ToolWorker, Continuation and Callback functions: init only (``import app``).
+* ToolWorker, Continuation and Callback functions: ``import app``, then a first invocation with a sample event of
+  ``events/`` (its app or engine built, a DynamoDB read).
+* SnapStart, simulated, for the four functions that have it: a process runs init and the before-snapshot hook, then
+  forks; the child (same memory, as a restored environment) runs the after-restore hook and the first request. Only
+  that child's time is reported: Lambda's restore of the snapshot itself cannot be measured here.
 
 Each process gets the environment template.yaml gives that function with the default parameters (evaluated by
 ``tests.support.template_eval``; its secrets are created in moto), with ``LlmApiKeySecretArn`` set and ``REDIS_URL``
@@ -54,7 +58,17 @@ FUNCTIONS = {
     "continuation": "ContinuationFunction",
     "callback": "CallbackFunction",
 }
-HEAVY = ("aws_xray_sdk", "cryptography", "jwt", "redis", "openai", "uvicorn")
+# Each function's first request: what it is, and the sample event of events/ that makes it.
+FIRST_REQUESTS = {
+    "sessions": ("GET /sessions", "sessions-list"),
+    "chat": ("GET /ready, GET /health", ""),
+    "tool_worker": ("run a tool (no such operation)", "toolworker-run-tool"),
+    "continuation": ("finish step (no such operation)", "continuation-finish"),
+    "callback": ("GET /health", "sessions-health"),
+}
+SNAPSTART = ("sessions", "tool_worker", "continuation", "callback")
+# cryptography.hazmat: its algorithms (redis only reads the package's version).
+HEAVY = ("aws_xray_sdk", "boto3", "cryptography.hazmat", "jwt", "redis", "openai", "uvicorn")
 
 # Runs in a fresh interpreter. argv[1]: a JSON job {kind, modules | dir, event, port}. Prints one JSON line last.
 CHILD = r"""
@@ -81,7 +95,13 @@ class Context:
         return 30000
 
 
-status = init = end = init_rss = None
+status = init = end = init_rss = heavy_init = None
+
+
+def heavy():
+    return [m for m in job.get("heavy", []) if m in sys.modules]
+
+
 kind = job["kind"]
 if kind == "baseline":
     for name in job["modules"]:
@@ -106,32 +126,57 @@ elif kind == "chat":
         return int(head.split(b" ", 2)[1])
 
     async def main():
-        global init, init_rss, status, end
+        global init, init_rss, status, end, heavy_init
         serving = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.001)
         ready = await get("/ready")
         init = time.perf_counter()  # the adapter's init ends with its first successful readiness request
-        init_rss = rss_mb()
+        init_rss, heavy_init = rss_mb(), heavy()
         status = [ready, await get("/health")]
         end = time.perf_counter()  # before the shutdown: uvicorn polls should_exit every 0.1 s
         server.should_exit = True
         await serving
 
     asyncio.run(main())
+elif kind == "restore":
+    # SnapStart, simulated: init and the before-snapshot hook, then a fork (the restored environment: the same
+    # memory; Python's re-seeding of `random` at fork, which a restore does not do, undone) runs the after-restore
+    # hook and the first request.
+    import os, random
+
+    sys.path.insert(0, job["dir"])
+    import app
+    from chatcore import handlers, snapstart
+
+    snapstart.before_snapshot(getattr(handlers, job["modules"]))
+    state = random.getstate()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        random.setstate(state)
+        begin = time.perf_counter()
+        snapstart.after_restore()
+        answer = app.handler(job["event"], Context())
+        took = time.perf_counter() - begin
+        os.write(write, json.dumps([took, answer.get("statusCode", 200), rss_mb()]).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        took, status, init_rss = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    start, init, end = 0.0, 0.0, took
 else:
     sys.path.insert(0, job["dir"])  # the function's folder, as Lambda's runtime puts it on sys.path
     import app
 
     init = time.perf_counter()
-    init_rss = rss_mb()
-    if kind == "sessions":
-        status = app.handler(job["event"], Context())["statusCode"]
+    init_rss, heavy_init = rss_mb(), heavy()
+    status = app.handler(job["event"], Context()).get("statusCode", 200)
     end = time.perf_counter()
-heavy = [m for m in job.get("heavy", []) if m in sys.modules]
 print(json.dumps({
     "init": init - start, "total": end - start, "init_rss_mb": init_rss, "peak_rss_mb": rss_mb(),
-    "status": status, "heavy": heavy,
+    "status": status, "heavy_init": heavy_init, "heavy": heavy(),
 }))
 """
 
@@ -142,6 +187,7 @@ class Sample:
     total: list[float] = field(default_factory=list)
     init_rss_mb: list[float] = field(default_factory=list)
     peak_rss_mb: list[float] = field(default_factory=list)
+    heavy_init: list[str] = field(default_factory=list)
     heavy: list[str] = field(default_factory=list)
 
     def add(self, result: dict[str, Any]) -> None:
@@ -149,22 +195,24 @@ class Sample:
         self.total.append(result["total"] * 1000)
         self.init_rss_mb.append(result["init_rss_mb"])
         self.peak_rss_mb.append(result["peak_rss_mb"])
-        self.heavy = result["heavy"]
+        self.heavy_init, self.heavy = result["heavy_init"] or [], result["heavy"]
 
 
 @dataclass
 class FunctionResult:
     function: str
-    first_request: str | None
+    first_request: str
     init_ms: float
     total_ms: float
     init_rss_mb: float
     peak_rss_mb: float
     heavy_at_init: list[str]
+    heavy_after_first_request: list[str]
     baseline: str | None = None
     baseline_ms: float | None = None
     ratio: float | None = None
     target: float | None = None
+    snapstart_restore_ms: float | None = None
     top_imports_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -206,16 +254,20 @@ class Environments:
         self.baseline_env = {**base, **aws}
 
     def job(self, name: str) -> tuple[dict[str, Any], dict[str, str]]:
-        if name.startswith("baseline:"):
-            return {"kind": "baseline", "modules": BASELINES[name.split(":", 1)[1]]}, self.baseline_env
-        job: dict[str, Any] = {"kind": "init", "dir": str(ROOT / "functions" / name), "heavy": list(HEAVY)}
-        if name == "sessions":
-            event = load_event("sessions-list")
-            event["headers"]["authorization"] = self.token
-            job.update(kind="sessions", event=event)
-        elif name == "chat":
+        """``baseline:<function>``, ``restore:<function>`` (SnapStart, simulated) or ``<function>`` (cold)."""
+        kind, _, function = name.rpartition(":")
+        if kind == "baseline":
+            return {"kind": "baseline", "modules": BASELINES[function]}, self.baseline_env
+        job: dict[str, Any] = {"kind": kind or "cold", "dir": str(ROOT / "functions" / function), "heavy": list(HEAVY)}
+        if function == "chat":
             job.update(kind="chat", port=_free_port())
-        return job, self.env[name]
+            return job, self.env[function]
+        event = load_event(FIRST_REQUESTS[function][1])
+        if function == "sessions":
+            event["headers"]["authorization"] = self.token
+        job["event"] = event
+        job["modules"] = "URL_HANDLER_MODULES" if function in ("sessions", "callback") else "STEP_HANDLER_MODULES"
+        return job, self.env[function]
 
     def stop(self) -> None:
         self.redis.stop()
@@ -225,8 +277,8 @@ class Environments:
 def _run(envs: Environments, name: str, *, importtime: bool = False) -> tuple[dict[str, Any], str]:
     job, env = envs.job(name)
     result, stderr = run_fresh(CHILD, [json.dumps(job)], env, importtime=importtime)
-    expected = {"sessions": 200, "chat": [200, 200]}.get(name)
-    if expected is not None and result["status"] != expected:
+    expected: Any = None if job["kind"] == "baseline" else [200, 200] if job["kind"] == "chat" else 200
+    if result["status"] != expected:
         raise RuntimeError(f"{name}: the first request answered {result['status']}, expected {expected}")
     return result, stderr
 
@@ -235,6 +287,7 @@ def measure(runs: int, top: int) -> list[FunctionResult]:
     envs = Environments()
     try:
         jobs = ["baseline:sessions", "sessions", "baseline:chat", "chat", "tool_worker", "continuation", "callback"]
+        jobs += [f"restore:{name}" for name in SNAPSTART]
         for name in jobs:  # one discarded run of each (bytecode caches, OS page cache)
             _run(envs, name)
         samples = {name: Sample() for name in jobs}
@@ -251,12 +304,13 @@ def _result(name: str, samples: dict[str, Sample], imports: Counter[str], top: i
     s = samples[name]
     result = FunctionResult(
         function=FUNCTIONS[name],
-        first_request={"sessions": "GET /sessions", "chat": "GET /ready, GET /health"}.get(name),
+        first_request=FIRST_REQUESTS[name][0],
         init_ms=statistics.median(s.init),
         total_ms=statistics.median(s.total),
         init_rss_mb=statistics.median(s.init_rss_mb),
         peak_rss_mb=statistics.median(s.peak_rss_mb),
-        heavy_at_init=s.heavy,
+        heavy_at_init=s.heavy_init,
+        heavy_after_first_request=[m for m in s.heavy if m not in s.heavy_init],
         top_imports_ms={package: us / 1000 for package, us in imports.most_common(top)},
     )
     if name in BASELINES:
@@ -265,6 +319,8 @@ def _result(name: str, samples: dict[str, Sample], imports: Counter[str], top: i
         result.baseline_ms = baseline
         result.ratio = result.total_ms / baseline
         result.target = TARGETS[name]
+    if name in SNAPSTART:
+        result.snapstart_restore_ms = statistics.median(samples[f"restore:{name}"].total)
     return result
 
 
@@ -272,27 +328,38 @@ def render(results: list[FunctionResult], runs: int) -> str:
     lines = [
         f"Cold start (Python {platform.python_version()}, {platform.machine()}), median of {runs} fresh processes each",
         "",
-        f"   {'function':<22}{'init':>9}{'+ first request':>17}{'total':>9}{'baseline':>10}{'ratio':>8}{'target':>8}"
-        f"{'RSS init':>10}{'RSS peak':>10}",
+        f"   {'function':<22}{'init':>7}{'1st req':>9}{'total':>8}{'baseline':>10}{'ratio':>7}{'target':>8}"
+        f"{'RSS init':>10}{'RSS peak':>10}   first request",
     ]
     for r in results:
-        first = r.total_ms - r.init_ms
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         target = f"{r.target:.1f}x" if r.target is not None else "-"
         baseline = f"{r.baseline_ms:.0f}" if r.baseline_ms is not None else "-"
         lines.append(
-            f"   {r.function:<22}{r.init_ms:>9.0f}{first if r.first_request else 0:>17.0f}{r.total_ms:>9.0f}"
-            f"{baseline:>10}{ratio:>8}{target:>8}{r.init_rss_mb:>8.0f}MB{r.peak_rss_mb:>8.0f}MB"
+            f"   {r.function:<22}{r.init_ms:>7.0f}{r.total_ms - r.init_ms:>9.0f}{r.total_ms:>8.0f}"
+            f"{baseline:>10}{ratio:>7}{target:>8}{r.init_rss_mb:>8.0f}MB{r.peak_rss_mb:>8.0f}MB   {r.first_request}"
         )
     lines += [
-        "   (ms; total = init + the first request: GET /sessions for sessions; uvicorn up, GET /ready and GET /health",
-        "    over HTTP for chat; init only for the others. Baselines: "
+        "   (ms; init = importing the handler module, for chat uvicorn up to its first /ready answer; total = init +",
+        "    the first request, against warm moto and redis-server. Baselines, same run: "
         + "; ".join(f"{r.function} vs `{r.baseline}`" for r in results if r.baseline)
         + ")",
         "",
-        "   Heavy modules loaded at init (of " + ", ".join(HEAVY) + "):",
+        "   SnapStart, simulated: the after-restore hook + the same first request, in a fork of a process that ran",
+        "   init and the before-snapshot hook (Lambda's restore of the snapshot itself is not in it)",
     ]
-    lines += [f"   {r.function:<22}{', '.join(r.heavy_at_init) or 'none'}" for r in results]
+    for r in results:
+        if r.snapstart_restore_ms is not None:
+            lines.append(
+                f"   {r.function:<22}{r.snapstart_restore_ms:>7.0f} ms   (cold: {r.total_ms:.0f} ms,"
+                f" {r.total_ms / r.snapstart_restore_ms:.0f}x as long)"
+            )
+    lines += ["", "   Heavy modules loaded (of " + ", ".join(HEAVY) + "):"]
+    lines += [
+        f"   {r.function:<22}at init: {', '.join(r.heavy_at_init) or 'none'};"
+        f" by the first request: {', '.join(r.heavy_after_first_request) or 'none'}"
+        for r in results
+    ]
     lines += ["", "   Top import-time contributors (self time summed per package, one `python -X importtime` run):"]
     for r in results:
         total = sum(r.top_imports_ms.values())
