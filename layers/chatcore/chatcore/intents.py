@@ -19,9 +19,9 @@ regenerate-message     no ``messageId``                                ``Regener
 
 A user message's id is the client's (``client_message_id``); an edited version keeps it, so "the same id" means
 the version on the active path. A new message while a tool call of the path waits for approval denies that call
-first (``ChatEngine.submit``), so every call in the history has an output. Regenerate and edit never delete: the old answer or message stays as a version
-(``GET /sessions/{id}/messages/{message_id}/versions``). Neither is allowed while a background tool of the path
-is still running (its result belongs to the branch that called it): 409.
+first (``ChatEngine.submit``), so every call in the history has an output. Regenerate and edit never delete: the
+old answer or message stays as a version (``GET /sessions/{id}/messages/{message_id}/versions``). Neither is
+allowed while a background tool of the path is still running (its result belongs to the branch that called it): 409.
 """
 
 from __future__ import annotations
