@@ -6,6 +6,7 @@ failing each request differently.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -37,7 +38,9 @@ def with_secrets(settings: Settings, *, read: Callable[[str], str]) -> Settings:
 
     if len(wanted) > 1:
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
-            values = dict(zip(wanted, pool.map(fetch, wanted), strict=True))
+            # Each read in a copy of this context: the function the code runs as (chatcore.aws.running_as) goes along.
+            reads = {name: pool.submit(contextvars.copy_context().run, fetch, name) for name in wanted}
+            values = {name: read.result() for name, read in reads.items()}
     else:
         values = {name: fetch(name) for name in wanted}
     return replace(
