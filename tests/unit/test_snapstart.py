@@ -178,19 +178,46 @@ def test_a_primed_snapshot_leaves_nothing_for_the_first_request_to_import(
 
 
 def test_nothing_is_read_before_the_snapshot_but_the_environment(monkeypatch: pytest.MonkeyPatch):
-    """A secret read before the snapshot would live in it until the next publish: priming reads no setting that
-    names a secret, and builds no part of the container beyond its AWS clients."""
+    """A secret read before the snapshot would live in it until the next publish, and credentials resolved then
+    would be shared by every restore: priming reads no setting that names a secret, resolves no credentials and
+    builds no container."""
+    import botocore.session
+
     from chatcore.container import built_default_container, set_default_container
 
+    def no_credentials(self: object) -> None:
+        raise AssertionError("credentials resolved before the snapshot")
+
+    monkeypatch.setattr(botocore.session.Session, "get_credentials", no_credentials)
     monkeypatch.setenv("JWT_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-read")
+    monkeypatch.setenv("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:m")
     set_default_container(None)
-    try:
-        snapstart.before_snapshot(handlers.URL_HANDLER_MODULES)
-        container = built_default_container()
-        assert container is not None
-        assert not {"settings", "sessions", "connector", "engine", "llm"} & set(vars(container))
-    finally:
-        set_default_container(None)
+    snapstart.before_snapshot(handlers.URL_HANDLER_MODULES)
+    assert built_default_container() is None
+
+
+MODELS_LOADED = textwrap.dedent(
+    """
+    import json
+    from chatcore.aws import AwsClients, load_service_models, service_models
+
+    load_service_models(["dynamodb", "secretsmanager"])
+    read = []
+    files = service_models().file_loader
+    load_file = files.load_file
+    files.load_file = lambda path: read.append(path) or load_file(path)
+    aws = AwsClients()
+    aws.dynamodb(), aws.secretsmanager(), aws.stepfunctions()
+    print(json.dumps(read))
+    """
+)
+
+
+def test_the_service_models_are_loaded_before_the_snapshot(function_env):
+    """After ``load_service_models`` a client of those services reads nothing from botocore's data files (one of
+    another service does: the check is real)."""
+    read = _run(MODELS_LOADED, function_env)
+    assert read and all("/states/" in path or "stepfunctions" in path for path in read), read
 
 
 def test_a_misconfigured_environment_is_left_for_the_first_request_to_report(monkeypatch: pytest.MonkeyPatch):

@@ -15,7 +15,7 @@ that function's role.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -58,6 +58,16 @@ def service_models() -> Loader:
     of the process: a pure function of the code, like the models boto3's default session kept. A client of a new
     session then costs milliseconds instead of reading and parsing its model again."""
     return create_loader()
+
+
+def load_service_models(services: Iterable[str]) -> None:
+    """Read into ``service_models()`` what a client of each service reads from botocore's data files, by building one
+    that is thrown away at once: it gets placeholder credentials, so none are resolved, and makes no request."""
+    session = botocore.session.get_session()
+    session.register_component("data_loader", service_models())
+    for service in services:
+        # A placeholder, not a secret: this client is dropped unused.
+        session.create_client(service, config=_CONFIG, aws_access_key_id="unused", aws_secret_access_key="unused")  # noqa: S106
 
 
 class AwsClients:

@@ -8,12 +8,14 @@ environment's memory, and resumes every new environment of that version from the
   otherwise do on its first request, where it is the same for all of them and needs no network, no secret and no
   setting beyond the environment: import the modules the handler loads lazily (the Redis client when a cache is
   configured, Mangum, the app's pages, the turn engine's parts), build the pydantic validators that are deferred at
-  import, and create the AWS clients the function uses (which loads botocore's service models).
-* State captured in the snapshot is shared by every restored environment. ``after_restore`` makes it theirs: new
-  AWS clients (credentials resolved again, new connections), no Redis or LLM connection from the snapshot, and
-  ``random`` re-seeded (retry jitter: restored copies must not back off in lockstep). Ids, tokens and secrets come
-  from ``secrets`` (``chatcore.models.new_id``), i.e. the kernel's random source, which Lambda keeps unique per
-  restored environment; nothing in chatcore derives one from ``random``.
+  import, and load botocore's models of the AWS services the function uses (by building clients that are thrown
+  away: no credentials are resolved and no connection is opened before the snapshot).
+* State captured in the snapshot is shared by every restored environment. ``after_restore`` makes it theirs: no
+  AWS, Redis or LLM client of the snapshot is used (the default container's, if one was built, are renewed:
+  credentials resolved again, new connections), and ``random`` is re-seeded (retry jitter: restored copies must not
+  back off in lockstep). Ids, tokens and secrets come from ``secrets`` (``chatcore.models.new_id``), i.e. the
+  kernel's random source, which Lambda keeps unique per restored environment; nothing in chatcore derives one from
+  ``random``.
 
 Settings and secrets are not read before the snapshot: a secret read then would live in every snapshot until the
 next publish, past a rotation. The hooks are registered with ``snapshot_restore_py``, a module of Lambda's managed
@@ -28,6 +30,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
+from chatcore.aws import load_service_models
 from chatcore.config import ConfigError, environment_settings
 
 
@@ -57,16 +60,11 @@ def before_snapshot(modules: Iterable[str] = ()) -> None:
     if settings.redis_url or settings.redis_url_secret_arn:
         importlib.import_module("redis.asyncio")
     build_deferred_models()
-    from chatcore.container import default_container
-
-    aws = default_container().aws  # the container itself reads nothing until it is used
-    aws.dynamodb()
-    if settings.secret_arns():
-        aws.secretsmanager()
-    if settings.state_machine_arn:
-        aws.stepfunctions()
-    if settings.system_prompt_parameter:
-        aws.ssm()
+    services = ["dynamodb"]
+    services += ["secretsmanager"] if settings.secret_arns() else []
+    services += ["stepfunctions"] if settings.state_machine_arn else []
+    services += ["ssm"] if settings.system_prompt_parameter else []
+    load_service_models(services)  # no client is kept, no credential resolved
 
 
 def after_restore() -> None:
