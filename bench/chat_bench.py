@@ -507,7 +507,6 @@ def measure_stack(args: argparse.Namespace) -> tuple[LatencyResult, list[TurnRou
                 "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": moto.url,
                 "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
             }
         )
@@ -539,7 +538,7 @@ def _import_once(mode: str, path: str, name: str, env: dict[str, str]) -> tuple[
 
 
 def measure_import(runs: int) -> ImportResult:
-    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "true"}
+    env = dict(os.environ)
     jobs: list[tuple[str, str, str]] = [("baseline", "-", "baseline")] + [
         ("handler", str(path), f"{name}_app") for name, path in HANDLERS.items()
     ]

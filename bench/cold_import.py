@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBPROCESS_TIMEOUT = 120.0
@@ -27,11 +30,14 @@ print(json.dumps({"seconds": elapsed, "openai": "openai" in sys.modules}))
 """
 
 
-def import_once(mode: str, path: str, name: str, env: dict[str, str]) -> tuple[float, bool]:
-    """Seconds one import took inside a fresh process, and whether it pulled in ``openai``.
-    ``mode`` "baseline" imports only boto3 (what every Lambda pays anyway)."""
+def run_fresh(
+    script: str, args: list[str], env: dict[str, str], *, importtime: bool = False
+) -> tuple[dict[str, Any], str]:
+    """Run ``script`` in a fresh interpreter; its last stdout line is a JSON object (returned with its stderr).
+    ``importtime`` runs it under ``python -X importtime`` (the stderr then holds the import tree)."""
+    flags = ["-X", "importtime"] if importtime else []
     proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_SCRIPT, mode, path, name],
+        [sys.executable, *flags, "-c", script, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -40,6 +46,27 @@ def import_once(mode: str, path: str, name: str, env: dict[str, str]) -> tuple[f
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{mode} import of {name} failed (exit {proc.returncode}):\n{proc.stderr}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"fresh process {args[:1]} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result, proc.stderr
+
+
+def import_once(mode: str, path: str, name: str, env: dict[str, str]) -> tuple[float, bool]:
+    """Seconds one import took inside a fresh process, and whether it pulled in ``openai``.
+    ``mode`` "baseline" imports only boto3 (what every Lambda pays anyway)."""
+    result, _ = run_fresh(IMPORT_SCRIPT, [mode, path, name], env)
     return float(result["seconds"]), bool(result["openai"])
+
+
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
+
+
+def import_self_times(stderr: str) -> Counter[str]:
+    """Microseconds spent importing each top-level package (the sum of its modules' own times), from the stderr of a
+    ``python -X importtime`` run. Self times add up without double counting, unlike the cumulative column."""
+    totals: Counter[str] = Counter()
+    for line in stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        if match:
+            totals[match.group(4).split(".")[0]] += int(match.group(1))
+    return totals

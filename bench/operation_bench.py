@@ -69,7 +69,6 @@ def main() -> None:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
         POWERTOOLS_METRICS_DISABLED="true",
-        POWERTOOLS_TRACE_DISABLED="true",
     )
     moto = MotoServer().start()
     os.environ["AWS_ENDPOINT_URL"] = moto.url

@@ -68,7 +68,7 @@ def _import_once(mode: str, env: dict[str, str]) -> tuple[float, bool]:
 
 
 def measure_import(runs: int) -> ImportResult:
-    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "true"}
+    env = dict(os.environ)
     # One discarded run of each first (bytecode caches, OS page cache); then alternate so drift hits both alike.
     _import_once("handler", env)
     _import_once("baseline", env)
@@ -158,7 +158,6 @@ def measure_loads(iterations: int) -> list[LoadResult]:
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": moto.url,
-                "POWERTOOLS_TRACE_DISABLED": "true",
             }
         )
         os.environ.pop("AWS_PROFILE", None)

@@ -112,7 +112,6 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
-        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         table = self.table or os.environ.get("CHAT_TABLE_NAME", DEFAULT_TABLE)
         self._start_aws(table)
         redis_url = self._start_redis()

@@ -27,6 +27,21 @@ ACCOUNT = "123456789012"
 _LOCK = threading.Lock()
 
 
+def alias_of(logical_id: str) -> str | None:
+    """The alias the template publishes for a function (``AutoPublishAlias``), if any."""
+    alias: str | None = resource(logical_id)["Properties"].get("AutoPublishAlias")
+    return alias
+
+
+def _target(function_name: str, qualifier: str | None) -> tuple[str, str | None]:
+    """The function's name and qualifier, from a name, ``name:qualifier`` or a (qualified) ARN."""
+    if function_name.startswith("arn:"):
+        parts = function_name.split(":")
+        return parts[6], parts[7] if len(parts) > 7 else qualifier
+    name, _, suffix = function_name.partition(":")
+    return name, suffix or qualifier
+
+
 def _dispatch(
     backend: LambdaSimpleBackend,
     function_name: str,
@@ -35,11 +50,13 @@ def _dispatch(
     headers: Any,
     response_headers: dict[str, str],
 ) -> bytes:
-    name = function_name.rsplit(":", 1)[-1]
+    name, qualifier = _target(function_name, qualifier)
     function_dir = TASK_FUNCTIONS.get(name)
-    if function_dir is None:
+    # As in AWS, a qualifier must be one the function has: here the template's alias (its only published name).
+    if function_dir is None or qualifier not in (None, "$LATEST", alias_of(name)):
         response_headers["x-amz-function-error"] = "Unhandled"
-        return json.dumps({"errorType": "ResourceNotFound", "errorMessage": f"no local handler for {name}"}).encode()
+        missing = f"no local handler for {function_name}"
+        return json.dumps({"errorType": "ResourceNotFound", "errorMessage": missing}).encode()
     event = json.loads(body or b"{}")
     with _LOCK:
         try:
@@ -60,6 +77,18 @@ def install() -> None:
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     default_user_config["lambda"] = {"use_docker": False}
     LambdaSimpleBackend.invoke = _dispatch  # type: ignore[method-assign,assignment]
+
+
+def task_arn(substitution: dict[str, Any], arns: dict[str, str]) -> str:
+    """The ARN a DefinitionSubstitution names: ``!GetAtt Fn.Arn`` or ``!Ref Fn.Alias`` (the alias's ARN, as SAM
+    resolves it for a function with ``AutoPublishAlias``)."""
+    if "Fn::GetAtt" in substitution:
+        return arns[substitution["Fn::GetAtt"][0]]
+    logical_id, _, attribute = substitution["Ref"].partition(".")
+    alias = alias_of(logical_id)
+    if attribute != "Alias" or alias is None:
+        raise ValueError(f"unsupported substitution {substitution}")
+    return f"{arns[logical_id]}:{alias}"
 
 
 def deploy_state_machine(name: str = "ToolOperationStateMachine") -> str:
@@ -88,8 +117,7 @@ def deploy_state_machine(name: str = "ToolOperationStateMachine") -> str:
     props = resource(name)["Properties"]
     definition = (ROOT / props["DefinitionUri"]).read_text()
     for key, value in props["DefinitionSubstitutions"].items():
-        logical_id = value["Fn::GetAtt"][0]
-        definition = definition.replace("${" + key + "}", arns[logical_id])
+        definition = definition.replace("${" + key + "}", task_arn(value, arns))
     existing = [m for m in sfn.list_state_machines()["stateMachines"] if m["name"] == name]
     if existing:
         arn: str = existing[0]["stateMachineArn"]

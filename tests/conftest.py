@@ -36,7 +36,6 @@ _AWS_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
-    "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_NAMESPACE": "ChatBackendTests",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }

@@ -44,6 +44,19 @@ def test_default_parameters_pass_the_rules_and_others_are_refused():
         Deployment(parameters={"LogRetentionDays": "31"}).parameter("LogRetentionDays")
 
 
+def test_the_state_machine_invokes_the_aliases_of_its_functions():
+    deployment = Deployment()
+    for name in ("ToolWorkerFunction", "ContinuationFunction"):
+        deployment.attributes[f"{name}.Arn"] = f"arn:aws:lambda:us-east-1:123456789012:function:chat-test-{name}"
+    machine = deployment.template["Resources"]["ToolOperationStateMachine"]["Properties"]
+    assert deployment.resolve(machine["DefinitionSubstitutions"]) == {
+        "ToolWorkerFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:chat-test-ToolWorkerFunction:live",
+        "ContinuationFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:chat-test-ContinuationFunction:live",
+    }
+    with pytest.raises(KeyError, match="publishes no alias"):
+        deployment.resolve({"Ref": "ChatFunction.Alias"})
+
+
 def test_outputs_have_no_trailing_slash():
     deployment = Deployment()
     for name in ("SessionsFunctionUrl", "ChatFunctionUrl", "CallbackFunctionUrl"):

@@ -221,12 +221,65 @@ def test_every_state_machine_task_names_a_function_of_the_template():
         placeholder = state["Parameters"]["FunctionName"]
         key = re.fullmatch(r"\$\{(\w+)\}", placeholder)
         assert key, f"{name}: FunctionName must be a substitution, got {placeholder}"
-        target = substitutions[key.group(1)]["Fn::GetAtt"][0]
-        assert resources[target]["Type"] == "AWS::Serverless::Function", name
+        # The function's alias: SnapStart applies to its published versions only.
+        target, _, attribute = substitutions[key.group(1)]["Ref"].partition(".")
+        assert resources[target]["Type"] == "AWS::Serverless::Function" and attribute == "Alias", name
+        assert target in SNAPSTART, name
         assert state.get("Catch"), f"{name} has no Catch"
         assert state.get("Retry"), f"{name} has no Retry"
     waits = [s for s in tasks.values() if s["Resource"].endswith(".waitForTaskToken")]
     assert waits and all("HeartbeatSecondsPath" in s and "TimeoutSecondsPath" in s for s in waits)
+
+
+SNAPSTART = {"SessionsFunction", "ToolWorkerFunction", "ContinuationFunction", "CallbackFunction"}
+
+
+def test_snapstart_on_the_managed_runtime_functions_through_their_alias():
+    """SnapStart on the functions the managed Python runtime runs (not the Web Adapter's run.sh), each invoked
+    through the alias of its published version: the Function URLs and the state machine (SAM-expanded template)."""
+    template = load_template()
+    functions = _functions()
+    snapstart = {name for name, props in functions.items() if "SnapStart" in props}
+    assert snapstart == SNAPSTART
+    assert template["Globals"]["Function"]["Runtime"] in ("python3.12", "python3.13")
+    for name in snapstart:
+        props = functions[name]
+        assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+        assert props["Handler"] == "app.handler" and props["AutoPublishAlias"] == "live"
+        # A new layer (the code is there) must publish a new version, or the alias would keep the old code.
+        assert props["AutoPublishAliasAllProperties"] is True
+        # What SnapStart does not support.
+        assert not {"ProvisionedConcurrencyConfig", "FileSystemConfigs"} & set(props)
+        assert int(props.get("EphemeralStorage", {}).get("Size", 512)) <= 512
+    assert template["Resources"]["ChatCoreLayer"]["Properties"]["PublishLambdaVersion"] is True
+    assert functions["ChatFunction"]["Handler"] == "run.sh" and "SnapStart" not in functions["ChatFunction"]
+
+    from tests.iam.roles import expand
+
+    expanded = expand({})["Resources"]
+    aliases = {
+        r["Properties"]["FunctionName"]["Ref"]: k for k, r in expanded.items() if r["Type"] == "AWS::Lambda::Alias"
+    }
+    assert set(aliases) == SNAPSTART
+    for name, resource in expanded.items():
+        if resource["Type"] == "AWS::Lambda::Url":
+            target = resource["Properties"]["TargetFunctionArn"]["Ref"]
+            function = name.removesuffix("Url")
+            assert target == (aliases[function] if function in SNAPSTART else function), name
+    machine = expanded["ToolOperationStateMachine"]["Properties"]
+    assert {v["Ref"] for v in machine["DefinitionSubstitutions"].values()} == {
+        aliases["ToolWorkerFunction"],
+        aliases["ContinuationFunction"],
+    }
+    invoke = [
+        statement
+        for policy in expanded["ToolOperationStateMachineRole"]["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "lambda:InvokeFunction" in str(statement["Action"])
+    ]
+    assert [sorted(r["Ref"] for r in statement["Resource"]) for statement in invoke] == [
+        sorted([aliases["ToolWorkerFunction"], aliases["ContinuationFunction"]])
+    ]
 
 
 # Settings read from the environment that have a safe default in chatcore.config (documented in README);

@@ -166,7 +166,9 @@ def authorizations_for(
     if service == "lambda" and operation == "Invoke":
         name = str(params["FunctionName"])
         function = name if name.startswith("arn:") else arn(f"function:{name}")
-        return [("lambda:InvokeFunction", ":".join(function.split(":")[:7]))]  # without a qualifier
+        if params.get("Qualifier") and function.count(":") == 6:
+            function += f":{params['Qualifier']}"
+        return [("lambda:InvokeFunction", function)]  # with its qualifier (an alias is what the role allows)
     return [(f"{prefix}:{operation}", UNKNOWN)]
 
 

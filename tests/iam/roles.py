@@ -122,6 +122,9 @@ class Deployment:
         if logical_id == "AWS::NoValue":
             return _NO_VALUE
         kind = self.resources[logical_id]["Type"]
+        if kind == "AWS::Lambda::Alias":  # Ref gives the alias ARN: the function's, qualified by the alias name
+            props = self.resources[logical_id]["Properties"]
+            return f"{self.get_att(props['FunctionName']['Ref'], 'Arn')}:{props['Name']}"
         name = self.physical_name(logical_id)
         if kind == "AWS::StepFunctions::StateMachine":
             return f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
@@ -231,8 +234,9 @@ class Deployment:
     # ------------------------------------------------------------------------------------------- test resources
     def canonical(self, arn: str) -> str:
         """A recorded resource ARN mapped to the deployed stack's resource in its place: the test's chat tables to
-        ChatTable, moto's functions and state machines (named by logical id) to their deployed names, secrets named
-        by the logical id of an AWS::SecretsManager::Secret to its ARN. Other ARNs (e.g. given as parameters) stay."""
+        ChatTable, moto's functions (with their alias qualifier) and state machines (named by logical id) to their
+        deployed names, secrets named by the logical id of an AWS::SecretsManager::Secret to its ARN. Other ARNs
+        (e.g. given as parameters) stay."""
         by_type: dict[str, list[str]] = {}
         for logical_id, resource in self.resources.items():
             by_type.setdefault(resource["Type"], []).append(logical_id)
@@ -253,9 +257,9 @@ class Deployment:
                 base = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:{kind}:{deployed}"
                 return f"{base}:{execution}" if execution else base
         if service == "lambda" and rest.startswith("function:"):
-            name = rest.split(":")[1]
+            _, name, *qualifier = rest.split(":")
             if name in by_type.get("AWS::Lambda::Function", []):
-                return self.get_att(name, "Arn")
+                return ":".join([self.get_att(name, "Arn"), *qualifier])
         if service == "secretsmanager" and rest.startswith("secret:"):
             name = rest[len("secret:") :].rsplit("-", 1)[0]
             for logical_id in by_type.get("AWS::SecretsManager::Secret", []):

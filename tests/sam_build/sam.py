@@ -323,7 +323,5 @@ def lambda_environment(logical_id: str, task_root: Path, services: Services) -> 
         "LLM_API_KEY": "offline",
         "LLM_MODEL": "offline-chat",
         "LLM_TITLE_MODEL": "",
-        # no X-Ray daemon here
-        "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }

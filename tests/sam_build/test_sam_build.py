@@ -139,7 +139,9 @@ def test_built_handler_imports_only_from_the_build(
     modules = {name: Path(file).resolve() for name, file in answer["modules"].items()}
     modules = {name: file for name, file in modules.items() if file != runner}  # __main__ (and its aliases)
     assert modules["chatcore"].is_relative_to(host_build.layer_python)
-    assert modules["boto3"].is_relative_to(host_build.layer_python)  # shipped in the layer, not the runtime's
+    # botocore is shipped in the layer, not the runtime's; boto3 (which the runtime has) is not used at all.
+    assert modules["botocore"].is_relative_to(host_build.layer_python)
+    assert "boto3" not in modules
     assert modules["app"].is_relative_to(host_build.function_dir(logical_id))
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     build_dir = host_build.dir.resolve()

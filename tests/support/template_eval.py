@@ -72,6 +72,12 @@ class Deployment:
             return self.parameter(name)
         if name in self.refs:
             return self.refs[name]
+        function, _, attribute = name.partition(".")
+        if attribute == "Alias":  # SAM: the ARN of the alias AutoPublishAlias publishes
+            alias = self.functions().get(function, {}).get("AutoPublishAlias")
+            if alias is None:
+                raise KeyError(f"!Ref {name}: {function} publishes no alias")
+            return f"{self.get_att(f'{function}.Arn')}:{alias}"
         raise KeyError(f"the test gives no value for !Ref {name}")
 
     def get_att(self, target: str) -> Any:

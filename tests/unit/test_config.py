@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.config import ConfigError, Settings
+from chatcore.config import LEVEL_NAMES, ConfigError, Settings
 
 
 def test_defaults():
@@ -57,6 +57,17 @@ def test_stream_protocol_level():
     assert Settings.from_env({"UI_STREAM_PROTOCOL": ""}).ui_stream_protocol == "v5"
     with pytest.raises(ConfigError, match=r"UI_STREAM_PROTOCOL must be one of v5, v6, v7, got '6'"):
         Settings.from_env({"UI_STREAM_PROTOCOL": "6"})
+    # The setting accepts exactly the levels the stream has, read as a request header is.
+    from chatcore.stream import LEVELS, protocol_level
+
+    assert set(LEVELS) == set(LEVEL_NAMES)
+    for raw in ("v5", " V6", "v7 ", "6", "v8", "vv5"):
+        level = protocol_level(raw)
+        if level is None:
+            with pytest.raises(ConfigError):
+                Settings.from_env({"UI_STREAM_PROTOCOL": raw})
+        else:
+            assert Settings.from_env({"UI_STREAM_PROTOCOL": raw}).ui_stream_protocol == level.name
 
 
 def test_cluster_and_tls_settings():

@@ -1,24 +1,128 @@
-"""Cold-start discipline: what the handlers pull in, and the chatcore error boundary."""
+"""Cold-start discipline: what the handlers pull in at init, what loads only when used, and the chatcore error
+boundary."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from local.template import load_template
+from tests.support.tokens import SECRET, make_token
+
 ROOT = Path(__file__).resolve().parents[2]
+
+# Third-party packages that cost a cold start tens to hundreds of milliseconds each (bench/cold_start.py lists them).
+HEAVY = {
+    "aws_xray_sdk",  # Powertools Tracer: never (Lambda's active tracing needs no SDK)
+    "wrapt",
+    "boto3",  # chatcore uses botocore alone
+    "s3transfer",
+    "cryptography",  # RS256/ES256 only: loaded with PyJWT when AUTH_MODE=jwks builds its Authenticator
+    "jwt",
+    "redis",  # with the first Redis client
+    "openai",  # the functions that call the LLM
+    "httpx",
+    "httpx2",
+    "uvicorn",  # run.sh's server, not the app module
+    "mangum",  # with the first Function URL invocation
+}
+# What each function's module loads at init, exactly: a heavy module appearing (or one that should be there going)
+# fails. The functions that run chat turns import the LLM client with the turn engine.
+AT_INIT = {
+    "SessionsFunction": set(),
+    "CallbackFunction": set(),
+    "ChatFunction": {"openai", "httpx2"},
+    "ChatBufferedFunction": {"openai", "httpx2"},
+    "ToolWorkerFunction": {"openai", "httpx2"},
+    "ContinuationFunction": {"openai", "httpx2"},
+}
+# chatcore modules that a function which never runs a chat turn must not load.
+TURN_MODULES = {"chatcore.stream", "chatcore.turns", "chatcore.llm", "chatcore.replay", "chatcore.tools"}
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """The modules loaded after ``code`` runs in a fresh interpreter."""
+    code += "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env or dict(os.environ)
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def _modules_after_import(path: str) -> set[str]:
-    code = (
-        "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('h', {path!r})\n"
+    return _run(
+        "import importlib.util, sys\n"
+        f"sys.path.insert(0, {str(Path(path).parent)!r})\n"  # the function's folder, as Lambda puts it on sys.path
+        f"spec = importlib.util.spec_from_file_location('app', {path!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _packages(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def _functions() -> dict[str, str]:
+    resources = load_template()["Resources"]
+    return {
+        name: str(ROOT / r["Properties"]["CodeUri"] / "app.py")
+        for name, r in resources.items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_every_function_of_the_template_is_pinned():
+    assert set(_functions()) == set(AT_INIT)
+
+
+@pytest.mark.parametrize("function", sorted(AT_INIT))
+def test_each_function_loads_only_its_pinned_heavy_modules_at_init(function):
+    modules = _modules_after_import(_functions()[function])
+    assert _packages(modules) & HEAVY == AT_INIT[function]
+    if "openai" not in AT_INIT[function]:
+        assert not modules & TURN_MODULES, sorted(modules & TURN_MODULES)
+
+
+def test_hs256_authentication_loads_neither_pyjwt_nor_cryptography():
+    token = make_token("alice")
+    modules = _run(
+        "import asyncio\n"
+        "from chatcore.auth import Authenticator\n"
+        "from chatcore.config import Settings\n"
+        f"auth = Authenticator(Settings(jwt_secret={SECRET!r}))\n"
+        f"assert asyncio.run(auth.authenticate('Bearer {token}')).user_id == 'alice'\n"
+    )
+    assert not _packages(modules) & {"jwt", "cryptography"}
+
+
+def test_jwks_mode_loads_pyjwt_when_its_authenticator_is_built():
+    settings = "Settings(auth_mode='jwks', jwks_url='https://issuer.example/.well-known/jwks.json')"
+    before = _run("from chatcore.auth import Authenticator\nfrom chatcore.config import Settings\n" + settings)
+    after = _run(
+        f"from chatcore.auth import Authenticator\nfrom chatcore.config import Settings\nAuthenticator({settings})"
+    )
+    assert not _packages(before) & {"jwt", "cryptography"}
+    assert {"jwt", "cryptography"} <= _packages(after)
+
+
+def test_redis_loads_with_the_first_client_and_the_cluster_client_only_when_configured():
+    connector = "RedisConnector('redis://127.0.0.1:9/0', cluster={cluster})"
+    code = "import asyncio\nfrom chatcore.cache import RedisConnector\nconnector = " + connector + "\n"
+    assert "redis" not in _packages(_run(code.format(cluster=False)))
+    for cluster, expected in ((False, "Redis"), (True, "RedisCluster")):
+        made = code.format(cluster=cluster) + (
+            "async def made():\n"
+            "    client = connector.client()\n"
+            f"    assert type(client).__name__ == {expected!r}, type(client)\n"
+            "    await client.aclose()\n"
+            "asyncio.run(made())\n"
+        )
+        assert "redis" in _packages(_run(made))
 
 
 def test_sessions_handler_does_not_import_the_llm_client():

@@ -1,8 +1,10 @@
 """Bearer-token authentication: JWTs verified in code.
 
-* ``hs256``: a shared secret (local and simple deployments).
+* ``hs256``: a shared secret (local and simple deployments), verified by ``chatcore.hs256`` with the standard
+  library only, so a cold start loads neither PyJWT nor ``cryptography``.
 * ``jwks``: RS256 (or ES256) keys from the issuer's JWKS, Cognito-compatible: issuer, audience (``aud``, or
-  ``client_id`` on Cognito access tokens) and expiry are checked.
+  ``client_id`` on Cognito access tokens) and expiry are checked. PyJWT (and with it ``cryptography``) is imported
+  when such an ``Authenticator`` is built.
 
 The user id is the ``sub`` claim. A rejected token is an ``Unauthorized`` with a short reason; a JWKS endpoint that
 answers with no usable key set is a ``ServiceUnavailable``; an unusable setting is a ``ConfigError``. PyJWT's
@@ -13,16 +15,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-
+from chatcore import hs256
 from chatcore.config import Settings
 from chatcore.errors import ConfigError, ServiceUnavailable, Unauthorized
+
+if TYPE_CHECKING:
+    import jwt
 
 MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 30
 MIN_SECRET_CHARS = 32  # HS256 keys shorter than the hash are guessable offline from one token
+REQUIRED = ("exp", "sub")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Authenticator:
         self._audience = settings.jwt_audience or None
         self._jwks: jwt.PyJWKClient | None = None
         if self._mode == "jwks":
+            import jwt  # RS256/ES256 need PyJWT and cryptography; HS256 needs neither
+
             try:
                 self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=5)
             except jwt.PyJWKClientError as exc:
@@ -64,35 +71,45 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)
-        try:
-            if self._jwks is not None:
-                key: Any = await self._signing_key(self._jwks, token)
-                algorithms = ["RS256", "ES256"]
-            else:
-                key, algorithms = self._secret, ["HS256"]
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=algorithms,
-                issuer=self._issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": False},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
-        except jwt.PyJWKClientError as exc:
-            raise Unauthorized("token signed by an unknown key") from exc
-        except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError) as exc:
-            # InvalidKeyError, TypeError: the token names an algorithm that does not fit the key (ES256 on RSA)
-            raise Unauthorized("invalid token") from exc
+        if self._jwks is not None:
+            claims = await self._jwks_claims(self._jwks, token)
+        else:
+            claims = self._hs256_claims(token)
         self._check_audience(claims)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise Unauthorized("invalid token subject")
         return Principal(user_id=sub, claims=claims)
 
+    def _hs256_claims(self, token: str) -> dict[str, Any]:
+        return hs256.verify(token, self._secret, issuer=self._issuer, leeway=LEEWAY_SECONDS, require=REQUIRED)
+
+    async def _jwks_claims(self, jwks: jwt.PyJWKClient, token: str) -> dict[str, Any]:
+        import jwt
+
+        try:
+            key: Any = await self._signing_key(jwks, token)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256", "ES256"],
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": list(REQUIRED), "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized(hs256.EXPIRED) from exc
+        except jwt.PyJWKClientError as exc:
+            raise Unauthorized("token signed by an unknown key") from exc
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError) as exc:
+            # InvalidKeyError, TypeError: the token names an algorithm that does not fit the key (ES256 on RSA)
+            raise Unauthorized(hs256.INVALID) from exc
+        return claims
+
     @staticmethod
     async def _signing_key(jwks: jwt.PyJWKClient, token: str) -> Any:
+        import jwt
+
         try:
             return (await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)).key
         except (jwt.PyJWKSetError, ValueError) as exc:  # ValueError: the JWKS body is not JSON

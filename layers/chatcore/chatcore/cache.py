@@ -14,6 +14,10 @@ does not add a connect timeout to every request.
 Cluster mode (ElastiCache Serverless): every Redis user here keeps each atomic step on one key — one-key Lua
 scripts, single-stream XREAD, non-transactional pipelines (split per node by the cluster client) — so no key
 needs a hash tag. A MULTI or a script over several keys would need them (``{...}`` around the shared part).
+
+``redis`` is imported when the first client is made, not with this module: about a third of a second of a cold
+start that many first requests (a session listing, a health check, a callback) never spend on Redis. The package
+imports all its clients at once (``redis/__init__`` loads the cluster client too), so it is all or nothing.
 """
 
 from __future__ import annotations
@@ -22,19 +26,20 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from chatcore.models import ChatSession, UserContext
 from chatcore.observability import count, logger
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
 T = TypeVar("T")
 
-RedisClient = aioredis.Redis | RedisCluster
+type RedisClient = Redis | RedisCluster
 RESP_VERSION = 2
 
 SESSION_KEY = "chat:session:{session_id}"
@@ -65,6 +70,14 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
 return 1
 """
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Whether ``exc`` is what a Redis outage raises. RedisClusterException is not a RedisError: the cluster client
+    raises it when no node can be reached (refused, TLS verification failed) or the slots are not covered."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return isinstance(exc, RedisError | RedisClusterException | OSError | TimeoutError)
 
 
 def session_key(session_id: str) -> str:
@@ -128,8 +141,12 @@ class RedisConnector:
         if self._ca_file and self.url.startswith("rediss://"):
             options["ssl_ca_certs"] = self._ca_file
         if self.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
             return RedisCluster.from_url(self.url, **options)
-        return aioredis.Redis.from_url(self.url, **options)
+        from redis.asyncio import Redis
+
+        return Redis.from_url(self.url, **options)
 
     def available(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until
@@ -147,13 +164,19 @@ class RedisConnector:
             return fallback
         try:
             return await call(self.client(blocking=blocking))
-        # RedisClusterException is not a RedisError: the cluster client raises it when no node can be reached
-        # (refused, TLS verification failed) or the slots are not covered.
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             self._down_until = time.monotonic() + self._retry_after
             count("CacheErrors")
             logger.warning("redis unavailable, continuing without it", operation=operation, error=repr(exc))
             return fallback
+
+    def renew(self) -> None:
+        """Forget every client, unclosed (after a SnapStart restore their connections are gone), and the circuit's
+        state: the next operation connects anew."""
+        self._clients = weakref.WeakKeyDictionary()
+        self._down_until = 0.0
 
     async def close(self) -> None:
         """Close the clients of the running loop (those of other loops cannot be closed from here)."""

@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from chatcore.errors import ConfigError
-from chatcore.stream import LEVEL_NAMES, ProtocolLevelName, protocol_level
 
-__all__ = ["AuthMode", "ConfigError", "Settings", "environment_settings"]
+__all__ = ["LEVEL_NAMES", "AuthMode", "ConfigError", "ProtocolLevelName", "Settings", "environment_settings"]
 
 AuthMode = Literal["hs256", "jwks"]
+# The UI message stream levels (``chatcore.stream.LEVELS`` has one per name). Named here, not imported from
+# chatcore.stream: its pydantic chunk models are no part of a function that never streams (a cold start).
+ProtocolLevelName = Literal["v5", "v6", "v7"]
+LEVEL_NAMES: tuple[ProtocolLevelName, ...] = get_args(ProtocolLevelName)
 
 # The user context rides in every chat turn's system prompt and is one small DynamoDB item: 32,000 characters are at
 # most 128 KB of UTF-8 (the item limit is 400 KB) and ~9,000 estimated tokens of the prompt.
@@ -81,12 +84,13 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
 
 def _protocol_level(env: Mapping[str, str]) -> ProtocolLevelName:
     raw = env.get("UI_STREAM_PROTOCOL", "")
-    if raw.strip() == "":
+    wanted = raw.strip().lower()  # as chatcore.stream.protocol_level reads a header
+    if wanted == "":
         return "v5"
-    level = protocol_level(raw)
-    if level is None:
-        raise ConfigError(f"UI_STREAM_PROTOCOL must be one of {', '.join(LEVEL_NAMES)}, got {raw!r}")
-    return level.name
+    for name in LEVEL_NAMES:
+        if name == wanted:
+            return name
+    raise ConfigError(f"UI_STREAM_PROTOCOL must be one of {', '.join(LEVEL_NAMES)}, got {raw!r}")
 
 
 @dataclass(frozen=True)

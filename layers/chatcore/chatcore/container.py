@@ -82,9 +82,13 @@ class Container:
     @cached_property
     def sessions(self) -> SessionService:
         cache = SessionCache(self.connector, ttl_seconds=self.settings.cache_ttl_seconds)
-        operations = self.operations
-        on_delete = operations.cancel_for_session if operations is not None else None
+        # A delete stops the session's running operations; they are built on the first delete, not with the service.
+        on_delete = self._cancel_operations if self.settings.state_machine_arn else None
         return SessionService(self.store, cache, on_delete=on_delete)
+
+    async def _cancel_operations(self, session_id: str) -> list[str]:
+        operations = self.operations
+        return await operations.cancel_for_session(session_id) if operations is not None else []
 
     @cached_property
     def user_contexts(self) -> UserContextService:
@@ -181,6 +185,19 @@ class Container:
             approvals=self.approvals,
         )
         return ChatEngine(deps)
+
+    def renew(self) -> None:
+        """Drop every client that holds connections or credentials (after a SnapStart restore: the snapshot's are
+        shared by every restored environment and their sockets are gone); each is built again on its next use.
+        Settings and the parts built on them stay."""
+        self.aws.renew()
+        if "connector" in self.__dict__:
+            self.connector.renew()
+        if "llm" in self.__dict__:
+            from chatcore.llm import LLM
+
+            if isinstance(self.llm, LLM):
+                self.llm.renew()
 
     async def aclose(self) -> None:
         """Close what is bound to the running event loop (Redis connections, the LLM's HTTP pool); the container

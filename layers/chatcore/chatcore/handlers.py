@@ -1,5 +1,5 @@
 """Lambda entry points, built once here so every function gets the same Powertools wiring (correlation ids,
-tracing, metrics with the cold-start metric).
+metrics with the cold-start metric; the invocation's X-Ray segment is Lambda's own, ``chatcore.observability``).
 
 * ``function_url_handler(factory)``: an ASGI app behind Mangum for a Function URL (payload v2.0); the app is built
   on the first invocation, so configuration is read at run time and reused while the container is warm. A
@@ -8,7 +8,8 @@ tracing, metrics with the cold-start metric).
 * ``function_asgi_app(app)``: an ASGI app served by uvicorn behind the Lambda Web Adapter.
 
 Each names its function (the logical id in template.yaml): the code runs as that function
-(``chatcore.aws.running_as``), which is the role its AWS calls are made with.
+(``chatcore.aws.running_as``), which is the role its AWS calls are made with. The managed-runtime entry points
+register the SnapStart hooks (``chatcore.snapstart``) with the modules their first invocation loads.
 """
 
 from __future__ import annotations
@@ -19,18 +20,31 @@ from typing import Any, cast
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from chatcore import snapstart
 from chatcore.aws import running_as
-from chatcore.observability import logger, metrics, tracer
+from chatcore.observability import logger, metrics
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
+# What the first invocation of each kind of entry point imports (its app or engine is built then): imported before
+# a SnapStart snapshot, so that no restored environment pays for it (tests/unit/test_snapstart.py checks the list).
+URL_HANDLER_MODULES = ("mangum", "chatcore.web.misconfigured", "chatcore.secret_settings", "chatcore.operations")
+STEP_HANDLER_MODULES = (
+    "chatcore.runtime",
+    "chatcore.secret_settings",
+    "chatcore.operations",
+    "chatcore.builtin_tools",
+    "chatcore.replay",
+    "chatcore.dynamo.approvals",
+)
+
 
 def function_url_handler(app_factory: Callable[[], Any], *, function: str) -> Handler:
     adapter: Any = None
+    snapstart.register(URL_HANDLER_MODULES)
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
-    @tracer.capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         nonlocal adapter
@@ -45,12 +59,13 @@ def function_url_handler(app_factory: Callable[[], Any], *, function: str) -> Ha
             response: dict[str, Any] = adapter(event, cast(Any, context))
         return response
 
-    return handler
+    return cast(Handler, handler)  # Powertools' decorators are typed as returning Any
 
 
 def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]], *, function: str) -> Handler:
+    snapstart.register(STEP_HANDLER_MODULES)
+
     @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         from chatcore.runtime import run_step
@@ -59,7 +74,7 @@ def step_handler(step: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]
             result: dict[str, Any] = run_step(step, event)
         return result
 
-    return handler
+    return cast(Handler, handler)  # Powertools' decorators are typed as returning Any
 
 
 def function_asgi_app(app: Asgi, *, function: str) -> Asgi:

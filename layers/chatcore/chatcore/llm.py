@@ -191,6 +191,11 @@ class LLM:
         content = response.choices[0].message.content if response.choices else None
         return (content or "").strip(), _usage(response.usage)
 
+    def renew(self) -> None:
+        """Forget the HTTP client, unclosed (after a SnapStart restore its pool's connections are gone); the next
+        request makes a new one. An injected client is forgotten too."""
+        self._client = None
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()

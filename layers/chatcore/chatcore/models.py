@@ -48,7 +48,8 @@ def is_valid_chat_type(value: str) -> bool:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Validators are built on first use, not at import: a cold start builds only the models its request needs.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Usage(_Model):

@@ -6,7 +6,9 @@ failing each request differently.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from chatcore.config import Settings
@@ -21,16 +23,26 @@ _ENV_NAMES = {
 
 
 def with_secrets(settings: Settings, *, read: Callable[[str], str]) -> Settings:
-    """``settings`` with the value of each configured secret, read with ``read(arn)``."""
-    values: dict[str, str] = {}
-    for name, arn in settings.secret_arns().items():
+    """``settings`` with the value of each configured secret, read with ``read(arn)``; several are read at once
+    (a cold start waits for one round trip, not one per secret)."""
+    wanted = settings.secret_arns()
+
+    def fetch(name: str) -> str:
         try:
-            value = read(arn).strip()
+            value = read(wanted[name]).strip()
         except ServiceUnavailable as exc:
             raise ConfigError(f"{_ENV_NAMES[name]}: the secret could not be read ({exc.message})") from exc
         if not value:
             raise ConfigError(f"{_ENV_NAMES[name]}: the secret is empty")
-        values[name] = value
+        return value
+
+    if len(wanted) > 1:
+        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+            # Each read in a copy of this context: the function the code runs as (chatcore.aws.running_as) goes along.
+            reads = {name: pool.submit(contextvars.copy_context().run, fetch, name) for name in wanted}
+            values = {name: read.result() for name, read in reads.items()}
+    else:
+        values = {name: fetch(name) for name in wanted}
     return replace(
         settings,
         jwt_secret=values.get("jwt_secret", settings.jwt_secret),

@@ -22,10 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
+
+# The level names are settings' values; they live with the settings (re-exported here).
+from chatcore.config import LEVEL_NAMES as LEVEL_NAMES
+from chatcore.config import ProtocolLevelName as ProtocolLevelName
 
 STREAM_HEADERS = {
     "content-type": "text/event-stream",
@@ -41,7 +45,9 @@ FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error"
 
 
 class StreamEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, defer_build=True
+    )
 
     type: str
     # Keys sent even when their value is None (the protocol requires the key).
@@ -183,9 +189,6 @@ class StreamAbort(StreamEvent):
 
 
 # -- protocol levels ------------------------------------------------------------------------------------------
-
-ProtocolLevelName = Literal["v5", "v6", "v7"]
-LEVEL_NAMES: tuple[ProtocolLevelName, ...] = get_args(ProtocolLevelName)
 
 # Chunk types that exist only in ai 7.x (a 6.x client fails the chat on them).
 V7_ONLY_TYPES = frozenset({"tool-approval-response", "custom", "reasoning-file"})

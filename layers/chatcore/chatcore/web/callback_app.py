@@ -33,12 +33,12 @@ _OPERATION_ID = re.compile(r"^op_[0-9a-f]{40}$")
 
 
 class CompleteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     output: JsonValue = None
 
 
 class FailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     error: str = Field(min_length=1, max_length=1000)
     detail: str = Field(default="", max_length=10_000)
 

@@ -51,7 +51,7 @@ LEVEL_HEADER = "x-ui-stream-protocol"
 
 class _Lenient(BaseModel):
     # The AI SDK may add fields (and front ends add their own body fields): ignore what we do not use.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class UIApproval(_Lenient):
@@ -90,7 +90,7 @@ class ApprovalIn(_Lenient):
 
 
 class SimpleMessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     message: str
 
 

@@ -17,8 +17,13 @@ SessionStatusIn = Literal["active", "archived"]
 MAX_COMMENT_CHARS = 2000
 
 
+# Validators and serializers are built on first use, not at import (a cold start builds only what its request needs).
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(defer_build=True)
 
 
 class CreateSessionIn(_In):
@@ -45,7 +50,7 @@ class UserContextIn(_In):
     version: int | None = Field(default=None, ge=0)
 
 
-class UserContextOut(BaseModel):
+class UserContextOut(_Out):
     context: str
     version: int  # 0: none stored
     updated_at: datetime | None
@@ -60,7 +65,7 @@ class FeedbackIn(_In):
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
 
 
-class FeedbackOut(BaseModel):
+class FeedbackOut(_Out):
     rating: Rating
     comment: str | None
     updated_at: datetime
@@ -70,7 +75,7 @@ class FeedbackOut(BaseModel):
         return cls(rating=feedback.rating, comment=feedback.comment, updated_at=feedback.updated_at)
 
 
-class SessionOut(BaseModel):
+class SessionOut(_Out):
     id: str
     user_id: str | None
     title: str
@@ -100,7 +105,7 @@ class SessionOut(BaseModel):
         )
 
 
-class MessageOut(BaseModel):
+class MessageOut(_Out):
     id: str
     seq: int | None
     role: str
@@ -147,17 +152,17 @@ class MessageOut(BaseModel):
         )
 
 
-class SessionListOut(BaseModel):
+class SessionListOut(_Out):
     sessions: list[SessionOut]
     next_cursor: str | None
 
 
-class MessageListOut(BaseModel):
+class MessageListOut(_Out):
     messages: list[MessageOut]
     next_cursor: str | None
 
 
-class VersionsOut(BaseModel):
+class VersionsOut(_Out):
     versions: list[MessageOut]
     active_index: int  # the version on the active path; -1 when none is
 
@@ -166,23 +171,23 @@ class SwitchBranchIn(_In):
     message_id: str = Field(min_length=1, max_length=128)
 
 
-class DeleteSessionsOut(BaseModel):
+class DeleteSessionsOut(_Out):
     deleted: list[str]
     not_found: list[str]
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(_Out):
     loc: list[str]
     msg: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Out):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(_Out):
     error: ErrorBody
 
 
