@@ -298,6 +298,7 @@ DEFAULTED = {
     "LLM_API_KEY",
     "LLM_TIMEOUT_SECONDS",
     "LLM_FIRST_TOKEN_SECONDS",
+    "FUNCTION_TIMEOUT_SECONDS",  # 0 = unknown; the functions that call the model set it (test below)
     "LLM_MAX_RETRIES",
     "LLM_CONTEXT_TOKENS",
     "TURN_LEASE_SECONDS",
@@ -380,3 +381,13 @@ def test_every_test_file_is_collected():
     collected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
     files = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "node_modules" not in p.parts}
     assert files and files <= collected, sorted(files - collected)
+
+
+def test_functions_that_call_the_model_know_their_timeout():
+    """A turn starts no model retry it could not finish before Lambda stops the function (issue 12 item 3): the
+    functions that run turns say their own timeout, and it is the one the template gives them."""
+    functions = _functions()
+    for logical_id in ("ChatFunction", "ChatBufferedFunction", "ContinuationFunction"):
+        props = functions[logical_id]
+        told = props["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"]
+        assert int(told) == int(props["Timeout"]), logical_id

@@ -317,8 +317,9 @@ class ScriptedModel:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
         model: str | None = None,
+        deadline: float | None = None,
     ) -> AsyncIterator[LLMDelta]:
-        self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice})
+        self.requests.append({"messages": messages, "tools": tools, "tool_choice": tool_choice, "deadline": deadline})
         script = self.scripts.pop(0) if self.scripts else text("(no script)")
         return self._play(script)
 

@@ -128,6 +128,9 @@ class Settings:
     llm_timeout_seconds: float = 60.0
     # How long one attempt may wait for its first output (text or a tool call) before it is retried or given up.
     llm_first_token_seconds: float = 20.0
+    # The Lambda function's timeout (0: unknown, e.g. locally): a turn starts no model attempt it could not finish
+    # before the function is stopped (FUNCTION_RESERVE_SECONDS are kept for storing what was produced).
+    function_timeout_seconds: int = 0
     llm_max_retries: int = 2
     llm_context_tokens: int = 16_000
     max_tool_rounds: int = 4
@@ -196,6 +199,7 @@ class Settings:
             llm_title_model=env.get("LLM_TITLE_MODEL", "").strip(),
             llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 60.0),
             llm_first_token_seconds=_float(env, "LLM_FIRST_TOKEN_SECONDS", 20.0),
+            function_timeout_seconds=_int(env, "FUNCTION_TIMEOUT_SECONDS", 0),
             llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
             llm_context_tokens=_int(env, "LLM_CONTEXT_TOKENS", 16_000, minimum=1000),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 4, minimum=1),

@@ -8,7 +8,8 @@ as ``LLMError`` and the turn decides what to keep.
 Each attempt waits at most ``LLM_FIRST_TOKEN_SECONDS`` for its first output (text or a tool call), separately from
 the request timeout ``LLM_TIMEOUT_SECONDS`` that bounds every read after it: a hung model is abandoned and retried
 after the first-token deadline, so it is reported after (retries + 1) first-token deadlines plus backoff, not after
-as many whole request timeouts.
+as many whole request timeouts. With a ``deadline`` (the turn's, from ``FUNCTION_TIMEOUT_SECONDS``) no retry starts
+that could not get its first output before it.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class LLM:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
         model: str | None = None,
+        deadline: float | None = None,
     ) -> AsyncIterator[LLMDelta]:
         kwargs: dict[str, Any] = {
             "model": model or self.model,
@@ -132,7 +134,7 @@ class LLM:
         while True:
             produced = False
             try:
-                deadline: float | None = loop.time() + first_wait  # for the first output; lifted once it came
+                first_by: float | None = loop.time() + first_wait  # the first output's deadline; lifted when it came
                 stream = await asyncio.wait_for(self.client.chat.completions.create(**kwargs), first_wait)
                 reason: str | None = None
                 usage: Usage | None = None
@@ -140,10 +142,10 @@ class LLM:
                 try:
                     while True:
                         try:
-                            if deadline is None:
+                            if first_by is None:
                                 chunk = await anext(chunks)
                             else:
-                                chunk = await asyncio.wait_for(anext(chunks), max(0.0, deadline - loop.time()))
+                                chunk = await asyncio.wait_for(anext(chunks), max(0.0, first_by - loop.time()))
                         except StopAsyncIteration:
                             break
                         if chunk.usage is not None:
@@ -153,10 +155,10 @@ class LLM:
                         choice = chunk.choices[0]
                         delta = choice.delta
                         if delta is not None and delta.content:
-                            produced, deadline = True, None
+                            produced, first_by = True, None
                             yield TextDelta(delta.content)
                         for call in (delta.tool_calls if delta is not None else None) or []:
-                            produced, deadline = True, None
+                            produced, first_by = True, None
                             function = call.function
                             yield ToolCallDelta(
                                 index=call.index,
@@ -171,10 +173,18 @@ class LLM:
                 yield Finished(reason, usage)
                 return
             except (openai.OpenAIError, TimeoutError) as exc:
-                if produced or not _retryable(exc) or attempt >= self._max_retries:
-                    logger.warning("llm request failed", error=repr(exc), attempt=attempt, after_output=produced)
-                    raise LLMError("the language model failed") from exc
                 delay = self.backoff(attempt)
+                # No attempt that could not get its first output before the function is stopped.
+                out_of_time = deadline is not None and loop.time() + delay + first_wait > deadline
+                if produced or not _retryable(exc) or attempt >= self._max_retries or out_of_time:
+                    logger.warning(
+                        "llm request failed",
+                        error=repr(exc),
+                        attempt=attempt,
+                        after_output=produced,
+                        out_of_time=out_of_time,
+                    )
+                    raise LLMError("the language model failed") from exc
                 logger.info("llm request retried", error=repr(exc), attempt=attempt, delay=delay)
                 attempt += 1
                 await asyncio.sleep(delay)

@@ -147,7 +147,11 @@ class ChatModel(Protocol):
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
         model: str | None = None,
-    ) -> AsyncIterator[LLMDelta]: ...
+        deadline: float | None = None,
+    ) -> AsyncIterator[LLMDelta]:
+        """The model's answer as deltas; no retry is started that could not get its first output by
+        ``deadline`` (``asyncio`` loop time)."""
+        ...
 
     async def complete(
         self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256

@@ -48,6 +48,7 @@ class TurnHandle:
     prelude: list[StreamEvent] = field(default_factory=list)  # sent after ``start`` (an approval's tool outputs)
     start_operations: list[ChatMessage] = field(default_factory=list)  # approved long-running calls to start
     call_model: bool = True  # False: the run only reports (an approval still waits, or a background tool runs)
+    deadline: float | None = None  # loop time by which the model must have answered (the function's timeout)
 
     def __post_init__(self) -> None:
         self.answer_id = self.answer_id or self.turn_id

@@ -52,6 +52,7 @@ from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
 ERROR_TEXT = "The assistant could not finish this reply. Please try again."
 CANCEL_POLL_SECONDS = 0.5
+FUNCTION_RESERVE_SECONDS = 10.0  # kept at the end of the function's time to store what a failed turn produced
 RESEND_WAIT_STEPS, RESEND_WAIT_SECONDS = 20, 0.05  # a concurrent copy waits up to ~1 s for its turn's pointer
 _FINISH_REASONS: dict[str, FinishReason] = {"tool_calls": "tool-calls", "length": "length"}
 
@@ -208,6 +209,13 @@ class ChatEngine:
             return await self._existing(session_id, _client_key(plan) or "")
         return handle
 
+    def _deadline(self) -> float | None:
+        """When this turn's model attempts must be done: the function's timeout less the time to store the answer."""
+        timeout = self.deps.settings.function_timeout_seconds
+        if timeout <= 0:
+            return None
+        return asyncio.get_running_loop().time() + max(1.0, timeout - FUNCTION_RESERVE_SECONDS)
+
     def _open_early(self, session: ChatSession, plan: Plan, turn_id: str, user_context: str) -> _Early:
         """Prepare ``session`` for ``plan`` and start building the context and the model request at once."""
         branch_from = _prepare(session, plan, turn_id)
@@ -223,7 +231,8 @@ class ChatEngine:
             summarise=self._summarise,
         )
         tool_schemas = deps.tools.openai_tools()
-        return _Opened(context, _Prefetch(deps.llm.stream(context.messages, tools=tool_schemas or None)), tool_schemas)
+        stream = deps.llm.stream(context.messages, tools=tool_schemas or None, deadline=self._deadline())
+        return _Opened(context, _Prefetch(stream), tool_schemas)
 
     async def answer_approvals(
         self, session_id: str, answers: list[ApprovalAnswer], *, user_id: str | None
@@ -290,6 +299,7 @@ class ChatEngine:
         channel = TurnChannel(self.deps.replay, session.session_id, turn_id)  # stores each event's stored form
         accepted = asyncio.get_running_loop().create_future()
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
+        handle.deadline = self._deadline()
         self.running[turn_id] = handle
         if answer_id is None:
             handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
@@ -504,7 +514,7 @@ class ChatEngine:
                     session, prompt, budget_tokens=deps.settings.llm_context_tokens, summarise=None
                 )
                 tool_schemas = deps.tools.openai_tools()
-                stream = deps.llm.stream(context.messages, tools=tool_schemas or None)
+                stream = deps.llm.stream(context.messages, tools=tool_schemas or None, deadline=handle.deadline)
         except Exception as exc:
             logger.warning("approval answer failed", turn_id=handle.turn_id, error=str(exc)[:200])
             publish(StreamError(error_text=ERROR_TEXT))
@@ -596,7 +606,8 @@ class ChatEngine:
                     break
                 messages = [*messages, assistant.to_openai(), *[r.to_openai() for r in results]]
                 final = rounds >= deps.settings.max_tool_rounds
-                stream = deps.llm.stream(messages, tools=tool_schemas, tool_choice="none" if final else None)
+                choice = "none" if final else None
+                stream = deps.llm.stream(messages, tools=tool_schemas, tool_choice=choice, deadline=handle.deadline)
         except ChatError as exc:
             logger.warning("turn failed", turn_id=handle.turn_id, error=exc.message)
             publish(StreamError(error_text=ERROR_TEXT))
