@@ -116,24 +116,16 @@ def check(
         raise Conflict("this approval expired")
     for message in waiting_on_path(session):
         if message.approval_id == record.approval_id:
-            call = _call_of(session, message)
-            if call is None or digest(call) != record.arguments_digest:
+            call = session.call_of(message.tool_call_id)
+            if call is None or digest(call.function.arguments) != record.arguments_digest:
                 raise Conflict("the stored tool call does not match its approval")
             return message, record
     raise Conflict("this approval is not waiting on the conversation's active branch")
 
 
-def _call_of(session: ChatSession, message: ChatMessage) -> str | None:
-    for candidate in session.messages:
-        for call in candidate.tool_calls or []:
-            if call.id == message.tool_call_id:
-                return call.function.arguments
-    return None
-
-
 def arguments_of(session: ChatSession, message: ChatMessage) -> str:
     """The stored arguments of a waiting call (what runs when it is approved — never the client's copy)."""
-    call = _call_of(session, message)
+    call = session.call_of(message.tool_call_id)
     if call is None:
         raise Conflict("the stored tool call is missing")
-    return call
+    return call.function.arguments

@@ -222,6 +222,14 @@ class ChatSession(_Model):
             parent = message.seq
         return parent == self.leaf_seq
 
+    def call_of(self, tool_call_id: str | None) -> ToolCall | None:
+        """The assistant's stored tool call with this id, among ``messages``."""
+        for message in self.messages:
+            for call in message.tool_calls or []:
+                if call.id == tool_call_id:
+                    return call
+        return None
+
     def path_to(self, seq: int) -> list[ChatMessage]:
         """The active path up to and including message ``seq`` (which must be on it)."""
         for index, message in enumerate(self.messages):

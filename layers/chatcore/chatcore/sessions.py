@@ -257,11 +257,7 @@ class SessionService:
     async def versions(self, session_id: str, user_id: str, ref: str) -> tuple[list[ChatMessage], int]:
         """The versions of the message ``ref`` names (``chatcore.branches.find``), oldest first, and the index
         of the one on the active path (-1 when none is)."""
-        session, messages = await self._tree(session_id, user_id)
-        path = with_messages(session, messages).messages
-        message = branches.find(messages, ref, path)
-        if message is None:
-            raise NotFound("message not found")
+        messages, path, message = await self._find(session_id, user_id, ref)
         found = branches.versions(messages, message)
         active = {m.seq for m in path}
         return found, next((i for i, m in enumerate(found) if m.seq in active), -1)
@@ -269,10 +265,7 @@ class SessionService:
     async def switch_branch(self, session_id: str, user_id: str, ref: str) -> ChatSession:
         """Make the version ``ref`` names active: the newest leaf under it becomes the session's active leaf.
         Refused (409) while a reply is being generated."""
-        session, messages = await self._tree(session_id, user_id)
-        message = branches.find(messages, ref, with_messages(session, messages).messages)
-        if message is None:
-            raise NotFound("message not found")
+        messages, _, message = await self._find(session_id, user_id, ref)
         meta = await self.store.set_leaf(session_id, branches.newest_leaf(messages, message), owner=user_id)
         if meta is None:
             now = await self.store.load_meta(session_id)
@@ -281,6 +274,17 @@ class SessionService:
             raise TurnInProgress("a reply is being generated in this session; switch when it has finished")
         await self.cache.invalidate(session_id, version=meta.version)
         return meta
+
+    async def _find(
+        self, session_id: str, user_id: str, ref: str
+    ) -> tuple[list[ChatMessage], list[ChatMessage], ChatMessage]:
+        """Every stored message, the active path, and the message ``ref`` names (``chatcore.branches.find``)."""
+        session, messages = await self._tree(session_id, user_id)
+        path = with_messages(session, messages).messages
+        message = branches.find(messages, ref, path)
+        if message is None:
+            raise NotFound("message not found")
+        return messages, path, message
 
     async def _tree(self, session_id: str, user_id: str | None) -> tuple[ChatSession, list[ChatMessage]]:
         found = await self.store.load_tree(session_id) if is_valid_session_id(session_id) else None

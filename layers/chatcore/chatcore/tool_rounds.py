@@ -153,7 +153,9 @@ class ToolRounds:
         operations = self.deps.operations
         if operations is None or not message.operation_id or not message.seq:
             raise ValueError("not a stored pending tool message")
-        call = next(c for m in session.messages if m.tool_calls for c in m.tool_calls if c.id == message.tool_call_id)
+        call = session.call_of(message.tool_call_id)
+        if call is None:
+            raise ValueError("a pending tool message without its stored call")
         kind = self.deps.tools.get(call.function.name)
         operation = Operation(
             operation_id=message.operation_id,

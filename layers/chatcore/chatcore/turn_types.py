@@ -7,11 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatcore.config import Settings
-from chatcore.models import ChatMessage
 from chatcore.operations import Operations
 from chatcore.ports import ApprovalRecords, ChatModel, ReplayLog, SessionRepository, TurnLeases, UserContexts
 from chatcore.replay import TurnChannel
-from chatcore.stream import StreamEvent
 from chatcore.tools import ToolRegistry
 
 
@@ -45,9 +43,6 @@ class TurnHandle:
     # The assistant message this run writes (``start.messageId``, the stored messages' ``turn_id``): the turn's own
     # id, or the asking turn's when an approval's answer continues that message.
     answer_id: str = ""
-    prelude: list[StreamEvent] = field(default_factory=list)  # sent after ``start`` (an approval's tool outputs)
-    start_operations: list[ChatMessage] = field(default_factory=list)  # approved long-running calls to start
-    call_model: bool = True  # False: the run only reports (an approval still waits, or a background tool runs)
     deadline: float | None = None  # loop time by which the model must have answered (the function's timeout)
 
     def __post_init__(self) -> None:

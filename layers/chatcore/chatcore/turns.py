@@ -157,7 +157,9 @@ class ChatEngine:
         # The model request goes out now, concurrently with the lease write (and later the user message's): the
         # first token does not wait for either. A refused lease cancels it before any byte reaches the client.
         read_version = session.version
-        opening = None if waiting_on_path(session) else self._open_early(session, plan, turn_id, user_context)
+        deadline = self._deadline()  # the turn's, from its start
+        early = not waiting_on_path(session)
+        opening = self._open_early(session, plan, turn_id, user_context, deadline) if early else None
         prepared = session.messages
         try:
             session = await deps.leases.take(
@@ -202,6 +204,7 @@ class ChatEngine:
             branch_from=branch_from,
             user_context=user_context,
             opening=opening.task if opening is not None else None,
+            deadline=deadline,
         )
         try:
             await asyncio.shield(handle.accepted)
@@ -216,12 +219,14 @@ class ChatEngine:
             return None
         return asyncio.get_running_loop().time() + max(1.0, timeout - FUNCTION_RESERVE_SECONDS)
 
-    def _open_early(self, session: ChatSession, plan: Plan, turn_id: str, user_context: str) -> _Early:
+    def _open_early(
+        self, session: ChatSession, plan: Plan, turn_id: str, user_context: str, deadline: float | None
+    ) -> _Early:
         """Prepare ``session`` for ``plan`` and start building the context and the model request at once."""
         branch_from = _prepare(session, plan, turn_id)
-        return _Early(asyncio.create_task(self._open(session, user_context)), branch_from)
+        return _Early(asyncio.create_task(self._open(session, user_context, deadline)), branch_from)
 
-    async def _open(self, session: ChatSession, user_context: str) -> _Opened:
+    async def _open(self, session: ChatSession, user_context: str, deadline: float | None) -> _Opened:
         """The history this turn needs (summarised once when it outgrows the budget), then the model request."""
         deps = self.deps
         context = await build_context(
@@ -231,7 +236,7 @@ class ChatEngine:
             summarise=self._summarise,
         )
         tool_schemas = deps.tools.openai_tools()
-        stream = deps.llm.stream(context.messages, tools=tool_schemas or None, deadline=self._deadline())
+        stream = deps.llm.stream(context.messages, tools=tool_schemas or None, deadline=deadline)
         return _Opened(context, _Prefetch(stream), tool_schemas)
 
     async def answer_approvals(
@@ -293,13 +298,14 @@ class ChatEngine:
         answer_id: str | None = None,
         user_context: str = "",
         opening: asyncio.Task[_Opened] | None = None,
+        deadline: float | None = None,
     ) -> TurnHandle:
         """Register the run; it starts as a turn unless ``answer_id`` says it continues another's message (the
         caller starts it)."""
         channel = TurnChannel(self.deps.replay, session.session_id, turn_id)  # stores each event's stored form
         accepted = asyncio.get_running_loop().create_future()
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
-        handle.deadline = self._deadline()
+        handle.deadline = deadline if deadline is not None else self._deadline()
         self.running[turn_id] = handle
         if answer_id is None:
             handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
@@ -384,12 +390,11 @@ class ChatEngine:
     async def _resend(self, session: ChatSession, client_key: str) -> ExistingTurn:
         """The turn a stored message started. While a turn runs, its message can be stored a moment before the turn
         registers it in the replay log: wait for that briefly instead of answering 409."""
-        if session.active_turn_id is None:
-            return await self._existing(session.session_id, client_key)
-        existing = await self._await_existing(session.session_id, client_key)
-        if existing is None:
-            return await self._existing(session.session_id, client_key)
-        return existing
+        if session.active_turn_id is not None:
+            existing = await self._await_existing(session.session_id, client_key)
+            if existing is not None:
+                return existing
+        return await self._existing(session.session_id, client_key)
 
     async def _await_existing(self, session_id: str, client_message_id: str) -> ExistingTurn | None:
         """The running turn this message started, waiting briefly: a copy sent at the same moment as the first can
@@ -427,7 +432,7 @@ class ChatEngine:
         stream: _Prefetch | None = None
         begin: asyncio.Task[bool] | None = None
         if opening is None:
-            opening = asyncio.create_task(self._open(session, user_context))
+            opening = asyncio.create_task(self._open(session, user_context, handle.deadline))
         try:
             # 3. The user message is stored while the model request (opened already, or now) goes out.
             last = session.messages[-1] if new_message else None
@@ -496,14 +501,8 @@ class ChatEngine:
         try:
             for waiting, approval in answered:
                 message = await self.rounds.resolve(handle, session, waiting, approval, user_id)
-                assert waiting.seq is not None
-                waits_for = ("pending_approval", approval.approval_id)
-                if (
-                    await deps.sessions.replace_placeholder(session.session_id, waiting.seq, message, waiting=waits_for)
-                    is None
-                ):
+                if not await self._settle(session, waiting, message):
                     raise ChatError("the approved call is no longer waiting")
-                session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
                 if message.status == "pending":
                     await self.rounds.start_operation(handle, session, message, user_id)
             asked = [m for m in session.messages if m.turn_id == handle.answer_id]
@@ -542,12 +541,21 @@ class ChatEngine:
             reason = EXPIRED if record is not None and record.deadline <= now else SUPERSEDED
             if record is not None and approvals is not None:
                 await approvals.answer(record.answered(False, reason, ""), now=now, before_deadline=False)
-            assert waiting.seq is not None
-            message = denial(waiting, reason)
-            waits_for = ("pending_approval", waiting.approval_id or "")
-            await self.deps.sessions.replace_placeholder(session.session_id, waiting.seq, message, waiting=waits_for)
-            session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
+            await self._settle(session, waiting, denial(waiting, reason))
         return session
+
+    async def _settle(self, session: ChatSession, waiting: ChatMessage, message: ChatMessage) -> bool:
+        """Store ``message`` in place of the approval placeholder ``waiting`` (only while it still waits) and in
+        ``session``; False when it no longer waited."""
+        assert waiting.seq is not None
+        waits_for = ("pending_approval", waiting.approval_id or "")
+        stored = await self.deps.sessions.replace_placeholder(
+            session.session_id, waiting.seq, message, waiting=waits_for
+        )
+        if stored is None:
+            return False
+        session.messages = [message if m.seq == waiting.seq else m for m in session.messages]
+        return True
 
     async def _existing_run(self, session_id: str, run_id: str) -> ExistingTurn:
         if not await self.deps.replay.exists(run_id):
