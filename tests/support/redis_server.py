@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -60,8 +61,27 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing is answered or applied until ``resume``."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT): it then reads and applies whatever was sent to it meanwhile."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """``kill -9``: the server dies with its data (it persists nothing); ``start`` brings it back empty on the
+        same port."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused server handles SIGTERM only once thawed
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None

@@ -198,6 +198,10 @@ class SessionCache:
     def enabled(self) -> bool:
         return self._redis.enabled
 
+    def available(self) -> bool:
+        """Whether a read may find anything: Redis is configured and its circuit is closed."""
+        return self._redis.available()
+
     async def close(self) -> None:
         await self._redis.close()
 

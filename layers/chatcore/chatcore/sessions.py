@@ -10,6 +10,7 @@ Module-level functions (``get_chat_session`` …) use the service of the process
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -25,7 +26,7 @@ from chatcore.cache import SessionCache
 from chatcore.dynamo.codecs import with_messages
 from chatcore.errors import BadRequest, NotFound, TurnInProgress
 from chatcore.models import ChatMessage, ChatSession, Feedback, Rating, is_valid_session_id
-from chatcore.observability import count_by
+from chatcore.observability import count, count_by
 from chatcore.store import SessionStore, TurnGuard
 
 _CURSOR_MAX = 512
@@ -107,12 +108,31 @@ class SessionService:
         """The whole session, or None when it does not exist or ``user_id`` is given and is not the owner."""
         if not is_valid_session_id(session_id):
             return None
-        session = await self.cache.get(session_id)
-        if session is None:
-            session = await self.load_through(session_id)
+        session = await self._current(session_id)
         if session is None or (user_id is not None and session.user_id != user_id):
             return None
         return session
+
+    async def _current(self, session_id: str) -> ChatSession | None:
+        """The session as of this read or newer: the cached copy only when its version is not below META's, read
+        consistently at the same time (Redis and DynamoDB concurrently), else DynamoDB's, cached for the next
+        reader. A copy left behind by a write-through that failed is never served (README, "Cache (Redis)")."""
+        if not self.cache.available():
+            return await self.store.load(session_id)
+        cached, meta = await asyncio.gather(self.cache.get(session_id), self.store.load_meta(session_id))
+        if meta is None:
+            return None
+        if cached is not None and cached.version >= meta.version:
+            return cached
+        if cached is not None:
+            count("CacheStale")
+        return await self.load_through(session_id)
+
+    async def get_session_meta(self, session_id: str, user_id: str) -> ChatSession | None:
+        """The session without its messages (``usage`` empty, ``usage_totals`` right), read from META alone: one
+        consistent read, so always current; None when missing, deleted or not ``user_id``'s."""
+        meta = await self.store.load_meta(session_id) if is_valid_session_id(session_id) else None
+        return meta if meta is not None and meta.user_id == user_id else None
 
     async def load_through(self, session_id: str) -> ChatSession | None:
         """The session from DynamoDB (a cache miss), cached for the next reader."""
@@ -345,7 +365,7 @@ class SessionLeases:
 
     async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
         meta = await self.store.acquire_turn(session.session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
-        if meta.message_count != session.message_count:  # written since it was read (the cache may lag)
+        if meta.version != session.version + 1:  # written since it was read, or read from a stale cached copy
             fresh = await self.store.load(session.session_id)
             if fresh is None:
                 raise NotFound("session not found")

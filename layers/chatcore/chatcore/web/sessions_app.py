@@ -157,7 +157,7 @@ class SessionsApi:
         principal = await self._principal(request)
         known_query(request, set())
         session_id = session_id_param(request)
-        session = await self.service.get_chat_session(session_id, principal.user_id)
+        session = await self.service.get_session_meta(session_id, principal.user_id)
         if session is None:
             raise NotFound("session not found")
         return JSONResponse(dump(SessionOut.of(session)))
