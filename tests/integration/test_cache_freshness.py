@@ -23,6 +23,8 @@ from chatcore.models import ChatMessage, ChatSession
 from chatcore.sessions import SessionService
 from chatcore.web.sessions_app import create_sessions_app
 from tests.conftest import ChatStack
+from tests.integration.test_chat_branches import _last_prompt, _regenerate_body, _user
+from tests.integration.test_chat_turns import ui_body
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sse import parse_sse
 from tests.support.tokens import SECRET, auth_header
@@ -181,8 +183,6 @@ async def _switch(service: SessionService, session_id: str, ref: str) -> ChatSes
 
 
 def test_a_turn_continues_the_branch_dynamodb_holds_not_a_stale_cached_one(chat_stack: ChatStack):
-    from tests.integration.test_chat_branches import _last_prompt
-    from tests.integration.test_chat_turns import ui_body
 
     sid = "stale-branch-0001"
     unreachable = f"redis://127.0.0.1:{free_port()}/0"  # another instance, whose write-through never arrives
@@ -199,3 +199,32 @@ def test_a_turn_continues_the_branch_dynamodb_holds_not_a_stale_cached_one(chat_
         parse_sse(client.post("/chat", json=ui_body(sid, "And then?", "u-2")).text)
         prompt = _last_prompt(chat_stack)
         assert [m["content"] for m in prompt if m["role"] == "user"] == ["Apples", "And then?"]
+
+
+async def _append_exchange(service: SessionService, session_id: str, question: str, answer: str, turn: str) -> None:
+    try:
+        session = await service.get_chat_session(session_id, "alice")
+        assert session is not None
+        session.messages.append(ChatMessage(role="user", content=question, client_message_id="u-elsewhere"))
+        session.messages.append(ChatMessage(role="assistant", content=answer, turn_id=turn))
+        await service.upsert_chat_session(session)
+    finally:
+        await service.aclose()
+
+
+def test_a_refusal_is_never_decided_on_a_stale_cached_copy(chat_stack: ChatStack):
+
+    sid = "stale-refusal-0001"
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    elsewhere = Container(dataclasses.replace(chat_stack.settings, redis_url=unreachable)).sessions
+    with chat_stack.client() as client:
+        parse_sse(client.post("/chat", json=ui_body(sid, "Apples", "u-1")).text)
+        cached = _cached_version(chat_stack.settings.redis_url, sid)
+        asyncio.run(_append_exchange(elsewhere, sid, "Pears?", "Pears.", "turn_elsewhere"))
+        assert _cached_version(chat_stack.settings.redis_url, sid) == cached  # the cache lacks the new answer
+        body = _regenerate_body(sid, [_user("u-1", "Apples"), _user("u-elsewhere", "Pears?")], "turn_elsewhere")
+        response = client.post("/chat", json=body)
+        assert response.status_code == 200, response.text
+        assert parse_sse(response.text).types[-1] == "finish"
+        prompt = _last_prompt(chat_stack)
+        assert [m["content"] for m in prompt if m["role"] == "user"] == ["Apples", "Pears?"]

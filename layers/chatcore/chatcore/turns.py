@@ -150,7 +150,11 @@ class ChatEngine:
         ``ChatError`` (404, 409, 422, ...) before anything is streamed."""
         deps = self.deps
         session, user_context = await self._load_or_create(session_id, user_id, create)
-        plan = plan_turn(session, intent)
+        try:
+            plan = plan_turn(session, intent)
+        except ChatError as refusal:
+            session = await self._recheck(session, refusal)
+            plan = plan_turn(session, intent)
         if isinstance(plan, Resend):
             return await self._resend(session, plan.client_key)
         turn_id = new_id("turn_")
@@ -211,6 +215,16 @@ class ChatEngine:
         except DuplicateClientMessage:
             return await self._existing(session_id, _client_key(plan) or "")
         return handle
+
+    async def _recheck(self, session: ChatSession, refusal: ChatError) -> ChatSession:
+        """DynamoDB's copy, to decide ``refusal`` again: ``session`` may be a cached copy that lacks a write whose
+        write-through failed. Raises ``refusal`` when nothing was written since."""
+        fresh = await self.deps.sessions.load_fresh(session.session_id)
+        if fresh is None or fresh.user_id != session.user_id:
+            raise NotFound("session not found")
+        if fresh.version == session.version:
+            raise refusal
+        return fresh
 
     def _deadline(self) -> float | None:
         """When this turn's model attempts must be done: the function's timeout less the time to store the answer."""
