@@ -95,6 +95,9 @@ def sessions_crud(chat: ChatStack) -> None:
         sid = created.json()["id"]
         assert client.get(f"/sessions/{sid}").status_code == 200
         assert client.get("/sessions?limit=5").status_code == 200
+        for filters in ("status=archived", "chat_type=chat", "chat_type=chat&status=active"):  # the filtered indexes
+            assert client.get(f"/sessions?limit=5&{filters}").status_code == 200
+        assert client.patch(f"/sessions/{sid}", json={"status": "archived"}).status_code == 200
         assert client.patch(f"/sessions/{sid}", json={"title": "renamed"}).status_code == 200
         assert client.get("/users/me/context").status_code == 200
         context = client.put("/users/me/context", json={"context": "Audits IAM roles.", "version": 0})

@@ -38,6 +38,7 @@ from chatcore.dynamo.keys import (
     Item,
     by_user_sk,
     cmid_key,
+    filter_keys,
     meta_key,
     msg_key,
     n_attr,
@@ -120,13 +121,14 @@ async def _create(table: Table, session: ChatSession, messages: list[ChatMessage
 async def _append(table: Table, session: ChatSession, messages: list[ChatMessage], turn: TurnGuard | None) -> bool:
     """Append ``messages`` and write changed fields; returns True when it had to retry after a race."""
     expected_version, first_seq, leaf = session.version, session.message_count + 1, session.leaf_seq
+    listed = (session.chat_type, session.status)  # what META holds after this write: the filtered indexes' keys
     raced = False
     for attempt in range(MAX_WRITE_ATTEMPTS):
         now = utcnow()
         parents = _parents(messages, leaf, first_seq)
         try:
             await table.transact(
-                _append_items(table, session, messages, parents, expected_version, first_seq, now, turn)
+                _append_items(table, session, messages, parents, expected_version, first_seq, now, turn, listed)
             )
         except ServiceRefused as exc:
             if not exc.cancelled:
@@ -140,6 +142,8 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
             if turn is not None and fresh.active_turn_id != turn.turn_id:
                 raise TurnLost("this turn no longer holds the session's lease") from exc
             expected_version, first_seq, leaf = fresh.version, fresh.message_count + 1, fresh.leaf_seq
+            changed = session.changed_fields()
+            listed = (changed.get("chat_type", fresh.chat_type), changed.get("status", fresh.status))
             raced = True
             await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter
             continue
@@ -176,13 +180,18 @@ def _append_items(
     first_seq: int,
     now: datetime,
     turn: TurnGuard | None,
+    listed: tuple[str, str],
 ) -> list[TransactWriteItemTypeDef]:
+    """The transaction's items. ``listed`` is the (chat type, status) META holds after the write: the filtered
+    indexes' keys are written with every append, so a session stored before those indexes existed joins them."""
     ex = Expression().increment("version")
     ex.set("message_count", n_attr(first_seq - 1 + len(messages))).set("updated_at", s_attr(iso(now)))
     if messages:
         ex.set("leaf_seq", n_attr(first_seq - 1 + len(messages)))
     if session.user_id:
         ex.set("GSI1SK", s_attr(by_user_sk(iso(now), session.session_id)))
+        for attribute, value in filter_keys(session.user_id, *listed).items():
+            ex.set(attribute, value)
     for field, value in session.changed_fields().items():
         if field == "title" and session.title_proposed:
             ex.set_unless("title", USER_TITLE, field_value(field, value))

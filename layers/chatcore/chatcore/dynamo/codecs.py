@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chatcore.dynamo.keys import META, Item, by_user_sk, key, msg_sk, n_attr, pk, s_attr, user_pk
+from chatcore.dynamo.keys import META, Item, by_user_sk, filter_keys, key, msg_sk, n_attr, pk, s_attr, user_pk
 from chatcore.models import ChatMessage, ChatSession, Usage, active_path, usage_of, utcnow, version_groups
 
 USAGE_ATTRIBUTES = ("usage_prompt", "usage_completion", "usage_total")
@@ -52,6 +52,7 @@ def encode_meta(session: ChatSession, now: datetime, messages: Sequence[ChatMess
         item["user_id"] = s_attr(session.user_id)
         item["GSI1PK"] = s_attr(user_pk(session.user_id))
         item["GSI1SK"] = s_attr(by_user_sk(iso(now), session.session_id))
+        item.update(filter_keys(session.user_id, session.chat_type, session.status))
     return item
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from chatcore.dynamo.codecs import iso
 from chatcore.dynamo.expressions import Expression
-from chatcore.dynamo.keys import META, TOMBSTONE_DAYS, meta_key, n_attr, pk, s_attr
+from chatcore.dynamo.keys import LISTING_KEYS, META, TOMBSTONE_DAYS, meta_key, n_attr, pk, s_attr
 from chatcore.dynamo.table import Table
 from chatcore.models import utcnow
 
@@ -32,7 +32,7 @@ async def delete(
     now = utcnow()
     ex = Expression().set_if_absent("deleted_at", s_attr(iso(now)))
     ex.set("expires_at", n_attr(int((now + timedelta(days=TOMBSTONE_DAYS)).timestamp())))
-    ex.remove("GSI1PK", "GSI1SK", "title", "metadata")
+    ex.remove(*LISTING_KEYS, "title", "metadata")
     ex.require("attribute_exists(PK)")
     if owner is not None:
         ex.require(ex.eq("user_id", s_attr(owner)))

@@ -14,7 +14,11 @@ APPROVAL_PREFIX = "APPROVAL#"
 FEEDBACK_PREFIX = "FEEDBACK#"  # sorts before META: outside the META..MSG#~ range a session read queries
 USER_CONTEXT = "CONTEXT"
 MSG_END = "MSG#~"  # sorts after every MSG#<digits>
-BY_USER_INDEX = "ByUser"
+BY_USER_INDEX = "ByUser"  # GSI1PK = USER#<uid>, GSI1SK = <updated_at>#<sid>: a user's sessions, newest first
+# The same sort key, partitioned by the listing filters: a filtered page reads only the sessions it returns.
+BY_USER_STATUS_INDEX = "ByUserStatus"  # GSI2PK = USER#<uid>#STATUS#<status>
+BY_USER_TYPE_INDEX = "ByUserTypeStatus"  # GSI3PK = USER#<uid>#TYPE#<chat_type>#STATUS#<status>
+LISTING_KEYS = ("GSI1PK", "GSI1SK", "GSI2PK", "GSI3PK")
 TOMBSTONE_DAYS = 30
 
 # The conditions written once: an item that must not exist yet, and a session that exists and is not deleted.
@@ -44,6 +48,20 @@ def user_pk(user_id: str) -> str:
 
 def by_user_sk(updated_at: str, session_id: str) -> str:
     return f"{updated_at}#{session_id}"
+
+
+def by_status_pk(user_id: str, status: str) -> str:
+    return f"{user_pk(user_id)}#STATUS#{status}"
+
+
+def by_type_pk(user_id: str, chat_type: str, status: str) -> str:
+    # Unambiguous: neither a chat type nor a status contains '#', so both are read back from the end.
+    return f"{user_pk(user_id)}#TYPE#{chat_type}#STATUS#{status}"
+
+
+def filter_keys(user_id: str, chat_type: str, status: str) -> Item:
+    """The partition keys of the filtered indexes for a session of ``user_id`` with this type and status."""
+    return {"GSI2PK": s_attr(by_status_pk(user_id, status)), "GSI3PK": s_attr(by_type_pk(user_id, chat_type, status))}
 
 
 def key(partition: str, sort: str) -> Item:

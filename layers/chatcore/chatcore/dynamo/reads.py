@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from contextlib import aclosing
-from typing import Any
+from typing import get_args
 
-from chatcore.dynamo.codecs import decode_message, decode_meta, iso, with_messages
+from chatcore.dynamo.codecs import decode_message, decode_meta, with_messages
 from chatcore.dynamo.expressions import Expression
-from chatcore.dynamo.keys import BY_USER_INDEX, META, MSG_END, by_user_sk, meta_key, pk, s_attr, user_pk
+from chatcore.dynamo.keys import (
+    BY_USER_INDEX,
+    BY_USER_STATUS_INDEX,
+    BY_USER_TYPE_INDEX,
+    META,
+    MSG_END,
+    Item,
+    by_status_pk,
+    by_type_pk,
+    by_user_sk,
+    meta_key,
+    pk,
+    s_attr,
+    user_pk,
+)
 from chatcore.dynamo.table import Table
 from chatcore.errors import ServiceUnavailable
-from chatcore.models import ChatMessage, ChatSession
+from chatcore.models import ChatMessage, ChatSession, SessionStatus
 
 Cursor = tuple[str, str]  # (updated_at iso, session_id) of the last session of a page
 
@@ -63,28 +78,41 @@ async def list_for_user(
     status: str | None = None,
     chat_type: str | None = None,
 ) -> tuple[list[ChatSession], Cursor | None]:
-    """Sessions of ``user_id`` newest first; ``start_after`` and the returned cursor are
-    ``(updated_at_iso, session_id)`` of the last session of a page."""
+    """Sessions of ``user_id`` newest first, of that ``status`` and ``chat_type`` when given; ``start_after`` and
+    the returned cursor are ``(updated_at_iso, session_id)`` of the last session of a page (None after a page
+    that is not full). Each filter has its index (``keys.BY_USER_*``, one sort key): a page reads the sessions
+    it returns, and a chat type alone the newest ``limit`` of each status, merged."""
+    if chat_type and not status:
+        partitions = [
+            (BY_USER_TYPE_INDEX, "GSI3PK", by_type_pk(user_id, chat_type, s)) for s in get_args(SessionStatus)
+        ]
+    elif chat_type and status:
+        partitions = [(BY_USER_TYPE_INDEX, "GSI3PK", by_type_pk(user_id, chat_type, status))]
+    elif status:
+        partitions = [(BY_USER_STATUS_INDEX, "GSI2PK", by_status_pk(user_id, status))]
+    else:
+        partitions = [(BY_USER_INDEX, "GSI1PK", user_pk(user_id))]
+    found = await asyncio.gather(*(_newest(table, *p, limit=limit, start_after=start_after) for p in partitions))
+    items = sorted(itertools.chain(*found), key=lambda item: item["GSI1SK"]["S"], reverse=True)[:limit]
+    if len(items) < limit:
+        return [decode_meta(item) for item in items], None
+    updated, _, sid = items[-1]["GSI1SK"]["S"].partition("#")  # an ISO time holds no '#'
+    return [decode_meta(item) for item in items], (updated, sid)
+
+
+async def _newest(
+    table: Table, index: str, attribute: str, partition: str, *, limit: int, start_after: Cursor | None
+) -> list[Item]:
+    """Up to ``limit`` items of one index partition, newest first, after the cursor (a key condition: the
+    cursor's session may have moved since, its position has not)."""
     ex = Expression()
-    ex.key(ex.eq("GSI1PK", s_attr(user_pk(user_id))))
-    if status:
-        ex.filter(ex.eq("status", s_attr(status)))
-    if chat_type:
-        ex.filter(ex.eq("chat_type", s_attr(chat_type)))
-    options: dict[str, Any] = {"IndexName": BY_USER_INDEX, "ScanIndexForward": False, "Limit": limit}
+    ex.key(ex.eq(attribute, s_attr(partition)))
     if start_after:
-        updated, sid = start_after
-        options["ExclusiveStartKey"] = {
-            **meta_key(sid),
-            "GSI1PK": s_attr(user_pk(user_id)),
-            "GSI1SK": s_attr(by_user_sk(updated, sid)),
-        }
-    sessions: list[ChatSession] = []
-    async with aclosing(table.pages(ex, **options)) as pages:
-        async for page in pages:
-            for item in page.get("Items", []):
-                sessions.append(decode_meta(item))
-                if len(sessions) == limit:
-                    tail = sessions[-1]
-                    return sessions, (iso(tail.updated_at), tail.session_id)
-    return sessions, None
+        ex.key(f"{ex.name('GSI1SK')} < {ex.value(s_attr(by_user_sk(*start_after)))}")
+    items: list[Item] = []
+    async with aclosing(table.pages(ex, IndexName=index, ScanIndexForward=False, Limit=limit)) as pages:
+        async for page in pages:  # one page, unless a page's 1 MB ended it first
+            items.extend(page.get("Items", []))
+            if len(items) >= limit:
+                break
+    return items[:limit]
