@@ -12,6 +12,7 @@ import pytest
 
 from chatcore.config import Settings
 from chatcore.container import Container
+from chatcore.dynamo.backfill import backfill
 from chatcore.dynamo.codecs import encode_meta
 from chatcore.models import ChatMessage, ChatSession, utcnow
 from chatcore.sessions import SessionService
@@ -137,3 +138,23 @@ async def test_filters_page_newest_first_across_types_and_statuses(listing: tupl
     assert await service.delete_session(moved.session_id, "alice")
     for filters in ({}, {"status": "archived"}, {"chat_type": "agent"}, {"chat_type": "agent", "status": "archived"}):
         assert moved.session_id not in await _all_pages(service, 50, **filters)
+
+
+async def test_sessions_stored_before_the_indexes_join_them(listing: tuple[SessionService, ReadCounter]):
+    service, _ = listing
+    client = boto3.client("dynamodb")
+    old = [await service.create_session("alice", chat_type="agent") for _ in range(3)]
+    for session in old:  # as written before the filtered indexes existed
+        key = {"PK": {"S": f"SESSION#{session.session_id}"}, "SK": {"S": "META"}}
+        client.update_item(TableName=service.store.table_name, Key=key, UpdateExpression="REMOVE GSI2PK, GSI3PK")
+    assert await service.delete_session(old[2].session_id, "alice")
+    assert await _all_pages(service, 10, chat_type="agent") == []  # not yet in the filtered indexes
+    assert await _all_pages(service, 10) == [old[1].session_id, old[0].session_id]  # the listing is unaffected
+    appended = await service.get_chat_session(old[0].session_id, "alice")
+    assert appended is not None
+    appended.messages.append(ChatMessage(role="user", content="an append writes the keys"))
+    await service.upsert_chat_session(appended)
+    assert await _all_pages(service, 10, status="active") == [old[0].session_id]
+    assert await backfill(service.store.table) == 1  # the other one; the deleted one stays out
+    assert await _all_pages(service, 10, chat_type="agent", status="active") == [old[0].session_id, old[1].session_id]
+    assert await backfill(service.store.table) == 0

@@ -112,6 +112,16 @@ class Table:
                 return
             kwargs["ExclusiveStartKey"] = last
 
+    async def scan(self, expression: Expression) -> AsyncGenerator[list[Item]]:
+        """The whole table, page by page, as far as the expression's filter lets through (maintenance only)."""
+        kwargs: dict[str, Any] = {"TableName": self.name, "ConsistentRead": True, **expression.params()}
+        while True:
+            page: dict[str, Any] = dict(await call(SERVICE, self._db.scan, **kwargs))
+            yield list(page.get("Items", []))
+            if not page.get("LastEvaluatedKey"):
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     async def query(self, expression: Expression, **options: Any) -> list[Item]:
         """Every item the query matches, consistently read, all pages."""
         items: list[Item] = []
