@@ -228,3 +228,30 @@ def test_a_refusal_is_never_decided_on_a_stale_cached_copy(chat_stack: ChatStack
         assert parse_sse(response.text).types[-1] == "finish"
         prompt = _last_prompt(chat_stack)
         assert [m["content"] for m in prompt if m["role"] == "user"] == ["Apples", "Pears?"]
+
+
+@pytest.mark.anyio
+async def test_the_user_context_route_shows_what_dynamodb_holds(table_name: str):
+    server = RedisServer().start()
+    settings = _settings(table_name, server)
+    writer, reader = Container(settings), Container(settings)
+    try:
+        async with _http(reader.sessions, settings) as client:
+            first = await client.put("/users/me/context", json={"context": "Works at ACME.", "version": 0})
+            assert first.status_code == 200, first.text
+            assert (await client.get("/users/me/context")).json()["version"] == 1  # cached by this read
+            server.pause()  # one timeout opens the writer's circuit
+            try:
+                await writer.sessions.get_chat_session("no-such-session-0001", "alice")
+            finally:
+                server.resume()
+            assert not writer.connector.available()
+            await writer.user_contexts.put("alice", "Works at Initech.", expected_version=1)  # no write-through
+            shown = (await client.get("/users/me/context")).json()
+            assert (shown["context"], shown["version"]) == ("Works at Initech.", 2)
+            again = await client.put("/users/me/context", json={"context": "Retired.", "version": shown["version"]})
+            assert again.status_code == 200, again.text
+    finally:
+        await writer.sessions.aclose()
+        await reader.sessions.aclose()
+        server.stop()

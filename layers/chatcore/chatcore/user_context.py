@@ -27,6 +27,11 @@ class UserContextService:
         cached = await self.cache.get_user_context(user_id)
         return cached if cached is not None else await self._load_through(user_id)
 
+    async def current(self, user_id: str) -> UserContext:
+        """The user's context as DynamoDB holds it (one consistent read; the cache is refreshed): what the user is
+        shown and edits by version, never a copy a failed write-through left in the cache."""
+        return await self._load_through(user_id)
+
     async def put(self, user_id: str, text: str, *, expected_version: int | None = None) -> UserContext:
         """Store ``text`` (empty: clear) as the next version; with ``expected_version``, only if it is still the
         stored one (``Conflict`` otherwise). DynamoDB first, then the cache (an older version never replaces it)."""

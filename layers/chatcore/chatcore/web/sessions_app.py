@@ -201,7 +201,7 @@ class SessionsApi:
     async def get_context(self, request: Request) -> Response:
         principal = await self._principal(request)
         known_query(request, set())
-        return JSONResponse(dump(UserContextOut.of(await self.contexts.get(principal.user_id))))
+        return JSONResponse(dump(UserContextOut.of(await self.contexts.current(principal.user_id))))
 
     async def put_context(self, request: Request) -> Response:
         principal = await self._principal(request)
