@@ -34,7 +34,6 @@ def _settings(table_name: str, server: RedisServer, *, retry_after: float = 60.0
     return Settings(
         table_name=table_name,
         redis_url=server.url,
-        redis_timeout_seconds=0.2,
         redis_retry_after_seconds=retry_after,
         auth_mode="hs256",
         jwt_secret=SECRET,
