@@ -43,8 +43,9 @@ class UserContextService:
         return "" if user_id is None else (await self.get(user_id)).context
 
     async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
-        """``get_chat_session(session_id)`` (any owner: the caller checks) and ``user_id``'s context text, read
-        from the cache in one round trip; what missed is read from DynamoDB (both concurrently) and cached."""
+        """The session (any owner: the caller checks) and ``user_id``'s context text, read from the cache in one
+        round trip; what missed is read from DynamoDB (both concurrently) and cached. Unlike ``get_chat_session``
+        the cached session is not checked against META here: a turn's lease write does that (``SessionLeases``)."""
         if user_id is None or not is_valid_session_id(session_id):
             return await self.sessions.get_chat_session(session_id), await self.context_of(user_id)
         cached_session, cached_context = await self.cache.get_with_user_context(session_id, user_id)

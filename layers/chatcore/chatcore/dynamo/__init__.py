@@ -8,7 +8,9 @@ PK = SESSION#<sid>   SK = FEEDBACK#<turn id>   the owner's rating of one answer
 PK = USER#<uid>      SK = CONTEXT             what the assistant knows about the user (versioned)
 PK = OP#<operation id>   SK = META            the operation (chatcore.operations.records)
 PK = CALLBACK#<digest>   SK = SIGNATURE       a used callback signature
-GSI ByUser: GSI1PK = USER#<uid>, GSI1SK = <updated_at>#<sid>
+GSI ByUser:           GSI1PK = USER#<uid>,                                  GSI1SK = <updated_at>#<sid>
+GSI ByUserStatus:     GSI2PK = USER#<uid>#STATUS#<status>,                  GSI1SK (listing by status)
+GSI ByUserTypeStatus: GSI3PK = USER#<uid>#TYPE#<chat_type>#STATUS#<status>, GSI1SK (by type, or type and status)
 
 Modules, each with one reason to change:
 
@@ -24,6 +26,7 @@ Modules, each with one reason to change:
     feedback     ratings of answers: put (guarded by the session), delete, read by turn ids
     user_context the per-user context item: load, versioned save
     store        SessionStore, the facade over the above
+    backfill     once after the filtered indexes were added: their keys for sessions stored before them
 
 Nothing here imports botocore: ``chatcore.aws.call`` translates its errors into ``chatcore.errors``.
 """
