@@ -3,9 +3,12 @@
 ``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
 compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
 Invalidation keeps ``v`` and drops ``d``: the next read goes to DynamoDB, and a slow writer still holding an older
-version cannot put it back. ``chat:user-context:{user_id}`` holds a user's context the same way (its absence too,
-as version 0, so a user without one costs a warm turn no DynamoDB read); a chat turn reads it with the session in
-one pipeline.
+version cannot put it back. None of this survives a write-through that failed (Redis frozen, restarted empty, or
+skipped by an open circuit), so a copy is never trusted alone: readers compare its ``v`` with META's
+(``SessionService.get_chat_session``, the turn's lease write).
+
+``chat:user-context:{user_id}`` holds a user's context the same way (its absence too, as version 0, so a user
+without one costs a warm turn no DynamoDB read); a chat turn reads it with the session in one pipeline.
 
 Every Redis failure is logged, counted (``CacheErrors``) and answered as a miss: a request that DynamoDB can serve
 never fails because of Redis. After a failure the cache is skipped for ``retry_after`` seconds, so a dead Redis
