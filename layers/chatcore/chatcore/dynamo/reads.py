@@ -93,8 +93,10 @@ async def list_for_user(
     else:
         partitions = [(BY_USER_INDEX, "GSI1PK", user_pk(user_id))]
     found = await asyncio.gather(*(_newest(table, *p, limit=limit, start_after=start_after) for p in partitions))
-    items = sorted(itertools.chain(*found), key=lambda item: item["GSI1SK"]["S"], reverse=True)[:limit]
-    if len(items) < limit:
+    # A status change reaches the index a moment later: until then a session may be under both statuses.
+    merged = {item["GSI1SK"]["S"]: item for item in itertools.chain(*found)}
+    items = [merged[k] for k in sorted(merged, reverse=True)[:limit]]
+    if not items or (len(items) < limit and all(len(f) < limit for f in found)):
         return [decode_meta(item) for item in items], None
     updated, _, sid = items[-1]["GSI1SK"]["S"].partition("#")  # an ISO time holds no '#'
     return [decode_meta(item) for item in items], (updated, sid)
