@@ -86,7 +86,7 @@ def test_secrets_are_read_concurrently_through_one_client():
     from chatcore.aws import AwsClients
 
     class Secrets:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803  # botocore's parameter name
+        def get_secret_value(self, SecretId: str) -> dict[str, str]:  # botocore's parameter name
             return {"SecretString": f"value of {SecretId}"}
 
     class CountingClients(AwsClients):
@@ -99,5 +99,8 @@ def test_secrets_are_read_concurrently_through_one_client():
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
     settings = Settings(table_name="t", jwt_secret_arn=arn + "jwt", llm_api_key_secret_arn=arn + "llm")
     container = Container(settings, aws=CountingClients())
-    assert (container.settings.jwt_secret, container.settings.llm_api_key) == (f"value of {arn}jwt", f"value of {arn}llm")
+    assert (container.settings.jwt_secret, container.settings.llm_api_key) == (
+        f"value of {arn}jwt",
+        f"value of {arn}llm",
+    )
     assert CountingClients.built == 1
