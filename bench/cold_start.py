@@ -109,13 +109,12 @@ if kind == "baseline":
     init = end = time.perf_counter()
     init_rss = rss_mb()
 elif kind == "chat":
-    # run.sh: python -m uvicorn --host 127.0.0.1 --port $PORT --app-dir $LAMBDA_TASK_ROOT ... app:asgi_app
+    # run.sh: python -m chatcore.web.serve app:asgi_app (PYTHONPATH: the layer and $LAMBDA_TASK_ROOT)
     import asyncio
-    import uvicorn.main
+    from chatcore.web.serve import server
 
-    sys.path.insert(0, job["dir"])  # uvicorn's --app-dir
-    config = uvicorn.Config("app:asgi_app", host="127.0.0.1", port=job["port"], access_log=False, timeout_keep_alive=60)
-    server = uvicorn.Server(config)
+    sys.path.insert(0, job["dir"])
+    server = server("app:asgi_app", port=job["port"])
 
     async def get(path):
         reader, writer = await asyncio.open_connection("127.0.0.1", job["port"])

@@ -154,3 +154,45 @@ def test_os_environ_only_in_config():
     for source in (ROOT / "layers/chatcore/chatcore").rglob("*.py"):
         if source.name != "config.py":
             assert "os.environ" not in source.read_text(), source
+
+
+def test_the_chat_server_starts_uvicorn_without_its_command_line(tmp_path):
+    """run.sh's launcher serves the app through uvicorn (lifespan, a request) without importing click and the
+    supervisors that `python -m uvicorn` loads."""
+    (tmp_path / "tiny.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        while (await receive())['type'] != 'lifespan.shutdown':\n"
+        "            await send({'type': 'lifespan.startup.complete'})\n"
+        "        await send({'type': 'lifespan.shutdown.complete'})\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'ok'})\n"
+    )
+    modules = _run(
+        "import asyncio, socket, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from chatcore.web.serve import server\n"
+        "with socket.socket() as s:\n"
+        "    s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]\n"
+        "srv = server('tiny:app', port=port)\n"
+        "async def main():\n"
+        "    task = asyncio.create_task(srv.serve())\n"
+        "    while not srv.started:\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    reader, writer = await asyncio.open_connection('127.0.0.1', port)\n"
+        "    writer.write(b'GET /ready HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n')\n"
+        "    answer = await reader.read()\n"
+        "    writer.close()\n"
+        "    assert answer.startswith(b'HTTP/1.1 200') and b'\\r\\nok\\r\\n' in answer, answer\n"
+        "    srv.should_exit = True\n"
+        "    await task\n"
+        "asyncio.run(main())\n"
+    )
+    assert "uvicorn.server" in modules and "uvicorn.lifespan.on" in modules
+    assert not {"click", "uvicorn.main", "uvicorn.supervisors"} & modules
+
+
+def test_run_sh_starts_the_launcher():
+    script = (ROOT / "functions/chat/run.sh").read_text()
+    assert 'exec python -m chatcore.web.serve --port "${PORT:-8080}" app:asgi_app' in script

@@ -55,7 +55,9 @@ class Container:
         if settings.secret_arns():
             from chatcore.secret_settings import with_secrets  # only where a secret is configured
 
-            settings = with_secrets(settings, read=lambda arn: read_secret(self.aws.secretsmanager(), arn))
+            # The client is built here, once: secrets are read in parallel threads, which would each build one.
+            client = self.aws.secretsmanager()
+            settings = with_secrets(settings, read=lambda arn: read_secret(client, arn))
         return settings
 
     # -- storage ------------------------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""botocore's service models as chatcore loads them: a client's service is looked up by name, never by listing
+every service botocore has (a cold-start cost); what the listing answers is unchanged."""
+
+from __future__ import annotations
+
+import botocore.session
+import pytest
+from botocore.exceptions import UnknownServiceError
+from botocore.loaders import Loader
+
+from chatcore.aws import ServiceModels
+
+SERVICES = ("dynamodb", "secretsmanager", "ssm", "stepfunctions")
+
+
+def _session(loader: Loader) -> botocore.session.Session:
+    session = botocore.session.get_session()
+    session.register_component("data_loader", loader)
+    return session
+
+
+def test_clients_are_built_without_listing_every_service(monkeypatch: pytest.MonkeyPatch):
+    def listing(self: Loader, type_name: str) -> list[str]:
+        raise AssertionError(f"listed every {type_name} model")
+
+    monkeypatch.setattr(Loader, "list_available_services", listing)
+    session = _session(ServiceModels())
+    for service in SERVICES:
+        client = session.create_client(
+            service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        assert client.meta.service_model.service_name == service
+
+
+def test_unknown_services_are_refused_and_the_listing_is_botocores():
+    ours, botocores = ServiceModels(), Loader()
+    with pytest.raises(UnknownServiceError):
+        _session(ours).create_client("no-such-service", region_name="us-east-1")
+    names = ours.list_available_services("service-2")
+    assert list(names) == botocores.list_available_services("service-2") and len(names) > 400
+    assert all(s in names for s in SERVICES) and "no-such-service" not in names and "../dynamodb" not in names
