@@ -9,12 +9,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from chatcore.models import CHAT_TYPE_PATTERN, ChatMessage, ChatSession, Feedback, Rating, ToolCall, Usage, UserContext
 
 ChatType = Annotated[str, StringConstraints(pattern=CHAT_TYPE_PATTERN)]
 SessionStatusIn = Literal["active", "archived"]
 MAX_COMMENT_CHARS = 2000
+# A path's {message_id} or a branch switch's message_id: a message id, an answer's turn id or a client message id.
+MESSAGE_REF_PATTERN = r"^[\w.:#-]{1,128}$"
 
 
 # Validators and serializers are built on first use, not at import (a cold start builds only what its request needs).
@@ -33,10 +36,12 @@ class CreateSessionIn(_In):
 
 
 class UpdateSessionIn(_In):
-    title: str | None = None
-    chat_type: ChatType | None = None
-    status: SessionStatusIn | None = None
-    metadata: dict[str, JsonValue] | None = None
+    # At least one field, and each one given has a value: a null is refused (422), not read as "unchanged".
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra={"minProperties": 1})
+    title: str | SkipJsonSchema[None] = None
+    chat_type: ChatType | SkipJsonSchema[None] = None
+    status: SessionStatusIn | SkipJsonSchema[None] = None
+    metadata: dict[str, JsonValue] | SkipJsonSchema[None] = None
 
 
 class DeleteSessionsIn(_In):
@@ -168,7 +173,7 @@ class VersionsOut(_Out):
 
 
 class SwitchBranchIn(_In):
-    message_id: str = Field(min_length=1, max_length=128)
+    message_id: str = Field(min_length=1, max_length=128, json_schema_extra={"pattern": MESSAGE_REF_PATTERN})
 
 
 class DeleteSessionsOut(_Out):
