@@ -77,17 +77,14 @@ _MESSAGE_ID = {
 }
 
 
-def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+    return {**parameter, "description": description} if description else parameter
 
 
 def _cursor(kind: str) -> dict[str, Any]:
-    return {
-        "type": "string",
-        "format": f"{kind}-cursor",
-        "pattern": r"^[A-Za-z0-9_-]{1,512}$",
-        "description": "opaque: the next_cursor of the previous page",
-    }
+    note = "opaque (at most 512 characters): the next_cursor of the previous page; any other value is 400"
+    return _query("cursor", {"type": "string", "format": f"{kind}-cursor"}, note)
 
 
 def _without(categories: frozenset[str], *, keep: str = "") -> str:
@@ -188,7 +185,7 @@ def sessions_openapi(
                 "summary": "List the caller's sessions, newest first",
                 "parameters": [
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
-                    _query("cursor", _cursor("session")),
+                    _cursor("session"),
                     _query("status", {"type": "string", "enum": ["active", "archived"]}),
                     _query("chat_type", {"type": "string", "pattern": CHAT_TYPE_PATTERN}),
                 ],
@@ -240,7 +237,7 @@ def sessions_openapi(
                 "summary": "Messages of the active branch, oldest first (branch=all: every message by seq)",
                 "parameters": [
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-                    _query("cursor", _cursor("message")),
+                    _cursor("message"),
                     _query("branch", {"type": "string", "enum": ["active", "all"], "default": "active"}),
                 ],
                 "responses": {
@@ -336,9 +333,11 @@ def chat_openapi(max_message_chars: int = 32_000, allow_anonymous: bool = False)
     schemas = defs["$defs"]
     request = schemas["ChatRequest"]
     request["description"] = (
-        "The AI SDK transport body. Only the last message is read: a user message with text (a new message, a resend "
-        "or an edit), or an assistant message whose tool parts answer approvals; regenerate-message answers again "
-        "(messageId: the answer, default the last)."
+        "The AI SDK transport body. Only the last message is read, and it must be (422 otherwise, which JSON Schema "
+        "cannot say of a last item) a user message whose text parts hold 1 to MAX_MESSAGE_CHARS characters that are "
+        "not all blank, its id empty or like messageId (a new message, a resend or an edit), or an assistant message "
+        "whose tool parts answer approvals; trigger regenerate-message answers again (messageId: the answer, default "
+        "the last)."
     )
     request["properties"]["id"] = {"type": "string", "pattern": SESSION_ID_PATTERN, "description": "the session id"}
     message_id = request["properties"]["messageId"]
@@ -361,7 +360,7 @@ def chat_openapi(max_message_chars: int = 32_000, allow_anonymous: bool = False)
         "in": "header",
         "required": False,
         "description": "continue after this replay-log entry",
-        "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+        "schema": {"type": "string", "format": "replay-entry-id", "pattern": r"^\d{1,20}-\d{1,20}$"},
     }
     stream_errors = (400, 401, 404, 405, 409, 413, 415, 422)
     stop_out = {

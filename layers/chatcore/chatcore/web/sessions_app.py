@@ -81,6 +81,13 @@ def message_ref(request: Request) -> str:
     return value
 
 
+def cursor_param(request: Request) -> str | None:
+    cursor = request.query_params.get("cursor")
+    if cursor == "":  # no cursor is no parameter: an empty one came from no page
+        raise BadRequest("invalid cursor")
+    return cursor
+
+
 def clean_title(title: str, max_chars: int) -> str:
     """The title stripped, once it is checked as sent (what the OpenAPI document says): at most ``max_chars``
     characters and no control or format characters."""
@@ -150,7 +157,7 @@ class SessionsApi:
         page = await self.service.list_sessions(
             principal.user_id,
             limit=limit,
-            cursor=request.query_params.get("cursor"),
+            cursor=cursor_param(request),
             status=status,
             chat_type=chat_type,
         )
@@ -178,7 +185,7 @@ class SessionsApi:
             session_id,
             principal.user_id,
             limit=limit,
-            cursor=request.query_params.get("cursor"),
+            cursor=cursor_param(request),
             branch="all" if branch == "all" else "active",
         )
         versions = page.versions if branch == "active" else {}
