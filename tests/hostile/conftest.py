@@ -14,6 +14,20 @@ import pytest
 from local.template import create_table_kwargs
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.support.redis_server import RedisServer
+from tests.support.tokens import make_token
+
+# The stack checks both, so a token for another audience or from another issuer is one more kind to refuse.
+AUDIENCE = "chat-hostile"
+ISSUER = "https://issuer.hostile.test"
+
+
+def token(stack: ChatStack, user: str, **claims: object) -> str:
+    """A token the stack accepts for ``user`` (``claims`` override or add)."""
+    return make_token(user, secret=stack.settings.jwt_secret, **{"aud": AUDIENCE, "iss": ISSUER, **claims})
+
+
+def bearer(stack: ChatStack, user: str, **claims: object) -> dict[str, str]:
+    return {"authorization": f"Bearer {token(stack, user, **claims)}"}
 
 
 def scan(table: str) -> list[str]:
@@ -28,7 +42,7 @@ def hostile_stack(redis_server: RedisServer) -> Iterator[ChatStack]:
     table = f"hostile-{uuid.uuid4().hex[:12]}"
     client = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     client.create_table(**create_table_kwargs(table))
-    chat = start_chat_stack(table, redis_server.url)
+    chat = start_chat_stack(table, redis_server.url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
     yield chat
     stop_chat_stack(chat)
     client.delete_table(TableName=table)

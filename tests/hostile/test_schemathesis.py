@@ -22,7 +22,7 @@ from schemathesis.engine import events
 
 from chatcore.signing import signed_headers
 from tests.conftest import ChatStack
-from tests.support.tokens import make_token
+from tests.hostile.conftest import token
 
 MAX_EXAMPLES = 10
 
@@ -132,14 +132,12 @@ def run(stack: ChatStack, document: str, auth: requests.auth.AuthBase) -> tuple[
 
 
 def test_sessions_app_keeps_its_document(hostile_stack: ChatStack) -> None:
-    token = make_token("schemathesis-user", secret=hostile_stack.settings.jwt_secret)
-    sent, problems = run(hostile_stack, "/sessions/openapi.json", Bearer(token))
+    sent, problems = run(hostile_stack, "/sessions/openapi.json", Bearer(token(hostile_stack, "schemathesis-user")))
     assert problems == [] and sent > 0, "\n\n".join(problems)
 
 
 def test_chat_app_keeps_its_document(hostile_stack: ChatStack) -> None:
-    token = make_token("schemathesis-chat-user", secret=hostile_stack.settings.jwt_secret)
-    sent, problems = run(hostile_stack, "/chat/openapi.json", Bearer(token))
+    sent, problems = run(hostile_stack, "/chat/openapi.json", Bearer(token(hostile_stack, "schemathesis-chat-user")))
     assert problems == [] and sent > 0, "\n\n".join(problems)
 
 
