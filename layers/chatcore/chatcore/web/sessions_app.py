@@ -81,9 +81,14 @@ def message_ref(request: Request) -> str:
     return value
 
 
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,512}$")
+
+
 def cursor_param(request: Request) -> str | None:
+    """The opaque cursor of a page as it was given (unpadded base64url): an empty one, or one with characters a
+    base64 decoder would skip, came from no page."""
     cursor = request.query_params.get("cursor")
-    if cursor == "":  # no cursor is no parameter: an empty one came from no page
+    if cursor is not None and not CURSOR.fullmatch(cursor):
         raise BadRequest("invalid cursor")
     return cursor
 
