@@ -27,7 +27,6 @@ from chatcore.operations import Operations
 from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, signature_digest, verify
 from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_json, parse_model
-from chatcore.web.openapi import callback_openapi
 
 MAX_CALLBACK_BYTES = 65_536
 OPERATION_ID_PATTERN = r"^op_[0-9a-f]{40}$"
@@ -82,6 +81,8 @@ class CallbackApi:
         return JSONResponse({"status": "ok"})
 
     async def openapi(self, request: Request) -> Response:
+        from chatcore.web.openapi import callback_openapi  # built on first request: no cold-start cost
+
         return JSONResponse(callback_openapi())
 
     async def complete(self, request: Request) -> Response:

@@ -41,7 +41,6 @@ from chatcore.turns import ChatEngine
 from chatcore.web.api import json_api
 from chatcore.web.inputs import parse_model, read_json, session_id_param
 from chatcore.web.misconfigured import READY_PATH, build_or_refuse, ready
-from chatcore.web.openapi import chat_openapi
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _CLIENT_ID = re.compile(r"^[\w.:-]{1,128}$")
@@ -179,6 +178,8 @@ class ChatApi:
         return JSONResponse({"status": "ok", "cache": "enabled" if self.replay.enabled else "disabled"})
 
     async def openapi(self, request: Request) -> Response:
+        from chatcore.web.openapi import chat_openapi  # built on first request: no cold-start cost
+
         return JSONResponse(chat_openapi(self.settings.max_message_chars, self.settings.allow_anonymous))
 
     async def chat(self, request: Request) -> Response:
