@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import strategies as st
@@ -144,3 +146,22 @@ def test_chat_app_keeps_its_document(hostile_stack: ChatStack) -> None:
 def test_callback_app_keeps_its_document(hostile_stack: ChatStack) -> None:
     sent, problems = run(hostile_stack, "/operations/openapi.json", Signed(hostile_stack.settings.callback_secret))
     assert problems == [] and sent > 0, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("document", ["/sessions/openapi.json", "/chat/openapi.json", "/operations/openapi.json"])
+def test_a_405_names_every_documented_method_of_the_path(hostile_stack: ChatStack, document: str) -> None:
+    """Starlette answered a 405 with the methods of the first route of the path only (GET, HEAD for PATCH on
+    /sessions/{id}); the apps serve one route per path."""
+    methods = {"get", "put", "post", "delete", "patch"}
+    doc = requests.get(f"{hostile_stack.url}{document}", timeout=30).json()
+    templates = {t: re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", t) + "$") for t in doc["paths"]}
+    for template, item in doc["paths"].items():
+        documented = {m.upper() for m in item if m in methods}
+        path = template.format(session_id="abcdefgh1234", message_id="turn_x", approval_id="a1", operation_id="op_1")
+        # Not a method of another path that also matches (DELETE /sessions/batch-delete is a session's DELETE).
+        taken = {m for t, item2 in doc["paths"].items() if t != template and templates[t].match(path) for m in item2}
+        wrong = sorted(m.upper() for m in methods - {m.lower() for m in documented} - taken)[0]
+        response = requests.request(wrong, f"{hostile_stack.url}{path}", timeout=30)
+        assert response.status_code == 405, (wrong, path)
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert allowed - {"HEAD"} == documented, (path, allowed)
