@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 from chatcore.aws import AwsClients, call
 from chatcore.dynamo.keys import s_attr
 from chatcore.dynamo.table import Table
-from chatcore.errors import InvalidServiceRequest, ServiceUnavailable
+from chatcore.errors import InvalidServiceRequest, ServiceRefused, ServiceUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -34,3 +34,12 @@ async def test_a_transaction_cancelled_for_an_invalid_item_is_a_500():
     with pytest.raises(InvalidServiceRequest) as caught:
         await call("DynamoDB", cancelled)
     assert caught.value.status == 500 and caught.value.reasons == ("None", "ValidationError")
+
+
+async def test_a_step_functions_validation_error_stays_a_refusal_its_adapter_cleans_up_after():
+    def invalid(**_kwargs):
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "x"}}, "StartExecution")
+
+    with pytest.raises(ServiceRefused) as caught:
+        await call("Step Functions", invalid)
+    assert caught.value.aws_code == "ValidationException"

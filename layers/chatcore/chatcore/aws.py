@@ -39,6 +39,8 @@ _CONFIG = Config(
 )
 
 
+DYNAMODB = "DynamoDB"  # the service name the DynamoDB adapter (``chatcore.dynamo.table``) calls with
+
 current_function: ContextVar[str | None] = ContextVar("current_function", default=None)
 
 
@@ -109,7 +111,7 @@ class AwsClients:
 
 def call_sync[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
     """Make a boto3 call. An error answer becomes ``ServiceRefused`` (its code, the cancellation reasons of a
-    transaction and the item a failed condition saw decoded here), or ``InvalidServiceRequest`` when the service
+    transaction and the item a failed condition saw decoded here), or ``InvalidServiceRequest`` when DynamoDB
     refused the request itself as invalid; a connection-level failure becomes ``ServiceUnavailable``. All are chained
     to the botocore error."""
     try:
@@ -128,7 +130,8 @@ async def call[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
 def refusal(service: str, exc: ClientError) -> ServiceRefused | InvalidServiceRequest:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     reasons = tuple(reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", []))
-    if code == "ValidationException" or "ValidationError" in reasons:
+    # DynamoDB only: the Step Functions adapters clean up after any refusal (a failed start releases its guard).
+    if service == DYNAMODB and (code == "ValidationException" or "ValidationError" in reasons):
         message = f"{service} refused a request as invalid ({code})"
         return InvalidServiceRequest(message, aws_code=code, reasons=reasons)
     item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]

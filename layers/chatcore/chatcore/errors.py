@@ -15,7 +15,7 @@
     ├── ServiceUnavailable       a backend we cannot do without failed (503)
     │   ├── ConfigError          a setting is missing or unusable: found at init, every request answers 503
     │   └── ServiceRefused       an AWS service answered with an error (``chatcore.aws.call`` translates them all)
-    ├── InvalidServiceRequest    an AWS service refused a request of ours as invalid (500): a bug, not an outage
+    ├── InvalidServiceRequest    DynamoDB refused a request of ours as invalid (500): a bug, not an outage
     ├── LLMError                 the language model failed after the retries (502; in a turn: an SSE error)
     ├── ToolFailure              raised by a tool for an expected failure: its message is the error result the LLM
     │                            reads, never an HTTP error
@@ -139,7 +139,7 @@ class ServiceRefused(ServiceUnavailable):
     (``chatcore.aws.call``). ``aws_code`` is the service's error code, ``reasons`` the per-item codes of a cancelled
     DynamoDB transaction (``"None"`` for an item that passed) and ``item`` the item a failed condition saw, when
     asked for. The adapters turn the refusals they expect into their answer (None, False, ``NotFound``, ...);
-    any other stays a 503 like every failed request. A request refused as invalid is ``InvalidServiceRequest``
+    any other stays a 503 like every failed request. A request DynamoDB refuses as invalid is ``InvalidServiceRequest``
     instead."""
 
     def __init__(
@@ -164,8 +164,8 @@ class ServiceRefused(ServiceUnavailable):
 
 
 class InvalidServiceRequest(ChatError):
-    """An AWS service refused a request as invalid (``ValidationException``, or a DynamoDB transaction cancelled for
-    an item's ``ValidationError``). Input reaches AWS only once it has passed our validation, so this is our bug (a
+    """DynamoDB refused a request as invalid (``ValidationException``, or a transaction cancelled for an item's
+    ``ValidationError``). Input reaches AWS only once it has passed our validation, so this is our bug (a
     request built wrong, or a limit our validation misses): a 500 with its own code, logged, never a 503, which would
     tell the client to retry what can only fail again. ``aws_code`` and ``reasons`` as in ``ServiceRefused``."""
 
