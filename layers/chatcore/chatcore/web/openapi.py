@@ -118,8 +118,9 @@ def text_characters() -> str:
     return _without(frozenset({"Cc"}), keep="\n\r\t")
 
 
-def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
-    return {"operationId": operation_id, "parameters": parameters}
+def _link(target: str, /, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to the operation ``target``, its parameters taken from this request or response."""
+    return {"operationId": target, "parameters": parameters}
 
 
 @cache  # the served document is a pure function of the code and the limits: built once, not state
@@ -483,18 +484,19 @@ def callback_openapi() -> dict[str, Any]:
     }
     errors = _errors(400, 401, 404, 405, 409, 413, 422)
 
-    def action(summary: str, status: str, body: dict[str, Any]) -> dict[str, Any]:
+    def action(name: str, summary: str, status: str, body: dict[str, Any], **links: Any) -> dict[str, Any]:
+        answer = {"description": "accepted", "content": {"application/json": {"schema": accepted}}}
         return {
             "parameters": [operation_id],
             "post": {
+                "operationId": name,
                 "summary": summary,
                 "requestBody": body,
-                "responses": {
-                    status: {"description": "accepted", "content": {"application/json": {"schema": accepted}}},
-                    **errors,
-                },
+                "responses": {status: {**answer, "links": links} if links else answer, **errors},
             },
         }
+
+    same_operation = "$request.path.operation_id"
 
     paths = {
         "/health": {
@@ -505,15 +507,22 @@ def callback_openapi() -> dict[str, Any]:
             }
         },
         "/operations/{operation_id}/complete": action(
-            "Report an operation's result → SendTaskSuccess", "202", {"required": False, **_json("CompleteIn")}
+            "complete",
+            "Report an operation's result → SendTaskSuccess",
+            "202",
+            {"required": False, **_json("CompleteIn")},
         ),
         "/operations/{operation_id}/fail": action(
-            "Report an operation's failure → SendTaskFailure", "202", {"required": True, **_json("FailIn")}
+            "fail", "Report an operation's failure → SendTaskFailure", "202", {"required": True, **_json("FailIn")}
         ),
         "/operations/{operation_id}/heartbeat": action(
+            "heartbeat",
             "Tell the waiting operation it is alive → SendTaskHeartbeat",
             "200",
             {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            # A job that beats then reports on the same operation.
+            complete=_link("complete", operation_id=same_operation),
+            fail=_link("fail", operation_id=same_operation),
         ),
     }
     signed = (
