@@ -32,7 +32,8 @@ def main() -> None:
         print(f"  {part.name:<9} {part.mode:<9} {part.detail}")
     print(f"  web chat      {base}/")
     print(f"  sessions API  {base}/sessions   (OpenAPI: {base}/sessions/openapi.json)")
-    print(f"  chat API      {base}/chat   (resume: GET {base}/chat/<id>/stream)")
+    print(f"  chat API      {base}/chat   (resume: GET {base}/chat/<id>/stream; OpenAPI: {base}/chat/openapi.json)")
+    print(f"  callback API  {base}/operations   (OpenAPI: {base}/operations/openapi.json)")
     user_json = '{"user_id":"me"}'
     print(f"  dev tokens    curl -s -XPOST {base}/dev/token -H 'content-type: application/json' -d '{user_json}'")
     print("Ctrl-C stops everything.", flush=True)

@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 from botocore.loaders import Loader
 
-from chatcore.errors import ServiceRefused, ServiceUnavailable
+from chatcore.errors import InvalidServiceRequest, ServiceRefused, ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -38,6 +38,8 @@ _CONFIG = Config(
     max_pool_connections=32,
 )
 
+
+DYNAMODB = "DynamoDB"  # the service name the DynamoDB adapter (``chatcore.dynamo.table``) calls with
 
 current_function: ContextVar[str | None] = ContextVar("current_function", default=None)
 
@@ -145,8 +147,9 @@ class AwsClients:
 
 def call_sync[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
     """Make a boto3 call. An error answer becomes ``ServiceRefused`` (its code, the cancellation reasons of a
-    transaction and the item a failed condition saw decoded here); a connection-level failure becomes
-    ``ServiceUnavailable``. Both are chained to the botocore error."""
+    transaction and the item a failed condition saw decoded here), or ``InvalidServiceRequest`` when DynamoDB
+    refused the request itself as invalid; a connection-level failure becomes ``ServiceUnavailable``. All are chained
+    to the botocore error."""
     try:
         return fn(**kwargs)
     except ClientError as exc:
@@ -160,9 +163,13 @@ async def call[T](service: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
     return await asyncio.to_thread(call_sync, service, fn, **kwargs)
 
 
-def refusal(service: str, exc: ClientError) -> ServiceRefused:
+def refusal(service: str, exc: ClientError) -> ServiceRefused | InvalidServiceRequest:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     reasons = tuple(reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", []))
+    # DynamoDB only: the Step Functions adapters clean up after any refusal (a failed start releases its guard).
+    if service == DYNAMODB and (code == "ValidationException" or "ValidationError" in reasons):
+        message = f"{service} refused a request as invalid ({code})"
+        return InvalidServiceRequest(message, aws_code=code, reasons=reasons)
     item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
     return ServiceRefused(f"{service} request failed ({code})", aws_code=code, reasons=reasons, item=item)
 

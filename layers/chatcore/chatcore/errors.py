@@ -15,6 +15,7 @@
     ├── ServiceUnavailable       a backend we cannot do without failed (503)
     │   ├── ConfigError          a setting is missing or unusable: found at init, every request answers 503
     │   └── ServiceRefused       an AWS service answered with an error (``chatcore.aws.call`` translates them all)
+    ├── InvalidServiceRequest    DynamoDB refused a request of ours as invalid (500): a bug, not an outage
     ├── LLMError                 the language model failed after the retries (502; in a turn: an SSE error)
     ├── ToolFailure              raised by a tool for an expected failure: its message is the error result the LLM
     │                            reads, never an HTTP error
@@ -138,7 +139,8 @@ class ServiceRefused(ServiceUnavailable):
     (``chatcore.aws.call``). ``aws_code`` is the service's error code, ``reasons`` the per-item codes of a cancelled
     DynamoDB transaction (``"None"`` for an item that passed) and ``item`` the item a failed condition saw, when
     asked for. The adapters turn the refusals they expect into their answer (None, False, ``NotFound``, ...);
-    any other stays a 503 like every failed request."""
+    any other stays a 503 like every failed request. A request DynamoDB refuses as invalid is ``InvalidServiceRequest``
+    instead."""
 
     def __init__(
         self, message: str, *, aws_code: str, reasons: tuple[str, ...] = (), item: dict[str, Any] | None = None
@@ -159,3 +161,18 @@ class ServiceRefused(ServiceUnavailable):
         return self.aws_code == "ConditionalCheckFailedException" or (
             self.cancelled and "ConditionalCheckFailed" in self.reasons
         )
+
+
+class InvalidServiceRequest(ChatError):
+    """DynamoDB refused a request as invalid (``ValidationException``, or a transaction cancelled for an item's
+    ``ValidationError``). Input reaches AWS only once it has passed our validation, so this is our bug (a
+    request built wrong, or a limit our validation misses): a 500 with its own code, logged, never a 503, which would
+    tell the client to retry what can only fail again. ``aws_code`` and ``reasons`` as in ``ServiceRefused``."""
+
+    status = 500
+    code = "invalid_service_request"
+
+    def __init__(self, message: str, *, aws_code: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.aws_code = aws_code
+        self.reasons = reasons

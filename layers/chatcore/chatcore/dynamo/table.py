@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chatcore.aws import call
+from chatcore.aws import DYNAMODB, call
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.keys import ABSENT, Item, n_attr
 from chatcore.errors import ServiceRefused, ServiceUnavailable
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
-SERVICE = "DynamoDB"
+SERVICE = DYNAMODB
 BATCH_SIZE = 25
 GET_BATCH_SIZE = 100
 

@@ -3,6 +3,7 @@
     POST /operations/{operation_id}/complete   {"output": <any JSON>}            → SendTaskSuccess
     POST /operations/{operation_id}/fail       {"error": "...", "detail"?: "..."} → SendTaskFailure
     POST /operations/{operation_id}/heartbeat  {}                                 → SendTaskHeartbeat
+    GET  /operations/openapi.json, GET /health  no signature
 
 Authenticated by an HMAC signature over the method, the path and the body (``chatcore.signing``), not a JWT; a
 signature is accepted once (a replayed request is 401). Unknown operations are 404; a second completion is 409 and
@@ -11,7 +12,6 @@ has no effect.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -26,10 +26,11 @@ from chatcore.errors import BadRequest, ConfigError, PayloadTooLarge, ServiceUna
 from chatcore.operations import Operations
 from chatcore.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, signature_digest, verify
 from chatcore.web.api import json_api
-from chatcore.web.inputs import parse_model
+from chatcore.web.inputs import parse_json, parse_model
 
 MAX_CALLBACK_BYTES = 65_536
-_OPERATION_ID = re.compile(r"^op_[0-9a-f]{40}$")
+OPERATION_ID_PATTERN = r"^op_[0-9a-f]{40}$"
+_OPERATION_ID = re.compile(OPERATION_ID_PATTERN)
 
 
 class CompleteIn(BaseModel):
@@ -72,16 +73,17 @@ class CallbackApi:
         expires_at = int(timestamp) + 2 * TOLERANCE_SECONDS
         if not await self.operations.claim_signature(signature_digest(signature), expires_at=expires_at):
             raise Unauthorized("this signed request was already used")
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError as exc:
-            raise BadRequest("malformed JSON body") from exc
-        return operation_id, data
+        return operation_id, parse_json(body or b"{}")
 
     async def health(self, request: Request) -> Response:
         if self.operations is None or not self.settings.callback_secret:
             raise ServiceUnavailable("callbacks are not configured")
         return JSONResponse({"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        from chatcore.web.openapi import callback_openapi  # built on first request: no cold-start cost
+
+        return JSONResponse(callback_openapi())
 
     async def complete(self, request: Request) -> Response:
         operation_id, data = await self._verified(request)
@@ -110,6 +112,7 @@ def create_callback_app(operations: Operations | None, settings: Settings) -> St
     return json_api(
         [
             Route("/health", api.health, methods=["GET"]),
+            Route("/operations/openapi.json", api.openapi, methods=["GET"]),
             Route("/operations/{operation_id}/complete", api.complete, methods=["POST"]),
             Route("/operations/{operation_id}/fail", api.fail, methods=["POST"]),
             Route("/operations/{operation_id}/heartbeat", api.heartbeat, methods=["POST"]),

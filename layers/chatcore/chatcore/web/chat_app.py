@@ -9,7 +9,7 @@
     POST /chat/{id}/stop          stop the active turn; the partial answer is kept
     POST /chat/{id}/approvals/{approval_id}   {"approved", "reason"?}: answer a tool approval; streams the
                                   continuation of the message that asked (like POST /chat)
-    GET  /health
+    GET  /health, GET /chat/openapi.json   no token
 
 Every input error is a JSON 4xx before any stream starts. The streams speak the protocol level of
 ``UI_STREAM_PROTOCOL``, or of the request's ``x-ui-stream-protocol`` header (``v5``, ``v6``, ``v7``).
@@ -177,6 +177,11 @@ class ChatApi:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "cache": "enabled" if self.replay.enabled else "disabled"})
 
+    async def openapi(self, request: Request) -> Response:
+        from chatcore.web.openapi import chat_openapi  # built on first request: no cold-start cost
+
+        return JSONResponse(chat_openapi(self.settings.max_message_chars, self.settings.allow_anonymous))
+
     async def chat(self, request: Request) -> Response:
         user_id = await self._user(request)
         level = self._level(request)
@@ -267,6 +272,7 @@ def create_chat_app(engine: ChatEngine, authenticator: Authenticator, settings: 
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route(READY_PATH, ready, methods=["GET"]),
+        Route("/chat/openapi.json", api.openapi, methods=["GET"]),
         Route("/chat", api.chat, methods=["POST"]),
         Route("/chat/{session_id}/stream", api.resume, methods=["GET"]),
         Route("/chat/{session_id}/stop", api.stop, methods=["POST"]),

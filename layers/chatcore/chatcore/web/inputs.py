@@ -70,6 +70,12 @@ async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = Fal
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType("content-type must be application/json")
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body as strictly as it is stored: no NaN or infinities, no nesting deeper than the parser goes, no
+    lone surrogates (400 or 422, never an error later on the way to DynamoDB or Step Functions)."""
     try:
         data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
@@ -85,15 +91,15 @@ _LINE_BREAKS = frozenset("\n\r\t")
 
 
 def check_text(text: str, *, loc: list[str], max_chars: int) -> str:
-    """Free text of several lines (a user's context, a comment), stripped: at most ``max_chars`` characters and no
-    control characters but line breaks and tabs. Lone surrogates never get here (``read_json`` refuses them)."""
-    text = text.strip()
+    """Free text of several lines (a user's context, a comment): at most ``max_chars`` characters and no control
+    characters but line breaks and tabs, as sent (what the OpenAPI document says), then stripped. Lone surrogates
+    never get here (``read_json`` refuses them)."""
     if len(text) > max_chars:
         raise ValidationFailed("invalid request body", details=[{"loc": loc, "msg": f"at most {max_chars} characters"}])
     if any(unicodedata.category(char) == "Cc" and char not in _LINE_BREAKS for char in text):
         message = "control characters other than line breaks and tabs are not allowed"
         raise ValidationFailed("invalid request body", details=[{"loc": loc, "msg": message}])
-    return text
+    return text.strip()
 
 
 def parse_model[M: BaseModel](model: type[M], data: Any) -> M:

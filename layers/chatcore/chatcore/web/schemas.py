@@ -8,13 +8,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from chatcore.models import CHAT_TYPE_PATTERN, ChatMessage, ChatSession, Feedback, Rating, ToolCall, Usage, UserContext
 
 ChatType = Annotated[str, StringConstraints(pattern=CHAT_TYPE_PATTERN)]
 SessionStatusIn = Literal["active", "archived"]
 MAX_COMMENT_CHARS = 2000
+# A path's {message_id} or a branch switch's message_id: a message id, an answer's turn id or a client message id.
+MESSAGE_REF_PATTERN = r"^[\w.:#-]{1,128}$"
+
+
+MAX_VERSION = 2**53  # a version is counted up from 1; a larger one is no version (and no DynamoDB number)
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema says so): 3.0 is the version 3."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 # Validators and serializers are built on first use, not at import (a cold start builds only what its request needs).
@@ -33,10 +44,12 @@ class CreateSessionIn(_In):
 
 
 class UpdateSessionIn(_In):
-    title: str | None = None
-    chat_type: ChatType | None = None
-    status: SessionStatusIn | None = None
-    metadata: dict[str, JsonValue] | None = None
+    # At least one field, and each one given has a value: a null is refused (422), not read as "unchanged".
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra={"minProperties": 1})
+    title: str | SkipJsonSchema[None] = None
+    chat_type: ChatType | SkipJsonSchema[None] = None
+    status: SessionStatusIn | SkipJsonSchema[None] = None
+    metadata: dict[str, JsonValue] | SkipJsonSchema[None] = None
 
 
 class DeleteSessionsIn(_In):
@@ -47,7 +60,7 @@ class UserContextIn(_In):
     context: str  # at most USER_CONTEXT_MAX_CHARS characters; "" clears it
     # The version this write replaces (0: none stored yet), from a GET: a stale one is 409 and writes nothing.
     # Without it the write replaces whatever is stored.
-    version: int | None = Field(default=None, ge=0)
+    version: Annotated[int, Field(ge=0, le=MAX_VERSION), BeforeValidator(_integral)] | None = None
 
 
 class UserContextOut(_Out):
@@ -168,7 +181,7 @@ class VersionsOut(_Out):
 
 
 class SwitchBranchIn(_In):
-    message_id: str = Field(min_length=1, max_length=128)
+    message_id: str = Field(min_length=1, max_length=128, json_schema_extra={"pattern": MESSAGE_REF_PATTERN})
 
 
 class DeleteSessionsOut(_Out):

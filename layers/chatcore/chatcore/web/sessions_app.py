@@ -52,6 +52,7 @@ from chatcore.web.inputs import check_text, int_query, known_query, parse_model,
 from chatcore.web.openapi import sessions_openapi
 from chatcore.web.schemas import (
     MAX_COMMENT_CHARS,
+    MESSAGE_REF_PATTERN,
     CreateSessionIn,
     DeleteSessionsIn,
     DeleteSessionsOut,
@@ -69,7 +70,7 @@ from chatcore.web.schemas import (
     dump,
 )
 
-MESSAGE_REF = re.compile(r"^[\w.:#-]{1,128}$")
+MESSAGE_REF = re.compile(MESSAGE_REF_PATTERN)
 
 
 def message_ref(request: Request) -> str:
@@ -80,8 +81,21 @@ def message_ref(request: Request) -> str:
     return value
 
 
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,512}$")
+
+
+def cursor_param(request: Request) -> str | None:
+    """The opaque cursor of a page as it was given (unpadded base64url): an empty one, or one with characters a
+    base64 decoder would skip, came from no page."""
+    cursor = request.query_params.get("cursor")
+    if cursor is not None and not CURSOR.fullmatch(cursor):
+        raise BadRequest("invalid cursor")
+    return cursor
+
+
 def clean_title(title: str, max_chars: int) -> str:
-    title = title.strip()
+    """The title stripped, once it is checked as sent (what the OpenAPI document says): at most ``max_chars``
+    characters and no control or format characters."""
     if len(title) > max_chars:
         raise ValidationFailed(
             "invalid request body", details=[{"loc": ["title"], "msg": f"at most {max_chars} characters"}]
@@ -90,7 +104,7 @@ def clean_title(title: str, max_chars: int) -> str:
         raise ValidationFailed(
             "invalid request body", details=[{"loc": ["title"], "msg": "control characters are not allowed"}]
         )
-    return title
+    return title.strip()
 
 
 def check_metadata(metadata: dict[str, Any], max_bytes: int) -> None:
@@ -118,7 +132,9 @@ class SessionsApi:
         return JSONResponse({"status": "ok", "cache": "enabled" if self.service.cache.enabled else "disabled"})
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(sessions_openapi())
+        settings = self.settings
+        limits = (settings.max_title_chars, settings.max_metadata_bytes, settings.user_context_max_chars)
+        return JSONResponse(sessions_openapi(*limits))
 
     async def create(self, request: Request) -> Response:
         principal = await self._principal(request)
@@ -146,7 +162,7 @@ class SessionsApi:
         page = await self.service.list_sessions(
             principal.user_id,
             limit=limit,
-            cursor=request.query_params.get("cursor"),
+            cursor=cursor_param(request),
             status=status,
             chat_type=chat_type,
         )
@@ -174,7 +190,7 @@ class SessionsApi:
             session_id,
             principal.user_id,
             limit=limit,
-            cursor=request.query_params.get("cursor"),
+            cursor=cursor_param(request),
             branch="all" if branch == "all" else "active",
         )
         versions = page.versions if branch == "active" else {}
@@ -230,6 +246,10 @@ class SessionsApi:
         principal = await self._principal(request)
         session_id = session_id_param(request)
         body = parse_model(UpdateSessionIn, await read_json(request, max_bytes=self.settings.max_body_bytes))
+        nulls = sorted(name for name in body.model_fields_set if getattr(body, name) is None)
+        if nulls:
+            details = [{"loc": [name], "msg": "must not be null (leave it out to keep it)"} for name in nulls]
+            raise ValidationFailed("invalid request body", details=details)
         changes = body.model_dump(exclude_none=True)
         if not changes:
             raise ValidationFailed("nothing to update: give title, chat_type, status or metadata")
