@@ -53,7 +53,7 @@ from tests.support.tokens import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 TURN_TIMEOUT = 60.0
-WARMUP_TURNS = 3
+WARMUP_TURNS = 3  # tests/e2e/test_load_smoke.py counts them
 START_TIMEOUT = 60.0
 MODEL = "offline-chat"
 SECRET = "load-benchmark-secret-long-enough-for-hs256"
@@ -541,56 +541,57 @@ def verify(services: Services, runs: list[SessionRun]) -> Verification:
     now = int(time.time())
     for run in runs:
         stored, meta = _stored_messages(client, services.table, run.session_id)
-        by_id = Counter(m.get("client_message_id") for m in stored if m["role"] == "user")
-        position = {m.get("client_message_id"): i for i, m in enumerate(stored) if m["role"] == "user"}
-        expected: list[tuple[str, str]] = []  # what was acknowledged and completed, in the order sent
-        for turn in run.turns:
-            found = by_id[turn.message_id]
-            if not turn.acknowledged:
-                v.unacknowledged_stored += found
-                continue
-            v.acknowledged += 1
-            v.stored_once += found == 1
-            v.lost += found == 0
-            v.duplicated += found > 1
-            if found != 1:
-                v.problems.append(f"{run.session_id}: user message {turn.message_id} stored {found} times")
-            expected.append(("user", turn.message_id))
-            if turn.completed:
-                v.completed += 1
-                after = (
-                    stored[position[turn.message_id] + 1]
-                    if found and position[turn.message_id] + 1 < len(stored)
-                    else {}
-                )
-                if (
-                    after.get("role") == "assistant"
-                    and after.get("status") == "complete"
-                    and after.get("content") == turn.answer
-                ):
-                    v.answers_stored_once += 1
-                else:
-                    v.answers_lost_or_changed += 1
-                    v.problems.append(f"{run.session_id}: the answer to {turn.message_id} is not stored as streamed")
-                expected.append(("assistant", turn.answer))
-        sent = {key for _, key in expected}
-        kept = [
-            ("user", m.get("client_message_id") or "") if m["role"] == "user" else ("assistant", m.get("content") or "")
-            for m in stored
-            if (m["role"] == "user" and m.get("client_message_id") in sent)
-            or (m["role"] == "assistant" and m.get("status") == "complete")
-        ]
-        if kept != expected:  # a duplicate, a missing or an extra complete answer, or another order
-            v.out_of_order += 1
-            v.problems.append(f"{run.session_id}: the stored messages differ from the order sent")
-        if (
-            meta is not None
-            and meta.get("active_turn_id")
-            and int(meta.get("active_turn_expires", {}).get("N", 0)) > now
-        ):
-            v.leases_held += 1
-            v.problems.append(f"{run.session_id}: a turn lease is still held")
+        check_session(v, run, stored, meta, now)
     return v
+
+
+def check_session(
+    v: Verification, run: SessionRun, stored: list[dict[str, Any]], meta: dict[str, Any] | None, now: int
+) -> None:
+    """Add one session's findings to ``v``: ``stored`` are its message bodies by seq, ``meta`` its META item."""
+    by_id = Counter(m.get("client_message_id") for m in stored if m["role"] == "user")
+    position = {m.get("client_message_id"): i for i, m in enumerate(stored) if m["role"] == "user"}
+    expected: list[tuple[str, str]] = []  # what was acknowledged and completed, in the order sent
+    for turn in run.turns:
+        found = by_id[turn.message_id]
+        if not turn.acknowledged:
+            v.unacknowledged_stored += found
+            continue
+        v.acknowledged += 1
+        v.stored_once += found == 1
+        v.lost += found == 0
+        v.duplicated += found > 1
+        if found != 1:
+            v.problems.append(f"{run.session_id}: user message {turn.message_id} stored {found} times")
+        expected.append(("user", turn.message_id))
+        if turn.completed:
+            v.completed += 1
+            after = (
+                stored[position[turn.message_id] + 1] if found and position[turn.message_id] + 1 < len(stored) else {}
+            )
+            if (
+                after.get("role") == "assistant"
+                and after.get("status") == "complete"
+                and after.get("content") == turn.answer
+            ):
+                v.answers_stored_once += 1
+            else:
+                v.answers_lost_or_changed += 1
+                v.problems.append(f"{run.session_id}: the answer to {turn.message_id} is not stored as streamed")
+            expected.append(("assistant", turn.answer))
+    sent = {key for _, key in expected}
+    kept = [
+        ("user", m.get("client_message_id") or "") if m["role"] == "user" else ("assistant", m.get("content") or "")
+        for m in stored
+        if (m["role"] == "user" and m.get("client_message_id") in sent)
+        or (m["role"] == "assistant" and m.get("status") == "complete")
+    ]
+    if kept != expected:  # a duplicate, a missing or an extra complete answer, or another order
+        v.out_of_order += 1
+        v.problems.append(f"{run.session_id}: the stored messages differ from the order sent")
+    if meta is not None and meta.get("active_turn_id") and int(meta.get("active_turn_expires", {}).get("N", 0)) > now:
+        v.leases_held += 1
+        v.problems.append(f"{run.session_id}: a turn lease is still held")
 
 
 # -- output -----------------------------------------------------------------------------------------------------
