@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -60,8 +61,31 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections open and answers nothing (a frozen node)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: connections reset, nothing kept (no persistence is configured)."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        self._proc = None
+
+    def restart(self) -> RedisServer:
+        """Kill and start again on the same port, empty."""
+        if self._proc is not None:
+            self.kill()
+        return self.start()
+
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None
