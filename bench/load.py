@@ -113,7 +113,11 @@ class Level:
     concurrency: int
     llm: Phase
     app: Phase
-    app_cpu_ms_per_turn: float
+    app_cpu_ms_per_turn: float  # the app process's CPU over the phase (and until idle after it), per turn
+    app_cpu_share: float  # its CPU seconds per second of the phase: 1.0 = one core busy all along
+    moto_cpu_ms_per_turn: float  # the same for the moto process (the DynamoDB stand-in, one request at a time)
+    moto_cpu_share: float
+    load_average: float  # the machine's 1-minute load average at the end of the phase (other work included)
     errors: Errors
 
 
@@ -200,6 +204,7 @@ class Services:
         self._procs: list[subprocess.Popen[bytes]] = []
         self.redis: RedisServer | None = None
         self.app: subprocess.Popen[bytes] | None = None
+        self.moto: subprocess.Popen[bytes] | None = None
         self.moto_url = self.llm_url = self.app_url = ""
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
@@ -214,6 +219,7 @@ class Services:
         env.update(_AWS, POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         moto_port, llm_port, app_port = free_port(), free_port(), free_port()
         moto, moto_log = self._spawn("moto", [sys.executable, "-m", "bench.load", "--serve-moto", str(moto_port)], env)
+        self.moto = moto
         self.moto_url = f"http://127.0.0.1:{moto_port}"
         llm_argv = [sys.executable, "-m", "local.offline_llm", "--port", str(llm_port)]
         llm_argv += ["--first-token-ms", str(self.args.first_token_ms), "--token-ms", str(self.args.token_ms)]
@@ -241,9 +247,11 @@ class Services:
     def app_cpu_seconds(self) -> float:
         """user + system CPU time of the app process (Linux ``/proc``)."""
         assert self.app is not None
-        stat = Path(f"/proc/{self.app.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.app.pid)
+
+    def moto_cpu_seconds(self) -> float:
+        assert self.moto is not None
+        return _cpu_seconds(self.moto.pid)
 
     def dynamodb(self) -> Any:
         return boto3.client(
@@ -268,6 +276,12 @@ class Services:
         if self.redis is not None:
             self.redis.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from ``/proc/<pid>/stat`` (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -501,14 +515,29 @@ async def measure(services: Services, args: argparse.Namespace) -> tuple[list[Le
             for s in range(args.sessions)
         ]
         await _wait_idle(services)
-        cpu_before = services.app_cpu_seconds()
+        app_before, moto_before = services.app_cpu_seconds(), services.moto_cpu_seconds()
         turns, wall = await run_app(services.app_url, runs, concurrency, args.turns, args.answer_words)
+        app_busy, moto_busy = services.app_cpu_seconds() - app_before, services.moto_cpu_seconds() - moto_before
+        load = os.getloadavg()[0]
         await _wait_idle(services)
-        cpu = services.app_cpu_seconds() - cpu_before
+        cpu = services.app_cpu_seconds() - app_before
         app_answers = {t.answer for t in turns if t.completed}
         if llm_answer and app_answers and app_answers != {llm_answer}:
             raise RuntimeError("the app and the LLM alone did not stream the same answer")
-        levels.append(Level(concurrency, llm, _phase(turns, wall), cpu * 1000 / max(1, len(turns)), _errors(turns)))
+        n = max(1, len(turns))
+        levels.append(
+            Level(
+                concurrency,
+                llm,
+                _phase(turns, wall),
+                app_cpu_ms_per_turn=cpu * 1000 / n,
+                app_cpu_share=app_busy / wall,
+                moto_cpu_ms_per_turn=moto_busy * 1000 / n,
+                moto_cpu_share=moto_busy / wall,
+                load_average=load,
+                errors=_errors(turns),
+            )
+        )
         all_runs += runs
     return levels, all_runs
 
@@ -627,6 +656,11 @@ def render(r: Result) -> str:
             f" {'':>11} | non-2xx {e.non_2xx}{' ' + str(e.statuses) if e.statuses else ''},"
             f" error chunks {e.error_chunks},"
             f" no [DONE] {e.no_done}, exceptions {e.exceptions}"
+        )
+        lines.append(
+            f"  {'':>7} | {'CPU':<9}| app process {level.app_cpu_share:.0%} of a core;"
+            f" moto {level.moto_cpu_ms_per_turn:.1f} ms/turn, {level.moto_cpu_share:.0%} of a core;"
+            f" load average {level.load_average:.2f} on {r.cpus} CPUs"
         )
     v = r.verification
     lines += [
