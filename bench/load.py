@@ -10,9 +10,10 @@ Run from the repo root: ``uv run python -m bench.load [--users 5] [--sessions 3]
   subprocess; Redis: a real ``redis-server``; the LLM: the offline model (``python -m local.offline_llm``) with a
   realistic pace (``--first-token-ms``, ``--token-ms``, answers of ``--answer-words`` words) in a subprocess.
 
-For each concurrency level C: the LLM alone (``openai.AsyncOpenAI`` straight to the offline model, C streams at a
-time, as many calls as turns), then the app: users x sessions sessions, C of them at a time, each running its turns
-one after another through ``POST /chat`` (the ``useChat`` body; the first turn creates the session and its title).
+For each concurrency level C, on a fresh stack, after three untimed warm-up turns: the LLM alone
+(``openai.AsyncOpenAI`` straight to the offline model, C streams at a time, as many calls as turns), then the app:
+users x sessions sessions, C of them at a time, each running its turns one after another through ``POST /chat``
+(the ``useChat`` body; the first turn creates the session and its title).
 Reported: throughput, p50/p95/p99 of the first token and of the whole stream against the LLM alone, the app
 process's CPU milliseconds per turn, and errors (non-2xx, error chunks, streams without ``[DONE]``, timeouts).
 
@@ -135,6 +136,10 @@ class Verification:
     unacknowledged_stored: int  # user messages stored whose POST did not answer 200 (not a loss; reported)
     leases_held: int  # sessions whose META still holds a turn lease
     problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Verification) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
     @property
     def ok(self) -> bool:
@@ -497,49 +502,43 @@ async def _wait_idle(services: Services) -> None:
         previous = now
 
 
-async def measure(services: Services, args: argparse.Namespace) -> tuple[list[Level], list[SessionRun]]:
-    levels: list[Level] = []
-    all_runs: list[SessionRun] = []
+async def measure(services: Services, args: argparse.Namespace, concurrency: int) -> tuple[Level, list[SessionRun]]:
+    """One level on a fresh stack: the warm-up, the LLM alone, then the app."""
     count = args.users * args.sessions * args.turns
     # Warm-up, untimed (the app's first turn loads the LLM client, its first DynamoDB and Redis connections): one
     # session of WARMUP_TURNS turns, then as many LLM-alone calls. Its messages are checked in DynamoDB too.
     warm = [SessionRun(0, 0, f"load-warmup-{uuid.uuid4().hex[:10]}")]
     await run_app(services.app_url, warm, 1, WARMUP_TURNS, args.answer_words)
     await run_llm_alone(services.llm_url, 1, WARMUP_TURNS, args.answer_words)
-    all_runs += warm
-    for concurrency in args.levels:
-        llm, llm_answer = await run_llm_alone(services.llm_url, concurrency, count, args.answer_words)
-        runs = [
-            SessionRun(u, s, f"load-c{concurrency}-u{u}-s{s}-{uuid.uuid4().hex[:10]}")
-            for u in range(args.users)
-            for s in range(args.sessions)
-        ]
-        await _wait_idle(services)
-        app_before, moto_before = services.app_cpu_seconds(), services.moto_cpu_seconds()
-        turns, wall = await run_app(services.app_url, runs, concurrency, args.turns, args.answer_words)
-        app_busy, moto_busy = services.app_cpu_seconds() - app_before, services.moto_cpu_seconds() - moto_before
-        load = os.getloadavg()[0]
-        await _wait_idle(services)
-        cpu = services.app_cpu_seconds() - app_before
-        app_answers = {t.answer for t in turns if t.completed}
-        if llm_answer and app_answers and app_answers != {llm_answer}:
-            raise RuntimeError("the app and the LLM alone did not stream the same answer")
-        n = max(1, len(turns))
-        levels.append(
-            Level(
-                concurrency,
-                llm,
-                _phase(turns, wall),
-                app_cpu_ms_per_turn=cpu * 1000 / n,
-                app_cpu_share=app_busy / wall,
-                moto_cpu_ms_per_turn=moto_busy * 1000 / n,
-                moto_cpu_share=moto_busy / wall,
-                load_average=load,
-                errors=_errors(turns),
-            )
-        )
-        all_runs += runs
-    return levels, all_runs
+    llm, llm_answer = await run_llm_alone(services.llm_url, concurrency, count, args.answer_words)
+    runs = [
+        SessionRun(u, s, f"load-c{concurrency}-u{u}-s{s}-{uuid.uuid4().hex[:10]}")
+        for u in range(args.users)
+        for s in range(args.sessions)
+    ]
+    await _wait_idle(services)
+    app_before, moto_before = services.app_cpu_seconds(), services.moto_cpu_seconds()
+    turns, wall = await run_app(services.app_url, runs, concurrency, args.turns, args.answer_words)
+    app_busy, moto_busy = services.app_cpu_seconds() - app_before, services.moto_cpu_seconds() - moto_before
+    load = os.getloadavg()[0]
+    await _wait_idle(services)
+    cpu = services.app_cpu_seconds() - app_before
+    app_answers = {t.answer for t in turns if t.completed}
+    if llm_answer and app_answers and app_answers != {llm_answer}:
+        raise RuntimeError("the app and the LLM alone did not stream the same answer")
+    n = max(1, len(turns))
+    level = Level(
+        concurrency,
+        llm,
+        _phase(turns, wall),
+        app_cpu_ms_per_turn=cpu * 1000 / n,
+        app_cpu_share=app_busy / wall,
+        moto_cpu_ms_per_turn=moto_busy * 1000 / n,
+        moto_cpu_share=moto_busy / wall,
+        load_average=load,
+        errors=_errors(turns),
+    )
+    return level, warm + runs
 
 
 # -- the check in DynamoDB --------------------------------------------------------------------------------------
@@ -678,9 +677,15 @@ def render(r: Result) -> str:
 
 
 def run(args: argparse.Namespace) -> Result:
-    with services(args) as running:
-        levels, runs = asyncio.run(measure(running, args))
-        verification = verify(running, runs)
+    """Each level on a fresh stack (new processes, an empty table): moto's cost per request grows with the table,
+    so a level run after another would pay for the earlier one's data."""
+    levels: list[Level] = []
+    verification = Verification(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    for concurrency in args.levels:
+        with services(args) as running:
+            level, runs = asyncio.run(measure(running, args, concurrency))
+            verification.add(verify(running, runs))
+        levels.append(level)
     return Result(
         python=platform.python_version(),
         cpus=os.cpu_count() or 0,
@@ -711,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-token-ms", type=int, default=250, help="offline LLM delay before the first token")
     parser.add_argument("--token-ms", type=int, default=15, help="offline LLM delay between tokens")
     parser.add_argument("--answer-words", type=int, default=30, help="words (tokens) per answer")
-    parser.add_argument("--smoke", action="store_true", help="the CI run: 2 users x 2 sessions x 3 turns, levels 1,4")
+    parser.add_argument("--smoke", action="store_true", help="the CI run: 2 users x 2 sessions x 3 turns at 4 streams")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--serve-moto", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -719,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         _serve_moto(args.serve_moto)
         return 0
     if args.smoke:
-        args.users, args.sessions, args.turns, args.levels = 2, 2, 3, [1, 4]
+        args.users, args.sessions, args.turns, args.levels = 2, 2, 3, [4]
         args.first_token_ms, args.token_ms, args.answer_words = 50, 2, 10
     if min(args.users, args.sessions, args.turns) < 1 or args.users * args.sessions * args.turns > 2000:
         parser.error("users, sessions and turns must be >= 1, and at most 2,000 turns per level")

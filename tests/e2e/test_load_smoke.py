@@ -24,13 +24,13 @@ def test_load_smoke_loses_nothing(tmp_path: Path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     turns = result["users"] * result["sessions_per_user"] * result["turns_per_session"]
-    assert [level["concurrency"] for level in result["levels"]] == [1, 4]
+    assert [level["concurrency"] for level in result["levels"]] == [4]
     for level in result["levels"]:
         errors = level["errors"]
         assert (errors["non_2xx"], errors["error_chunks"], errors["no_done"], errors["exceptions"]) == (0, 0, 0, 0)
         assert level["app"]["turns"] == level["llm"]["turns"] == turns
     check = result["verification"]
-    sent = turns * len(result["levels"]) + 3  # and the three warm-up turns
+    sent = (turns + 3) * len(result["levels"])  # and each level's three warm-up turns
     assert check["acknowledged"] == check["stored_once"] == sent
     assert check["completed"] == check["answers_stored_once"] == sent
     assert (check["lost"], check["duplicated"], check["answers_lost_or_changed"]) == (0, 0, 0)
