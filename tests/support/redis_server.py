@@ -79,6 +79,12 @@ class RedisServer:
         self._proc.wait(timeout=10)
         self._proc = None
 
+    def restart(self) -> RedisServer:
+        """Kill and start again on the same port, empty."""
+        if self._proc is not None:
+            self.kill()
+        return self.start()
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)  # a paused server handles SIGTERM only once thawed

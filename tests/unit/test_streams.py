@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 
 import pytest
 
 from chatcore.errors import NotFound
 from chatcore.models import ChatSession
-from chatcore.replay import TurnChannel
+from chatcore.replay import BATCH_SECONDS, REPLAY_BROKEN, TurnChannel
 from chatcore.stream import (
     DEFAULT_LEVEL,
     LEVELS,
+    StreamEvent,
     StreamFinish,
     StreamFinishStep,
     StreamStart,
+    StreamTextDelta,
+    StreamTextEnd,
+    StreamTextStart,
     StreamToolApprovalRequest,
     StreamToolInputAvailable,
 )
@@ -163,3 +168,43 @@ async def test_readers_of_two_levels_follow_one_turn_each_at_its_level():
         logged = await _collect(follow_log(replay, "t1", level=level, heartbeat_seconds=0.01, idle_seconds=1))
         assert [json.loads(c) for c in _chunks(live)] == chunks, name
         assert [json.loads(c) for c in _chunks(logged)] == chunks, name
+
+
+@dataclass
+class _LosingReplay(InMemoryReplay):
+    """A replay log whose appends are lost while ``down`` (Redis failed, or its circuit is open)."""
+
+    down: bool = False
+
+    def available(self) -> bool:
+        return not self.down
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None:
+        if not self.down:
+            await super().append(turn_id, chunks)
+
+
+async def test_a_log_that_lost_an_append_stops_there_and_ends_with_an_error():
+    """Chunks published while Redis was down never reach the log; appending the later ones would replay an
+    answer with a hole. The log keeps what it had, then an error chunk and its end."""
+    replay = _LosingReplay()
+    channel = TurnChannel(replay, "s1", "t1")
+    before: list[StreamEvent] = [
+        StreamStart(message_id="t1"),
+        StreamTextStart(id="x"),
+        StreamTextDelta(id="x", delta="a"),
+    ]
+    for event in before:
+        channel.publish(event)
+    await asyncio.sleep(BATCH_SECONDS * 5)
+    replay.down = True
+    channel.publish(StreamTextDelta(id="x", delta="b"))
+    await asyncio.sleep(BATCH_SECONDS * 5)
+    replay.down = False
+    after: list[StreamEvent] = [StreamTextDelta(id="x", delta="c"), StreamTextEnd(id="x"), StreamFinish()]
+    for event in after:
+        channel.publish(event)
+    await channel.close()
+    logged = [json.loads(c) if c is not None else None for c in replay.logs["t1"]]
+    assert [c["type"] if c else None for c in logged] == ["start", "text-start", "text-delta", "error", None]
+    assert logged[2]["delta"] == "a" and logged[3]["errorText"] == REPLAY_BROKEN

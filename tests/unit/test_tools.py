@@ -139,3 +139,26 @@ def test_a_message_is_cut_at_the_limit_and_a_pending_one_says_so():
     )
     pending = ToolResult(True, {"status": "running"}).to_message("c", "t", operation_id="op_1", pending=True)
     assert pending.status == "pending" and pending.operation_id == "op_1"
+
+
+class _Nothing(BaseModel):
+    pass
+
+
+async def test_a_transient_failure_of_a_long_running_tool_fails_its_task():
+    """The state machine retries a RunTool task that fails with ``TransientToolError``: the worker must raise it,
+    not turn it into an error result (a sync tool's is an error result: the turn goes on)."""
+    from chatcore.errors import TransientToolError
+
+    registry = ToolRegistry()
+
+    async def busy(args: _Nothing, ctx: ToolContext) -> dict[str, str]:
+        raise TransientToolError("busy")
+
+    registry.tool("busy in the background", name="busy_job", kind="long_running")(busy)
+    registry.tool("busy in the turn", name="busy_now")(busy)
+    ctx = ToolContext(user_id="u", session_id="s")
+    with pytest.raises(TransientToolError):
+        await registry.run("busy_job", "{}", ctx)
+    result = await registry.run("busy_now", "{}", ctx)
+    assert not result.ok and result.output == {"error": "tool busy_now failed unexpectedly"}

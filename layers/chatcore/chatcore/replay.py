@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatcore.cache import RedisClient, RedisConnector
-from chatcore.stream import StreamEvent, encode_json
+from chatcore.stream import StreamError, StreamEvent, encode_json
 
 if TYPE_CHECKING:
     from chatcore import ports
 
 BATCH_SECONDS = 0.02
+REPLAY_BROKEN = "The live stream was interrupted. The answer is saved: reload the conversation to see it."
+READ_GRACE_SECONDS = 1.0  # how long past its BLOCK time an XREAD may take before Redis counts as down
 
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -121,7 +123,10 @@ class ReplayLog:
         None when Redis failed (the reader should stop)."""
 
         async def call(client: RedisClient) -> Any:
-            return await client.xread({log_key(turn_id): after}, count=500, block=block_ms)
+            # The blocking client has no socket timeout (XREAD BLOCK waits on purpose): bound the wait here, or a
+            # frozen server (paused, failing over) would hold the reader, heartbeats and all, until it woke up.
+            read = client.xread({log_key(turn_id): after}, count=500, block=block_ms)
+            return await asyncio.wait_for(read, block_ms / 1000 + READ_GRACE_SECONDS)
 
         result = await self._redis.run("replay.read", call, None, blocking=True)
         if result is None:
@@ -173,7 +178,11 @@ class Published:
 class TurnChannel:
     """Fan-out of one turn's events, in order: to live listeners (in-process queues) and, batched, to the
     replay log, both in the stored form (``StreamEvent.chunk()``; each reader adapts it to its protocol level).
-    Publishing never waits on Redis; ``close()`` flushes and writes the end entry."""
+    Publishing never waits on Redis; ``close()`` flushes and writes the end entry.
+
+    Once an append is lost (Redis failed, or its circuit was open), nothing more is appended: later chunks after a
+    hole would replay as an answer with a gap. ``close()`` then ends the log with an error chunk instead, so a
+    client that resumes sees the replay stopped (the answer itself is stored in DynamoDB)."""
 
     def __init__(
         self,
@@ -192,6 +201,7 @@ class TurnChannel:
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self._broken = False  # an append was lost: the log stops where it is complete
         self._writer: asyncio.Task[None] | None = None
         if log.enabled:
             self._writer = asyncio.create_task(self._write_loop())
@@ -225,8 +235,9 @@ class TurnChannel:
                 await asyncio.sleep(BATCH_SECONDS)  # coalesce a burst of tokens into one pipeline
             self._wake.clear()
             batch, self._pending = self._pending, []
-            if batch:
+            if batch and not self._broken:
                 await self._log.append(self.turn_id, batch)
+                self._broken = not self._log.available()  # the append failed, or was skipped
             if self._closed and not self._pending:
                 return
 
@@ -240,6 +251,8 @@ class TurnChannel:
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+            if self._broken:
+                await self._log.append(self.turn_id, [self._encode(StreamError(error_text=REPLAY_BROKEN))])
             await self._log.end(self.session_id, self.turn_id)
         for queue in self._listeners:
             queue.put_nowait(None)

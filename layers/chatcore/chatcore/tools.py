@@ -12,8 +12,10 @@ Adding a tool is a few lines::
         ...
 
 ``kind`` says where a tool runs: ``sync`` in the chat turn; ``long_running`` and ``callback`` tools run outside
-the request (Step Functions). ``requires_approval`` makes a call wait for the user's yes or no before it runs
-(``chatcore.approvals``); the ``TOOLS_REQUIRING_APPROVAL`` setting replaces those flags.
+the request (Step Functions); a long-running tool raises ``TransientToolError`` for a failure worth retrying (its
+task fails by that name: the state machine runs it again, then reports it failed). ``requires_approval`` makes a
+call wait for the user's yes or no before it runs (``chatcore.approvals``); the ``TOOLS_REQUIRING_APPROVAL`` setting
+replaces those flags.
 
 Every tool message (a sync result, a long-running or callback result saved by the state machine, an error result, the
 pending placeholder) is built by ``ToolResult.to_message``: the output as strict JSON, cut to ``MAX_RESULT_CHARS``;
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from chatcore.errors import ConfigError
+from chatcore.errors import ConfigError, TransientToolError
 from chatcore.errors import ToolFailure as ToolFailure  # raised by tools: re-exported for tool authors
 from chatcore.models import ChatMessage, MessageStatus
 from chatcore.observability import logger
@@ -178,6 +180,11 @@ class ToolRegistry:
             return ToolResult(True, await tool.fn(args, ctx))
         except ToolFailure as exc:
             return ToolResult(False, {"error": str(exc)})
+        except TransientToolError:
+            if tool.kind == "long_running":
+                raise  # the worker's task fails by this name: the state machine retries it, then catches it
+            logger.exception("tool failed", tool=name)
+            return ToolResult(False, {"error": f"tool {name} failed unexpectedly"})
         except Exception:
             logger.exception("tool failed", tool=name)
             return ToolResult(False, {"error": f"tool {name} failed unexpectedly"})

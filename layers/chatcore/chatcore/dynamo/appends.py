@@ -2,9 +2,9 @@
 
 A transaction holds META (created with ``attribute_not_exists``, or updated guarded by the expected ``version``
 and, for a chat turn, its lease) plus one item per message and one per client message id (both
-``attribute_not_exists``). A lost race reloads META and retries with jittered backoff; a deleted session fails
-with ``NotFound`` instead of being recreated; a client message id already stored fails with
-``DuplicateClientMessage``.
+``attribute_not_exists``). A lost race (or a throttled transaction) reloads META and retries with jittered
+backoff; a deleted session fails with ``NotFound`` instead of being recreated; a client message id already stored
+fails with ``DuplicateClientMessage``.
 
 Branches: each message names its parent (``parent_seq``). A message written without one follows the message
 before it in the same write, the first one follows META's ``leaf_seq`` *as of the write that succeeds* (so
@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 # One transaction holds at most 100 items: META plus up to 2 items (message + client id) per message.
 MESSAGES_PER_TRANSACTION = 49
 MAX_WRITE_ATTEMPTS = 40
-RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+# A lost race (META's condition, a conflicting transaction), or a throttled item: DynamoDB reports a throttled
+# transaction as cancelled with ``ThrottlingError``, which botocore does not retry.
+RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"})
 
 
 async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:

@@ -1,0 +1,140 @@
+"""DynamoDB throttling and conditional-check conflicts, injected at the botocore layer of the server's real client
+(``tests/faults/support.DynamoFaults``): what the user sees and what DynamoDB holds afterwards.
+
+A turn writes with ``TransactWriteItems`` (the user message, then the answer with the lease given back) and
+``UpdateItem`` (the lease); a listing reads with ``Query``. botocore (standard mode, 5 attempts) retries throttling
+codes; the append code retries a cancelled transaction whose reasons are a lost race."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ChatStack
+from tests.faults.support import (
+    attempts,
+    dynamo_faults,
+    lease_held,
+    new_session,
+    post_turn,
+    roles_and_text,
+    stored,
+)
+
+THROTTLES = ["ProvisionedThroughputExceededException", "ThrottlingException"]
+
+
+def _answered_once(chat: ChatStack, sid: str, text: str, answer: str) -> None:
+    assert roles_and_text(stored(chat, sid)) == [("user", text, "complete"), ("assistant", answer, "complete")]
+    assert not lease_held(chat, sid)
+
+
+@pytest.mark.parametrize("code", THROTTLES)
+def test_throttled_writes_within_the_retry_budget_are_invisible(chat_stack: ChatStack, code: str):
+    """User sees: the normal answer. Stored: the user message and the answer, once each."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        faults.fail("TransactWriteItems", code, times=2)  # the user message's write: two throttles, then through
+        faults.fail("UpdateItem", code, times=2)  # and the lease
+        response, stream = post_turn(client, sid, "hello under throttling")
+        assert response.status_code == 200 and stream is not None
+        assert stream.done and not stream.of_type("error") and stream.text()
+        assert faults.injected["TransactWriteItems"] == 2 and faults.injected["UpdateItem"] == 2
+    _answered_once(chat_stack, sid, "hello under throttling", stream.text())
+
+
+def test_throttling_beyond_the_retries_refuses_the_turn_before_any_byte(chat_stack: ChatStack):
+    """User sees: a 503 JSON error, no stream (nothing acknowledged). Stored: nothing of the turn; the lease is
+    given back, so the same message sent again is answered."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        faults.fail(
+            "TransactWriteItems", "ProvisionedThroughputExceededException", times=attempts(chat_stack)
+        )  # every attempt
+        response, _ = post_turn(client, sid, "will this be stored?")
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["code"] and "Traceback" not in response.text
+        assert faults.pending("TransactWriteItems") == 0
+        assert stored(chat_stack, sid) == [] and not lease_held(chat_stack, sid)
+        again, stream = post_turn(client, sid, "will this be stored?")
+        assert again.status_code == 200 and stream is not None and stream.done
+    _answered_once(chat_stack, sid, "will this be stored?", stream.text())
+
+
+def test_throttled_answer_write_ends_with_an_error_and_keeps_the_user_message(chat_stack: ChatStack):
+    """The answer's write is throttled past the retries. User sees: the streamed text, then an error chunk and
+    ``finish`` (the answer was not stored, and says so). Stored: the user message only; the lease is given back and
+    the next turn works."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        # The user message's write goes through; then every attempt of the answer's write is throttled.
+        faults.fail("TransactWriteItems", "ThrottlingException", times=attempts(chat_stack), after=1)
+        response, stream = post_turn(client, sid, "an answer that cannot be saved")
+        assert response.status_code == 200 and stream is not None
+        assert stream.text() and stream.of_type("error") and stream.types[-1] == "finish" and stream.done
+        assert roles_and_text(stored(chat_stack, sid)) == [("user", "an answer that cannot be saved", "complete")]
+        assert not lease_held(chat_stack, sid)
+        _, follow = post_turn(client, sid, "and now?")
+        assert follow is not None and follow.done and not follow.of_type("error")
+        assert [m["content"] for m in stored(chat_stack, sid)] == [
+            "an answer that cannot be saved",
+            "and now?",
+            follow.text(),
+        ]
+
+
+@pytest.mark.parametrize("reason", ["ConditionalCheckFailed", "TransactionConflict"])
+def test_a_lost_race_on_the_write_is_retried_and_stores_once(chat_stack: ChatStack, reason: str):
+    """The user message's transaction is cancelled as if another writer got in first (META's condition failed, or
+    a conflicting transaction). The append reloads META and writes again. User sees: the normal answer. Stored:
+    each message once, seqs dense."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        faults.fail("TransactWriteItems", "TransactionCanceledException", times=3, reason=reason)
+        response, stream = post_turn(client, sid, "race me")
+        assert response.status_code == 200 and stream is not None and stream.done
+        assert not stream.of_type("error")
+        assert faults.injected["TransactWriteItems"] == 3
+    _answered_once(chat_stack, sid, "race me", stream.text())
+    assert [m["seq"] for m in stored(chat_stack, sid)] == [1, 2]
+
+
+def test_a_throttled_transaction_is_retried(chat_stack: ChatStack):
+    """DynamoDB reports a throttled transaction as ``TransactionCanceledException`` with the reason
+    ``ThrottlingError`` (not a code botocore retries). User sees: the normal answer. Stored: once each."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        faults.fail("TransactWriteItems", "TransactionCanceledException", times=2, reason="ThrottlingError")
+        response, stream = post_turn(client, sid, "throttled transaction")
+        assert response.status_code == 200, response.text
+        assert stream is not None and stream.done and not stream.of_type("error")
+    _answered_once(chat_stack, sid, "throttled transaction", stream.text())
+
+
+def test_a_conflict_that_never_clears_is_a_409_and_writes_nothing(chat_stack: ChatStack):
+    """Every attempt of the user message's write loses its race (bounded: 40 attempts with jittered backoff).
+    User sees: 409 JSON before any stream. Stored: nothing of the turn, lease given back."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        sid = new_session(client)
+        faults.fail("TransactWriteItems", "TransactionCanceledException", times=40, reason="TransactionConflict")
+        response, _ = post_turn(client, sid, "never lands")
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"]
+        assert stored(chat_stack, sid) == [] and not lease_held(chat_stack, sid)
+
+
+def test_throttled_reads_are_a_503_and_write_nothing(chat_stack: ChatStack):
+    """The session listing's ``Query`` throttled past the retries. User sees: 503 JSON. Then it reads again."""
+    faults = dynamo_faults(chat_stack)
+    with chat_stack.client() as client, faults.installed():
+        new_session(client)
+        faults.fail("Query", "ProvisionedThroughputExceededException", times=attempts(chat_stack))
+        listing = client.get("/sessions")
+        assert listing.status_code == 503 and listing.json()["error"]["code"]
+        assert len(client.get("/sessions").json()["sessions"]) == 1
