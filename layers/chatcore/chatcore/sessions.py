@@ -1,6 +1,9 @@
 """The session service: the API the rest of the product (and the design documents) use.
 
 Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
+``get_chat_session`` returns the whole active path; a chat turn reads only its working set (``working_set``: the
+recent part of the path, ``ChatSession.working_set``), cached under its own key, so a turn's cost does not grow
+with the conversation.
 A session of another user reads as ``None`` / ``NotFound``, never as "forbidden". Feedback on answers (one rating
 per turn, counted as the ``Feedback`` metric by rating) is kept beside the session and shown with its messages.
 
@@ -121,6 +124,29 @@ class SessionService:
             await self.cache.put(session)
         return session
 
+    async def working_set(self, session_id: str) -> ChatSession | None:
+        """What a chat turn reads (any owner's: the caller checks), through the cache."""
+        if not is_valid_session_id(session_id):
+            return None
+        cached, _ = await self.cache.get_working_set_with_user_context(session_id, None)
+        return cached if cached is not None else await self.working_set_through(session_id)
+
+    async def working_set_through(self, session_id: str) -> ChatSession | None:
+        """The working set from DynamoDB (a cache miss), cached for the next turn."""
+        working = await self.store.load_working_set(session_id)
+        if working is not None:
+            await self.cache.put_working_set(working)
+        return working
+
+    async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        """``working_set`` when ``caller`` is exactly its owner (as ``session_of``)."""
+        session = await self.working_set(session_id)
+        return session if session is not None and session.user_id == caller else None
+
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        """The working set from DynamoDB, never a cached copy."""
+        return await self.store.load_working_set(session_id)
+
     async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
         """The session only when ``caller`` is exactly its owner; an anonymous caller (None) reaches only
         owner-less sessions. Unlike ``get_chat_session``, None here is a caller, not "skip the check"."""
@@ -136,8 +162,10 @@ class SessionService:
         if turn is not None and not turn.release:
             # Mid-turn write: the turn's last write caches the session; until then readers go to DynamoDB.
             await self.cache.invalidate(saved.session_id, version=saved.version)
+        elif saved.partial:
+            await self.cache.put_written(saved.working_set())  # the whole session's copy is dropped
         elif saved.is_complete():
-            await self.cache.put(saved)
+            await self.cache.put_written(saved.working_set(), whole=saved)
         else:
             await self.cache.invalidate(saved.session_id, version=saved.version)
         return saved
@@ -346,7 +374,8 @@ class SessionLeases:
     async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
         meta = await self.store.acquire_turn(session.session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
         if meta.message_count != session.message_count:  # written since it was read (the cache may lag)
-            fresh = await self.store.load(session.session_id)
+            # Read again in the shape it was read: a turn's working set, or the whole path.
+            fresh = await (self.store.load_working_set if session.partial else self.store.load)(session.session_id)
             if fresh is None:
                 raise NotFound("session not found")
             session = fresh

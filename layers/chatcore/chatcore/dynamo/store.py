@@ -42,6 +42,10 @@ class SessionStore:
         """The whole session; None when missing or deleted."""
         return await reads.load(self._table, session_id)
 
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        """What a turn reads: META and the recent part of the active path (``reads.load_working_set``)."""
+        return await reads.load_working_set(self._table, session_id)
+
     async def load_tree(self, session_id: str) -> tuple[ChatSession, list[ChatMessage]] | None:
         """META and every stored message of every branch, by seq; None when missing or deleted."""
         return await reads.load_tree(self._table, session_id)
