@@ -32,7 +32,7 @@ class Tree:
         if role == "assistant":
             fields.setdefault("turn_id", f"turn_{parent}")
             fields.setdefault("usage", Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15))
-        self.messages.append(ChatMessage(role=role, content=text, seq=seq, parent_seq=parent, **fields))  # type: ignore[arg-type]
+        self.messages.append(ChatMessage(role=role, content=text, seq=seq, parent_seq=parent, **fields))
         return seq
 
     def line(self, parent: int, count: int, *, words: int = 12) -> int:
