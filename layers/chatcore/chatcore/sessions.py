@@ -338,10 +338,13 @@ class SessionService:
             raise NotFound("no feedback for this message")
 
     async def _answer_of(self, session_id: str, user_id: str, turn_id: str) -> None:
-        session = await self.get_chat_session(session_id, user_id)
+        # The answers rated are mostly recent ones: the working set first, the whole path when it misses older ones.
+        session = await self.working_set_of(session_id, user_id)
+        if session is not None and session.misses_older() and not _answers(session, turn_id):
+            session = await self.get_chat_session(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
-        if not any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages):
+        if not _answers(session, turn_id):
             raise NotFound("no such answer in this session")
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
@@ -361,6 +364,10 @@ class SessionService:
         for session_id in dict.fromkeys(session_ids):
             (deleted if await self.delete_session(session_id, user_id) else missing).append(session_id)
         return deleted, missing
+
+
+def _answers(session: ChatSession, turn_id: str) -> bool:
+    return any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages)
 
 
 class SessionLeases:

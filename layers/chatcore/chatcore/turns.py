@@ -387,7 +387,7 @@ class ChatEngine:
 
     async def stop(self, session_id: str, user_id: str | None) -> str | None:
         """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
-        session = await self.deps.sessions.session_of(session_id, user_id)
+        session = await self.deps.sessions.working_set_of(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
         for handle in self.running.values():
