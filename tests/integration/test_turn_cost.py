@@ -287,3 +287,48 @@ async def test_without_redis_a_turn_reads_the_working_set_from_dynamodb(settings
         assert sorted(calls.reads()) == [("GetItem", 0), ("GetItem", 1), ("Query", 10)]
     finally:
         await container.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_new_summary_starts_the_next_turns_working_set(container: Container, settings: Settings):
+    tree = Tree()
+    tree.line(0, 200, words=60)  # about 20,000 estimated tokens: over the default budget
+    write_session(container.aws.dynamodb(), settings.table_name, "summarised", "alice", tree)
+    await _send(container, "summarised", "First.", "first-1")
+    model = _model(container)
+    assert len(model.completions) == 1  # the summary was made
+    # The next (warm) turn reads no history from DynamoDB and does not summarise again: the working set the first
+    # turn cached carries the new summary (before, the cached copy kept the old one, and every warm turn summarised).
+    stored = await container.sessions.store.load_meta("summarised")
+    assert stored is not None and stored.context_summary == SUMMARY
+    calls = DynamoCalls(container.aws.dynamodb())
+    await _send(container, "summarised", "Second.", "second-1")
+    assert len(model.completions) == 1
+    assert SUMMARY in model.requests[-1]["messages"][0]["content"]
+    # At most the working set from the summary's message (when the summary's write came after the answer's, the
+    # cached copy was dropped): never the 200 messages before it.
+    assert calls.items_read() <= 1 + 202 - stored.summary_seq + 2
+    cached, _ = await container.sessions.cache.get_working_set_with_user_context("summarised", None)
+    assert cached is not None and cached.context_summary == SUMMARY
+    assert cached.messages[0].seq == stored.summary_seq  # it starts at the summary's message
+
+
+@pytest.mark.anyio
+async def test_a_session_changed_between_the_read_and_the_lease_is_planned_over_what_was_read(
+    container: Container, settings: Settings
+):
+    tree = Tree()
+    tree.line(0, 10)
+    write_session(container.aws.dynamodb(), settings.table_name, "changed-meanwhile", "alice", tree)
+    await _send(container, "changed-meanwhile", "First.", "first-1")  # caches the session
+    # A rename the cache has not heard of: the turn reads the cached copy, its lease finds a newer version.
+    assert await container.sessions.store.update_fields("changed-meanwhile", {"title": "Renamed"}) is not None
+    events = await _send(container, "changed-meanwhile", "Second.", "second-1")
+    assert events[-1].finish_reason == "stop"
+    stored = await container.sessions.load_fresh("changed-meanwhile")
+    assert stored is not None and [m.content for m in stored.messages[-4:-1]] == [
+        "First.",
+        "(no script)",
+        "Second.",
+    ]
+    assert stored.title == "Renamed"

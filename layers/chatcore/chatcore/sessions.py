@@ -178,7 +178,10 @@ class SessionService:
         return meta.active_turn_id if meta else None
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
-        await self.store.set_summary(session_id, summary, seq)
+        """Store the context summary; the cached copies are invalidated (META's version moved)."""
+        meta = await self.store.set_summary(session_id, summary, seq)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
 
     async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
         """Replace a pending tool message with its result (see ``SessionStore.replace_pending``); the cached

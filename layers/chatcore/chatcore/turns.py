@@ -180,6 +180,7 @@ class ChatEngine:
         read_version = session.version
         deadline = self._deadline()  # the turn's, from its start
         early = not waiting_on_path(session)
+        read_messages = list(session.messages)
         opening = self._open_early(session, plan, turn_id, user_context, deadline) if early else None
         prepared = session.messages
         try:
@@ -197,6 +198,8 @@ class ChatEngine:
         if opening is not None and session.version != read_version + 1:
             await _discard(opening)  # written since it was read: the history the request carries may be stale
             opening = None
+            if session.messages is prepared:  # not read again (no new message): plan over what was read
+                session.messages = read_messages
         elif opening is not None:
             session.messages = prepared  # only the lease changed since the read: the prepared history stands
         if opening is None:

@@ -98,9 +98,9 @@ class SessionStore:
         """Give an anonymous session to ``user_id``; None if missing, deleted or owned by someone else."""
         return await fields.assign_owner(self._table, session_id, user_id)
 
-    async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> ChatSession | None:
         """Store the context summary of the path from the root to message ``seq`` (replacing any other)."""
-        await fields.set_summary(self._table, session_id, summary, seq)
+        return await fields.set_summary(self._table, session_id, summary, seq)
 
     async def set_leaf(self, session_id: str, leaf_seq: int, *, owner: str | None) -> ChatSession | None:
         """Switch the active branch to the one ending at ``leaf_seq``; None when refused (see ``fields``)."""
