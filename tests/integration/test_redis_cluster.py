@@ -95,8 +95,9 @@ async def test_session_cache_on_the_cluster(service: SessionService, cluster: Re
     for saved in sessions:
         cached = await service.cache.get(saved.session_id)
         assert cached is not None and cached.model_dump() == saved.model_dump()
-    # The key the design documents name, literally: chat:session:<session id>.
-    _spread_over_every_node(cluster, [f"chat:session:{s.session_id}" for s in sessions])
+    # The key the design documents name, literally: chat:session:<session id>; beside it, what a turn reads.
+    keys = [f"chat:{kind}:{s.session_id}" for s in sessions for kind in ("session", "working-set")]
+    _spread_over_every_node(cluster, keys)
 
     first = sessions[0]
     first.messages.append(ChatMessage(role="user", content="newer"))
@@ -120,11 +121,12 @@ async def test_session_and_user_context_are_read_together_across_nodes(table_nam
     contexts = container.user_contexts
     try:
         sid = (await container.sessions.create_session("alice")).session_id
-        node = cluster.node_of(f"chat:session:{sid}")
+        node = cluster.node_of(f"chat:working-set:{sid}")  # what a turn reads
         user = next(u for u in (f"user-{n}" for n in range(64)) if cluster.node_of(f"chat:user-context:{u}") != node)
         await contexts.put(user, "Keyed on another node.")
         # Both cached, on two nodes: the one pipeline is split per node and both answers come back.
-        cached_session, cached_context = await container.sessions.cache.get_with_user_context(sid, user)
+        cache = container.sessions.cache
+        cached_session, cached_context = await cache.get_working_set_with_user_context(sid, user)
         assert cached_session is not None and cached_session.session_id == sid
         assert cached_context is not None and cached_context.context == "Keyed on another node."
         assert await contexts.session_with_context(sid, user) == (cached_session, "Keyed on another node.")

@@ -161,7 +161,7 @@ async def test_a_warm_turn_reads_session_and_context_in_one_redis_round_trip(set
         [_ async for _ in engine.stream_chat_completion(sid, "Again", "alice")]
     finally:
         await container.aclose()
-    session_key, context_key = f"chat:session:{sid}", "chat:user-context:alice"
+    session_key, context_key = f"chat:working-set:{sid}", "chat:user-context:alice"  # what a turn reads
     reads = [trip for trip in connector.trips if any(command[0] == "hget" for command in trip)]
     assert reads == [[("hget", session_key, "d"), ("hget", context_key, "d")]]
     assert connector.touching(context_key) == reads  # both were cached: nothing was filled in

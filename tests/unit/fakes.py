@@ -59,6 +59,14 @@ class InMemorySessions:
         stored = self.sessions.get(session_id)
         return _copy(stored) if stored is not None and stored.user_id == caller else None
 
+    async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        found = await self.session_of(session_id, caller)
+        return found.working_set() if found is not None else None
+
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        found = await self.load_fresh(session_id)
+        return found.working_set() if found is not None else None
+
     async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
         # Like the store: new messages are appended and only the fields the caller changed are written.
         stored = self.sessions.get(session.session_id)
@@ -157,7 +165,7 @@ class InMemorySessions:
             raise TurnInProgress("another reply is being generated in this session")
         stored.active_turn_id = turn_id
         stored.version += 1
-        return _copy(stored)
+        return _copy(stored).working_set() if session.partial else _copy(stored)  # read again in its shape
 
     async def release(self, session_id: str, turn_id: str) -> None:
         stored = self.sessions.get(session_id)
@@ -197,7 +205,8 @@ class InMemoryUserContexts:
 
     async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
         self.reads.append(("session+context", session_id, user_id))
-        return await self.sessions.get_chat_session(session_id), self.texts.get(user_id or "", "")
+        found = await self.sessions.get_chat_session(session_id)  # a turn reads its working set
+        return (found.working_set() if found is not None else None), self.texts.get(user_id or "", "")
 
     async def context_of(self, user_id: str | None) -> str:
         self.reads.append(("context", "", user_id))

@@ -1,6 +1,9 @@
 """Redis: the session cache and the connector every Redis user goes through. Always optional, never the only copy.
 
-``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL. Writes go through a Lua
+``chat:session:{session_id}`` is a hash ``{v: version, d: session JSON}`` with a TTL: the whole session, as
+``get_chat_session`` returns it. ``chat:working-set:{session_id}`` is the same for what a chat turn reads (its
+working set, ``ChatSession.working_set``: the recent part of the active path, bounded whatever the session's
+length). Every invalidation drops both, fenced at the same version. Writes go through a Lua
 compare-and-set, so an older version never replaces a newer one, whatever order writers finish in.
 Invalidation keeps ``v`` and drops ``d``: the next read goes to DynamoDB, and a slow writer still holding an older
 version cannot put it back. None of this survives a write-through that failed (Redis frozen, restarted empty, or
@@ -46,6 +49,7 @@ type RedisClient = Redis | RedisCluster
 RESP_VERSION = 2
 
 SESSION_KEY = "chat:session:{session_id}"
+WORKING_SET_KEY = "chat:working-set:{session_id}"
 USER_CONTEXT_KEY = "chat:user-context:{user_id}"
 
 # KEYS[1] session key; ARGV: version, json, ttl. Returns 1 if written.
@@ -85,6 +89,10 @@ def _is_outage(exc: Exception) -> bool:
 
 def session_key(session_id: str) -> str:
     return SESSION_KEY.format(session_id=session_id)
+
+
+def working_set_key(session_id: str) -> str:
+    return WORKING_SET_KEY.format(session_id=session_id)
 
 
 def user_context_key(user_id: str) -> str:
@@ -229,6 +237,26 @@ class SessionCache:
         raw_session, raw_context = await self._redis.run("cache.get_with_context", call, [None, None])
         return await self._session(session_id, raw_session), await self._user_context(user_id, raw_context)
 
+    async def get_working_set_with_user_context(
+        self, session_id: str, user_id: str | None
+    ) -> tuple[ChatSession | None, UserContext | None]:
+        """A turn's working set (``chat:working-set:``) and, for a signed-in caller, the user's context, in one
+        round trip; None for each that is not cached."""
+
+        async def call(client: RedisClient) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hget(working_set_key(session_id), "d")
+                if user_id is not None:
+                    pipe.hget(user_context_key(user_id), "d")
+                return await pipe.execute()
+
+        raw = await self._redis.run("cache.get_working_set", call, [None, None])
+        session = await self._session(session_id, raw[0])
+        if session is not None and not session.partial:
+            session = None  # not a working set: read it again
+        context = await self._user_context(user_id, raw[1]) if user_id is not None and len(raw) > 1 else None
+        return session, context
+
     async def get_user_context(self, user_id: str) -> UserContext | None:
         async def call(client: RedisClient) -> Any:
             return await client.hget(user_context_key(user_id), "d")
@@ -262,8 +290,38 @@ class SessionCache:
         return found
 
     async def put(self, session: ChatSession) -> bool:
-        """Write the session if its version is newer than the cached one; True if written."""
+        """Write the session if its version is newer than the cached one; True if written. A working set
+        (``partial``) is refused: it is not the whole session."""
+        if session.partial:
+            raise ValueError("a working set is not the whole session: cache it with put_working_set")
         return await self._put(session_key(session.session_id), session.version, session.model_dump_json(), "cache.put")
+
+    async def put_working_set(self, working: ChatSession) -> bool:
+        """Cache a turn's working set read from DynamoDB, if its version is newer than the cached one."""
+        if not working.partial:
+            raise ValueError("not a working set: ChatSession.working_set() makes one")
+        key = working_set_key(working.session_id)
+        return await self._put(key, working.version, working.model_dump_json(), "cache.put_working_set")
+
+    async def put_written(self, working: ChatSession, *, whole: ChatSession | None = None) -> None:
+        """After a write: cache the working set and, in the same round trip, the whole session it was cut from
+        when given — else drop the whole session's copy, fenced at this version (it is older now)."""
+        if not working.partial:
+            raise ValueError("not a working set: ChatSession.working_set() makes one")
+        if whole is not None and (whole.partial or whole.version != working.version):
+            raise ValueError("the whole session must be the working set's, at its version")
+        sid, version = working.session_id, working.version
+
+        async def call(client: RedisClient) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.eval(_CAS_SCRIPT, 1, working_set_key(sid), version, working.model_dump_json(), self._ttl)
+                if whole is not None:
+                    pipe.eval(_CAS_SCRIPT, 1, session_key(sid), version, whole.model_dump_json(), self._ttl)
+                else:
+                    pipe.eval(_INVALIDATE_SCRIPT, 1, session_key(sid), version, self._ttl)
+                return await pipe.execute()
+
+        await self._redis.run("cache.put_written", call, None)
 
     async def put_user_context(self, found: UserContext) -> bool:
         """Write the user's context (version 0: none stored) if its version is newer than the cached one."""
@@ -273,7 +331,18 @@ class SessionCache:
     async def invalidate(self, session_id: str, *, version: int | None = None) -> None:
         """Make the next read go to DynamoDB. Pass the version just written, when known, so a slower writer
         holding an older copy cannot re-populate the cache with it."""
-        await self._drop(session_key(session_id), version, "cache.invalidate")
+        await self._drop_all((session_key(session_id), working_set_key(session_id)), version, "cache.invalidate")
+
+    async def _drop_all(self, keys: tuple[str, ...], version: int | None, operation: str) -> None:
+        """``_drop`` of several keys in one round trip (each script stays on one key: see cluster mode above)."""
+
+        async def call(client: RedisClient) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.eval(_INVALIDATE_SCRIPT, 1, key, -1 if version is None else version, self._ttl)
+                return await pipe.execute()
+
+        await self._redis.run(operation, call, None)
 
     async def _put(self, key: str, version: int, payload: str, operation: str) -> bool:
         async def call(client: RedisClient) -> Any:

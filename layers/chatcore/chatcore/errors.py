@@ -19,7 +19,9 @@
     ├── LLMError                 the language model failed after the retries (502; in a turn: an SSE error)
     ├── ToolFailure              raised by a tool for an expected failure: its message is the error result the LLM
     │                            reads, never an HTTP error
-    └── TransientToolError       a long-running tool's failure worth retrying: the state machine retries this name
+    ├── TransientToolError       a long-running tool's failure worth retrying: the state machine retries this name
+    └── NeedsWholePath           a turn's decision needs messages older than its working set: the engine plans
+                                 again over the whole path (``chatcore.intents``); it never reaches a client
 
 Third-party errors are translated at their boundary and chained with ``from exc``: botocore's in
 ``chatcore.aws.call`` (the only module that imports botocore), ``redis.exceptions.*`` in ``chatcore.cache``,
@@ -106,6 +108,15 @@ class DuplicateClientMessage(Conflict):
         super().__init__(message)
         self.client_message_id = client_message_id
         self.seq = seq
+
+
+class NeedsWholePath(ChatError):
+    """Raised by ``chatcore.intents.plan_turn`` and caught by the engine, which plans again over the whole path."""
+
+    code = "needs_whole_path"
+
+    def __init__(self) -> None:
+        super().__init__("the decision needs older messages than the working set")
 
 
 class ConfigError(ServiceUnavailable):

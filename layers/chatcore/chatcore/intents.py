@@ -17,6 +17,11 @@ regenerate-message     ``messageId`` names a user message              ``Regener
 regenerate-message     no ``messageId``                                ``Regenerate`` the last answer of the path
 =====================  ==============================================  ===========================================
 
+A turn plans over its working set (``ChatSession.working_set``: the recent part of the path). When the decision
+needs an older message — a resent or edited message, or a regenerated answer, older than it; a new message while
+approvals wait, whose id may be an older message's — ``plan_turn`` raises ``NeedsWholePath`` and the engine plans
+again over the whole active path.
+
 A user message's id is the client's (``client_message_id``); an edited version keeps it, so "the same id" means
 the version on the active path. A new message while a tool call of the path waits for approval denies that call
 first (``ChatEngine.submit``), so every call in the history has an output. Regenerate and edit never delete: the
@@ -28,8 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatcore.approvals import ApprovalAnswer
-from chatcore.errors import Conflict, NotFound, ValidationFailed
+from chatcore.approvals import ApprovalAnswer, waiting_on_path
+from chatcore.errors import Conflict, NeedsWholePath, NotFound, ValidationFailed
 from chatcore.models import ChatMessage, ChatSession, client_key
 
 
@@ -104,13 +109,15 @@ def plan_turn(session: ChatSession, intent: Intent) -> Plan:
     cmid = intent.client_message_id
     stored = _user_message(session, cmid) if cmid else None
     if stored is None:
+        if cmid and session.misses_older() and waiting_on_path(session):
+            raise NeedsWholePath  # denying the waiting calls must wait until the message is known to be new
         return Send(intent.text, cmid)
     assert cmid is not None
     assert stored.seq is not None
     if (stored.content or "") == intent.text:
         return Resend(client_key(stored))
     _refuse_while_pending(session)
-    return Edit(intent.text, cmid, stored.seq, stored.parent_seq or 0)
+    return Edit(intent.text, cmid, stored.seq, _held(session, stored.parent_seq or 0))
 
 
 def _user_message(session: ChatSession, client_message_id: str) -> ChatMessage | None:
@@ -122,6 +129,8 @@ def _user_message(session: ChatSession, client_message_id: str) -> ChatMessage |
 
 def _regenerate(session: ChatSession, message_id: str | None) -> Plan:
     path = session.messages
+    if not path and session.misses_older():
+        raise NeedsWholePath
     if not path:
         raise ValidationFailed(
             "there is no answer to regenerate", details=[{"loc": ["messageId"], "msg": "empty conversation"}]
@@ -130,6 +139,8 @@ def _regenerate(session: ChatSession, message_id: str | None) -> Plan:
         target = path[-1]
     else:
         found = next((m for m in path if message_id in (m.turn_id, m.message_id, m.client_message_id)), None)
+        if found is None and session.misses_older():
+            raise NeedsWholePath
         if found is None:
             raise NotFound("no message with this id on the conversation's active branch")
         target = found
@@ -139,7 +150,16 @@ def _regenerate(session: ChatSession, message_id: str | None) -> Plan:
         return Regenerate(target.seq)
     # The answer is every message of its turn after the user's: answer again from before its first one.
     first = next(m for m in path if m.turn_id == target.turn_id and m.role != "user") if target.turn_id else target
-    return Regenerate(first.parent_seq or 0)
+    if first is path[0] and session.misses_older():
+        raise NeedsWholePath  # the turn may have begun before the working set
+    return Regenerate(_held(session, first.parent_seq or 0))
+
+
+def _held(session: ChatSession, parent_seq: int) -> int:
+    """``parent_seq``, when the turn can rebuild the path up to it from ``session`` (the root, or a message held)."""
+    if parent_seq and all(message.seq != parent_seq for message in session.messages):
+        raise NeedsWholePath
+    return parent_seq
 
 
 def _refuse_while_pending(session: ChatSession) -> None:

@@ -165,6 +165,10 @@ class ChatSession(_Model):
     # For each message (by seq) on the active path that has other versions: the message ids of all its versions
     # (siblings of the same role under the same parent, oldest first). Derived from the stored tree when read.
     versions: dict[int, list[str]] = Field(default_factory=dict)
+    # A turn's working set (``working_set``): ``messages`` hold only the recent part of the active path, from the
+    # stored summary's message (when it is on the path, else from the root) to the leaf, and ``versions`` is empty.
+    # Such a view is never cached, returned or saved as the whole session (``is_complete`` is False for it).
+    partial: bool = False
     # The editable fields as they were when this object was built or last saved; an upsert writes only the
     # fields that differ, so it never reverts a concurrent rename with a stale value.
     _clean: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -215,12 +219,33 @@ class ChatSession(_Model):
 
     def is_complete(self) -> bool:
         """True when ``messages`` is exactly the stored active path, root to ``leaf_seq`` (safe to cache)."""
+        if self.partial:
+            return False
         parent = 0
         for message in self.messages:
             if message.seq is None or message.parent_seq != parent:
                 return False
             parent = message.seq
         return parent == self.leaf_seq
+
+    def misses_older(self) -> bool:
+        """True when messages older than ``messages`` are on the active path (a working set that does not start at
+        the root): a decision about them needs the whole path."""
+        if not self.messages:
+            return self.leaf_seq != 0
+        return self.messages[0].parent_seq not in (None, 0)
+
+    def working_set(self) -> ChatSession:
+        """A copy holding what a turn reads (``partial``): the path from the stored summary's message, when it is
+        on the path, to the leaf — else the whole path. ``chatcore.dynamo.reads.load_working_set`` reads the
+        same from the table without the older messages."""
+        start = 0
+        if self.context_summary and self.summary_seq:
+            start = next((i for i, m in enumerate(self.messages) if m.seq == self.summary_seq), 0)
+        view = self.model_copy(deep=True)
+        view.messages, view.versions, view.partial = view.messages[start:], {}, True
+        view.usage = usage_of(view.messages)
+        return view
 
     def call_of(self, tool_call_id: str | None) -> ToolCall | None:
         """The assistant's stored tool call with this id, among ``messages``."""

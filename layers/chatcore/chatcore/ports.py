@@ -38,6 +38,14 @@ class SessionRepository(Protocol):
 
     async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None: ...
 
+    async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        """What a turn reads (``ChatSession.working_set``), when ``caller`` is exactly its owner."""
+        ...
+
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        """What a turn reads, from the source of truth (never a cached copy)."""
+        ...
+
     async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession: ...
 
     async def update_session_title(
@@ -97,7 +105,7 @@ class TurnLeases(Protocol):
 
 class UserContexts(Protocol):
     async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
-        """The session as ``get_chat_session(session_id)`` gives it (any owner's: the caller checks) and the
+        """The session's working set (``SessionRepository.working_set_of``; any owner's: the caller checks) and the
         context text of ``user_id`` ('' when none is stored, or for an anonymous caller), read together: one cache
         round trip when both are cached."""
         ...

@@ -1,6 +1,9 @@
 """The session service: the API the rest of the product (and the design documents) use.
 
 Reads go through the cache and fall back to DynamoDB; writes go to DynamoDB first, then through to the cache.
+``get_chat_session`` returns the whole active path; a chat turn reads only its working set (``working_set``: the
+recent part of the path, ``ChatSession.working_set``), cached under its own key, so a turn's cost does not grow
+with the conversation.
 A session of another user reads as ``None`` / ``NotFound``, never as "forbidden". Feedback on answers (one rating
 per turn, counted as the ``Feedback`` metric by rating) is kept beside the session and shown with its messages.
 
@@ -141,6 +144,29 @@ class SessionService:
             await self.cache.put(session)
         return session
 
+    async def working_set(self, session_id: str) -> ChatSession | None:
+        """What a chat turn reads (any owner's: the caller checks), through the cache."""
+        if not is_valid_session_id(session_id):
+            return None
+        cached, _ = await self.cache.get_working_set_with_user_context(session_id, None)
+        return cached if cached is not None else await self.working_set_through(session_id)
+
+    async def working_set_through(self, session_id: str) -> ChatSession | None:
+        """The working set from DynamoDB (a cache miss), cached for the next turn."""
+        working = await self.store.load_working_set(session_id)
+        if working is not None:
+            await self.cache.put_working_set(working)
+        return working
+
+    async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
+        """``working_set`` when ``caller`` is exactly its owner (as ``session_of``)."""
+        session = await self.working_set(session_id)
+        return session if session is not None and session.user_id == caller else None
+
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        """The working set from DynamoDB, never a cached copy."""
+        return await self.store.load_working_set(session_id)
+
     async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
         """The session only when ``caller`` is exactly its owner; an anonymous caller (None) reaches only
         owner-less sessions. Unlike ``get_chat_session``, None here is a caller, not "skip the check"."""
@@ -156,8 +182,10 @@ class SessionService:
         if turn is not None and not turn.release:
             # Mid-turn write: the turn's last write caches the session; until then readers go to DynamoDB.
             await self.cache.invalidate(saved.session_id, version=saved.version)
+        elif saved.partial:
+            await self.cache.put_written(saved.working_set())  # the whole session's copy is dropped
         elif saved.is_complete():
-            await self.cache.put(saved)
+            await self.cache.put_written(saved.working_set(), whole=saved)
         else:
             await self.cache.invalidate(saved.session_id, version=saved.version)
         return saved
@@ -170,7 +198,10 @@ class SessionService:
         return meta.active_turn_id if meta else None
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
-        await self.store.set_summary(session_id, summary, seq)
+        """Store the context summary; the cached copies are invalidated (META's version moved)."""
+        meta = await self.store.set_summary(session_id, summary, seq)
+        if meta is not None:
+            await self.cache.invalidate(session_id, version=meta.version)
 
     async def replace_pending(self, session_id: str, seq: int, message: ChatMessage) -> int | None:
         """Replace a pending tool message with its result (see ``SessionStore.replace_pending``); the cached
@@ -330,10 +361,13 @@ class SessionService:
             raise NotFound("no feedback for this message")
 
     async def _answer_of(self, session_id: str, user_id: str, turn_id: str) -> None:
-        session = await self.get_chat_session(session_id, user_id)
+        # The answers rated are mostly recent ones: the working set first, the whole path when it misses older ones.
+        session = await self.working_set_of(session_id, user_id)
+        if session is not None and session.misses_older() and not _answers(session, turn_id):
+            session = await self.get_chat_session(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
-        if not any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages):
+        if not _answers(session, turn_id):
             raise NotFound("no such answer in this session")
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
@@ -355,6 +389,10 @@ class SessionService:
         return deleted, missing
 
 
+def _answers(session: ChatSession, turn_id: str) -> bool:
+    return any(m.role == "assistant" and m.turn_id == turn_id for m in session.messages)
+
+
 class SessionLeases:
     """The turn lease on META (``chatcore.ports.TurnLeases``): a release also drops the cached copy, whose
     ``active_turn`` it changed."""
@@ -366,7 +404,8 @@ class SessionLeases:
     async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
         meta = await self.store.acquire_turn(session.session_id, turn_id, owner=owner, lease_seconds=lease_seconds)
         if meta.version != session.version + 1:  # written since it was read, or read from a stale cached copy
-            fresh = await self.store.load(session.session_id)
+            # Read again in the shape it was read: a turn's working set, or the whole path.
+            fresh = await (self.store.load_working_set if session.partial else self.store.load)(session.session_id)
             if fresh is None:
                 raise NotFound("session not found")
             session = fresh

@@ -111,7 +111,7 @@ class Resume:
 async def open_resume(sessions: SessionRepository, replay: ReplayLog, session_id: str, caller: str | None) -> Resume:
     """The turn a caller may resume in a session; another user's session (or an owned one, for an anonymous
     caller) is ``NotFound``."""
-    if await sessions.session_of(session_id, caller) is None:
+    if await sessions.working_set_of(session_id, caller) is None:  # the owner is all it needs: no whole path
         raise NotFound("session not found")
     if not replay.enabled:
         return Resume(None, "no cache configured: streams cannot be resumed")

@@ -1,7 +1,9 @@
 """One chat turn, from the user's message to the persisted answer.
 
-1. Load the session through the cache (another user's is ``NotFound``), with the caller's user context in the same
-   round trip; a resent client message id attaches to the turn it started instead of starting a second one.
+1. Load the session's working set (the recent part of its active path, ``ChatSession.working_set``) through the
+   cache (another user's is ``NotFound``), with the caller's user context in the same round trip; a resent client
+   message id attaches to the turn it started instead of starting a second one. A decision about an older message
+   plans again over the whole path (``intents.NeedsWholePath``).
 2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
    expires, so a crashed function never locks a session.
 3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
@@ -27,8 +29,18 @@ from typing import Any
 
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import Context, build_context, with_user_context
-from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
-from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, RegenerateAnswer, Resend, Send, plan_turn
+from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NeedsWholePath, NotFound, TurnInProgress
+from chatcore.intents import (
+    Edit,
+    Intent,
+    NewMessage,
+    Plan,
+    Regenerate,
+    RegenerateAnswer,
+    Resend,
+    Send,
+    plan_turn,
+)
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
 from chatcore.observability import logger
@@ -148,13 +160,22 @@ class ChatEngine:
     ) -> TurnHandle | ExistingTurn:
         """Start the turn ``intent`` asks for (``chatcore.intents``: send, resend, edit, regenerate); raises
         ``ChatError`` (404, 409, 422, ...) before anything is streamed."""
+        return await self._submit(session_id, intent, user_id=user_id, create=create, whole=False)
+
+    async def _submit(
+        self, session_id: str, intent: Intent, *, user_id: str | None, create: bool, whole: bool
+    ) -> TurnHandle | ExistingTurn:
+        """``submit`` over the working set, or over the whole active path (``whole``)."""
         deps = self.deps
-        session, user_context = await self._load_or_create(session_id, user_id, create)
+        session, user_context = await self._load_or_create(session_id, user_id, create, whole)
         try:
-            plan = plan_turn(session, intent)
+            session, plan = await self._plan(session, intent, fresh=False)
         except ChatError as refusal:
             session = await self._recheck(session, refusal)
-            plan = plan_turn(session, intent)
+            plan = plan_turn(session, intent)  # DynamoDB's whole path
+        # A new message's id was not among the recent messages read: it may still be an older one's (resent or
+        # edited), which its write tells (``DuplicateClientMessage``) — then the turn is planned over the whole path.
+        unsure = isinstance(plan, Send) and plan.client_message_id is not None and session.misses_older()
         if isinstance(plan, Resend):
             return await self._resend(session, plan.client_key)
         turn_id = new_id("turn_")
@@ -163,6 +184,7 @@ class ChatEngine:
         read_version = session.version
         deadline = self._deadline()  # the turn's, from its start
         early = not waiting_on_path(session)
+        read_messages = list(session.messages)
         opening = self._open_early(session, plan, turn_id, user_context, deadline) if early else None
         prepared = session.messages
         try:
@@ -180,11 +202,13 @@ class ChatEngine:
         if opening is not None and session.version != read_version + 1:
             await _discard(opening)  # written since it was read: the history the request carries may be stale
             opening = None
+            if session.messages is prepared:  # not read again (no new message): plan over what was read
+                session.messages = read_messages
         elif opening is not None:
             session.messages = prepared  # only the lease changed since the read: the prepared history stands
         if opening is None:
             try:
-                plan = plan_turn(session, intent)  # the session as the lease found it
+                session, plan = await self._plan(session, intent, fresh=True)  # the session as the lease found it
             except ChatError:
                 await deps.leases.release(session_id, turn_id)
                 raise
@@ -213,6 +237,8 @@ class ChatEngine:
         try:
             await asyncio.shield(handle.accepted)
         except DuplicateClientMessage:
+            if unsure and isinstance(plan, Send):
+                return await self._submit(session_id, intent, user_id=user_id, create=False, whole=True)
             return await self._existing(session_id, _client_key(plan) or "")
         return handle
 
@@ -225,6 +251,21 @@ class ChatEngine:
         if fresh.version == session.version:
             raise refusal
         return fresh
+
+    async def _plan(self, session: ChatSession, intent: Intent, *, fresh: bool) -> tuple[ChatSession, Plan]:
+        """``plan_turn`` over ``session``; over the whole active path when the decision needs older messages
+        (read from DynamoDB when ``fresh``: the session as the lease found it)."""
+        try:
+            return session, plan_turn(session, intent)
+        except NeedsWholePath:
+            sessions = self.deps.sessions
+            load = sessions.load_fresh if fresh else sessions.get_chat_session
+            whole = await load(session.session_id)
+            if whole is None or whole.user_id != session.user_id:
+                raise NotFound("session not found") from None
+            if fresh:
+                whole.active_turn_id = session.active_turn_id
+            return whole, plan_turn(whole, intent)
 
     def _deadline(self) -> float | None:
         """When this turn's model attempts must be done: the function's timeout less the time to store the answer."""
@@ -259,7 +300,7 @@ class ChatEngine:
         """Answer tool approvals (``chatcore.approvals``) and continue the assistant message that asked, as a new
         run streamed like a turn. Raises ``ChatError`` (404, 409, 422) before anything is streamed."""
         deps, approvals = self.deps, self.deps.approvals
-        session = await self.deps.sessions.session_of(session_id, user_id)
+        session = await self.deps.sessions.working_set_of(session_id, user_id)
         if session is None or approvals is None:
             raise NotFound("session not found")
         records = {a.approval_id: await approvals.get(session_id, a.approval_id) for a in answers}
@@ -289,7 +330,7 @@ class ChatEngine:
         """A turn without a new user message: the assistant continues after a background tool's result.
         Raises ``TurnInProgress`` while another turn runs (the state machine retries)."""
         sessions = self.deps.sessions
-        session = await sessions.load_fresh(session_id)
+        session = await sessions.load_working_set(session_id)
         if session is None:
             raise NotFound("session not found")
         turn_id = new_id("turn_")
@@ -363,7 +404,7 @@ class ChatEngine:
 
     async def stop(self, session_id: str, user_id: str | None) -> str | None:
         """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
-        session = await self.deps.sessions.session_of(session_id, user_id)
+        session = await self.deps.sessions.working_set_of(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
         for handle in self.running.values():
@@ -388,10 +429,16 @@ class ChatEngine:
 
     # -- steps ----------------------------------------------------------------------------------------------
 
-    async def _load_or_create(self, session_id: str, user_id: str | None, create: bool) -> tuple[ChatSession, str]:
-        """The caller's session (created when ``create``) and the caller's context, read with it."""
-        sessions = self.deps.sessions
-        session, user_context = await self.deps.contexts.session_with_context(session_id, user_id)
+    async def _load_or_create(
+        self, session_id: str, user_id: str | None, create: bool, whole: bool = False
+    ) -> tuple[ChatSession, str]:
+        """The caller's session — its working set, or the whole active path when ``whole`` — (created when
+        ``create``) and the caller's context, read with it."""
+        sessions, contexts = self.deps.sessions, self.deps.contexts
+        if whole:
+            session, user_context = await sessions.get_chat_session(session_id), await contexts.context_of(user_id)
+        else:
+            session, user_context = await contexts.session_with_context(session_id, user_id)
         if session is None and create:
             with contextlib.suppress(ChatError):  # lost a creation race, or a deleted id: decided below
                 session = await sessions.upsert_chat_session(ChatSession.new(user_id, session_id=session_id))
@@ -475,6 +522,8 @@ class ChatEngine:
         await begin
         summary: asyncio.Task[None] | None = None
         if context.new_summary:
+            # Carried by the session this turn writes (and caches) too: the next turn's working set starts there.
+            recorder.session.context_summary, recorder.session.summary_seq = context.new_summary, context.summary_seq
             summary = asyncio.create_task(
                 deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )

@@ -3,7 +3,8 @@
 DynamoDB holds it (``PK=USER#<uid>``, ``SK=CONTEXT``, versioned: ``chatcore.dynamo.user_context``); Redis caches it
 at ``chat:user-context:{uid}`` beside the sessions, written through with the same compare-and-set, and a chat turn
 reads it together with its session in one Redis round trip (``session_with_context``). A miss reads DynamoDB and
-fills the cache; without Redis everything is read from DynamoDB.
+fills the cache; without Redis everything is read from DynamoDB. The session a turn reads is its working set
+(``SessionService.working_set``).
 """
 
 from __future__ import annotations
@@ -43,23 +44,26 @@ class UserContextService:
         return "" if user_id is None else (await self.get(user_id)).context
 
     async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
-        """The session (any owner: the caller checks) and ``user_id``'s context text, read from the cache in one
-        round trip; what missed is read from DynamoDB (both concurrently) and cached. Unlike ``get_chat_session``
-        the cached session is not checked against META here: a turn's lease write does that (``SessionLeases``)."""
-        if user_id is None or not is_valid_session_id(session_id):
-            return await self.sessions.get_chat_session(session_id), await self.context_of(user_id)
-        cached_session, cached_context = await self.cache.get_with_user_context(session_id, user_id)
-        if cached_session is not None and cached_context is not None:
-            return cached_session, cached_context.context
+        """The working set a chat turn reads (``SessionService.working_set``; any owner's: the caller checks) and
+        ``user_id``'s context text, read from the cache in one round trip; what missed is read from DynamoDB (both
+        concurrently) and cached. Unlike ``get_chat_session`` the cached copy is not checked against META here: a
+        turn's lease write does that (``SessionLeases``)."""
+        if not is_valid_session_id(session_id):
+            return None, await self.context_of(user_id)
+        cached_session, cached_context = await self.cache.get_working_set_with_user_context(session_id, user_id)
 
-        async def context() -> UserContext:
-            return cached_context if cached_context is not None else await self._load_through(user_id)
+        async def context() -> str:
+            if user_id is None:
+                return ""
+            return (cached_context if cached_context is not None else await self._load_through(user_id)).context
 
         async def session() -> ChatSession | None:
-            return cached_session if cached_session is not None else await self.sessions.load_through(session_id)
+            if cached_session is not None:
+                return cached_session
+            return await self.sessions.working_set_through(session_id)
 
         found, known = await asyncio.gather(session(), context())
-        return found, known.context
+        return found, known
 
     async def _load_through(self, user_id: str) -> UserContext:
         stored = await self.store.load_user_context(user_id)

@@ -85,7 +85,9 @@ async def save(table: Table, session: ChatSession, *, turn: TurnGuard | None = N
         if not new_messages:
             break
     if raced or read_back:
-        fresh = await reads.load(table, session.session_id)
+        # In the shape it was given: a turn's working set stays one (its cost does not grow with the session).
+        load = reads.load_working_set if session.partial else reads.load
+        fresh = await load(table, session.session_id)
         if fresh is None:
             raise NotFound("session was deleted")
         return fresh

@@ -97,14 +97,14 @@ async def _update_as_read(
     raise ConcurrentWriteError("too many concurrent writers on this session; try again")
 
 
-async def set_summary(table: Table, session_id: str, summary: str, seq: int) -> None:
+async def set_summary(table: Table, session_id: str, summary: str, seq: int) -> ChatSession | None:
     """Store the context summary of the path from the root to message ``seq``. It replaces any other: with
     branches, a summary covering a higher seq may cover another path, and the turn that made this one is the
     session's only writer (it holds the lease)."""
     ex = Expression()
     ex.set("summary", s_attr(summary)).set("summary_seq", n_attr(seq))
     ex.require(SESSION_ALIVE)
-    await update_meta(table, session_id, ex)
+    return await update_meta(table, session_id, ex)
 
 
 async def set_leaf(table: Table, session_id: str, leaf_seq: int, *, owner: str | None) -> ChatSession | None:

@@ -1,4 +1,5 @@
-"""Reads of sessions: META alone, the session with its active path, every branch, a user's sessions newest first."""
+"""Reads of sessions: META alone, the session with its active path, a turn's working set (the recent part of the
+active path), every branch, a user's sessions newest first."""
 
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ from chatcore.dynamo.keys import (
     by_type_pk,
     by_user_sk,
     meta_key,
+    msg_sk,
     pk,
     s_attr,
     user_pk,
 )
 from chatcore.dynamo.table import Table
 from chatcore.errors import ServiceUnavailable
-from chatcore.models import ChatMessage, ChatSession, SessionStatus
+from chatcore.models import ChatMessage, ChatSession, SessionStatus, usage_of
 
 Cursor = tuple[str, str]  # (updated_at iso, session_id) of the last session of a page
+WORKING_PAGE = 50  # messages one working-set query asks for where no summary bounds the range
+MAX_WORKING_PAGE = 500
 
 
 async def load_meta(table: Table, session_id: str) -> ChatSession | None:
@@ -60,6 +64,64 @@ async def load_tree(table: Table, session_id: str) -> tuple[ChatSession, list[Ch
             return session, messages
         await asyncio.sleep(0.01)
     raise ServiceUnavailable("session kept changing while it was read")
+
+
+async def load_working_set(table: Table, session_id: str) -> ChatSession | None:
+    """What a turn reads (``ChatSession.working_set``, marked ``partial``): META, then the active path newest
+    first from the leaf to the stored summary's message when it is on the path, else to the root — never the
+    rest of the partition. None when missing or deleted.
+
+    The summary is made again as soon as the history after it outgrows the context budget (``chatcore.context``),
+    so what is read is bounded by that budget plus one turn, whatever the conversation's length. Each query asks
+    for a key range ending at the next message of the path (seqs are dense): other branches' messages between
+    two messages of the path are skipped by key, not read.
+    """
+    for _attempt in range(5):
+        item = await table.get(meta_key(session_id))
+        if not item or "deleted_at" in item:
+            return None
+        session = decode_meta(item)
+        path = await _recent_path(table, session)
+        if path is not None:
+            session.messages, session.partial, session.usage = path, True, usage_of(path)
+            session.mark_clean()
+            return session
+        await asyncio.sleep(0.01)  # a message META counts was not visible yet (see ``load_tree``)
+    raise ServiceUnavailable("session kept changing while it was read")
+
+
+async def _recent_path(table: Table, session: ChatSession) -> list[ChatMessage] | None:
+    """The active path from the summary's message (or the root) to the leaf; None when a message of it was not
+    visible yet."""
+    summary = session.summary_seq if session.context_summary else 0
+    newest_first: list[ChatMessage] = []
+    needed = session.leaf_seq
+    while needed:
+        low = summary if 0 < summary <= needed else max(1, needed - WORKING_PAGE + 1)
+        options = {"ScanIndexForward": False, "Limit": min(needed - low + 1, MAX_WORKING_PAGE), "ConsistentRead": True}
+        async with aclosing(table.pages(_message_range(session.session_id, low, needed), **options)) as pages:
+            items = (await anext(pages)).get("Items", [])
+        if not items:
+            return None
+        for item in items:
+            seq = int(item["seq"]["N"])
+            if seq > needed:  # another branch's
+                continue
+            if seq < needed:
+                return None
+            message = decode_message(item)
+            newest_first.append(message)
+            needed = 0 if seq == summary else message.parent_seq or 0
+            if not needed:
+                break
+    newest_first.reverse()
+    return newest_first
+
+
+def _message_range(session_id: str, low: int, high: int) -> Expression:
+    ex = Expression()
+    between = f"{ex.name('SK')} BETWEEN {ex.value(s_attr(msg_sk(low)))} AND {ex.value(s_attr(msg_sk(high)))}"
+    return ex.key(ex.eq("PK", s_attr(pk(session_id))), between)
 
 
 def _session_items(session_id: str) -> Expression:

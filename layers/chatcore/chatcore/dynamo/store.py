@@ -42,6 +42,10 @@ class SessionStore:
         """The whole session; None when missing or deleted."""
         return await reads.load(self._table, session_id)
 
+    async def load_working_set(self, session_id: str) -> ChatSession | None:
+        """What a turn reads: META and the recent part of the active path (``reads.load_working_set``)."""
+        return await reads.load_working_set(self._table, session_id)
+
     async def load_tree(self, session_id: str) -> tuple[ChatSession, list[ChatMessage]] | None:
         """META and every stored message of every branch, by seq; None when missing or deleted."""
         return await reads.load_tree(self._table, session_id)
@@ -94,9 +98,9 @@ class SessionStore:
         """Give an anonymous session to ``user_id``; None if missing, deleted or owned by someone else."""
         return await fields.assign_owner(self._table, session_id, user_id)
 
-    async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
+    async def set_summary(self, session_id: str, summary: str, seq: int) -> ChatSession | None:
         """Store the context summary of the path from the root to message ``seq`` (replacing any other)."""
-        await fields.set_summary(self._table, session_id, summary, seq)
+        return await fields.set_summary(self._table, session_id, summary, seq)
 
     async def set_leaf(self, session_id: str, leaf_seq: int, *, owner: str | None) -> ChatSession | None:
         """Switch the active branch to the one ending at ``leaf_seq``; None when refused (see ``fields``)."""
