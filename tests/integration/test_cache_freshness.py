@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from chatcore.auth import Authenticator
-from chatcore.cache import session_key
+from chatcore.cache import session_key, working_set_key
 from chatcore.config import Settings
 from chatcore.container import Container
 from chatcore.models import ChatMessage, ChatSession
@@ -46,11 +46,12 @@ async def _append(service: SessionService, session: ChatSession, *texts: str) ->
     return await service.upsert_chat_session(session)
 
 
-def _cached_version(url: str, session_id: str) -> int | None:
-    """The version of the copy Redis holds (None when it holds no data for the session)."""
+def _cached_version(url: str, session_id: str, key: Callable[[str], str] = session_key) -> int | None:
+    """The version of the copy Redis holds (None when it holds no data for the session): the whole session's, or
+    with ``key=working_set_key`` the copy a chat turn reads."""
     client = redis.Redis.from_url(url)
     try:
-        raw = client.hmget(session_key(session_id), ["v", "d"])
+        raw = client.hmget(key(session_id), ["v", "d"])
     finally:
         client.close()
     return None if raw[1] is None else int(raw[0])
@@ -190,11 +191,11 @@ def test_a_turn_continues_the_branch_dynamodb_holds_not_a_stale_cached_one(chat_
         parse_sse(client.post("/chat", json=ui_body(sid, "Apples", "u-1")).text)
         parse_sse(client.post("/chat", json=ui_body(sid, "Pears", "u-1")).text)  # an edit: the Pears branch is active
         apples = client.get(f"/sessions/{sid}/messages/u-1/versions").json()["versions"][0]["id"]
-        cached = _cached_version(chat_stack.settings.redis_url, sid)
+        cached = _cached_version(chat_stack.settings.redis_url, sid, working_set_key)
         assert cached == client.get(f"/sessions/{sid}").json()["version"]
         switched = asyncio.run(_switch(elsewhere, sid, apples))
         assert cached is not None and cached < switched.version
-        assert _cached_version(chat_stack.settings.redis_url, sid) == cached  # the cache still shows Pears
+        assert _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached  # the cache still shows Pears
         parse_sse(client.post("/chat", json=ui_body(sid, "And then?", "u-2")).text)
         prompt = _last_prompt(chat_stack)
         assert [m["content"] for m in prompt if m["role"] == "user"] == ["Apples", "And then?"]
@@ -218,9 +219,9 @@ def test_a_refusal_is_never_decided_on_a_stale_cached_copy(chat_stack: ChatStack
     elsewhere = Container(dataclasses.replace(chat_stack.settings, redis_url=unreachable)).sessions
     with chat_stack.client() as client:
         parse_sse(client.post("/chat", json=ui_body(sid, "Apples", "u-1")).text)
-        cached = _cached_version(chat_stack.settings.redis_url, sid)
+        cached = _cached_version(chat_stack.settings.redis_url, sid, working_set_key)
         asyncio.run(_append_exchange(elsewhere, sid, "Pears?", "Pears.", "turn_elsewhere"))
-        assert _cached_version(chat_stack.settings.redis_url, sid) == cached  # the cache lacks the new answer
+        assert _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached  # the cache lacks the new answer
         body = _regenerate_body(sid, [_user("u-1", "Apples"), _user("u-elsewhere", "Pears?")], "turn_elsewhere")
         response = client.post("/chat", json=body)
         assert response.status_code == 200, response.text
