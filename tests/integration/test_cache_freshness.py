@@ -195,7 +195,9 @@ def test_a_turn_continues_the_branch_dynamodb_holds_not_a_stale_cached_one(chat_
         assert cached == client.get(f"/sessions/{sid}").json()["version"]
         switched = asyncio.run(_switch(elsewhere, sid, apples))
         assert cached is not None and cached < switched.version
-        assert _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached  # the cache still shows Pears
+        assert (
+            _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached
+        )  # the cache still shows Pears
         parse_sse(client.post("/chat", json=ui_body(sid, "And then?", "u-2")).text)
         prompt = _last_prompt(chat_stack)
         assert [m["content"] for m in prompt if m["role"] == "user"] == ["Apples", "And then?"]
@@ -221,7 +223,9 @@ def test_a_refusal_is_never_decided_on_a_stale_cached_copy(chat_stack: ChatStack
         parse_sse(client.post("/chat", json=ui_body(sid, "Apples", "u-1")).text)
         cached = _cached_version(chat_stack.settings.redis_url, sid, working_set_key)
         asyncio.run(_append_exchange(elsewhere, sid, "Pears?", "Pears.", "turn_elsewhere"))
-        assert _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached  # the cache lacks the new answer
+        assert (
+            _cached_version(chat_stack.settings.redis_url, sid, working_set_key) == cached
+        )  # the cache lacks the new answer
         body = _regenerate_body(sid, [_user("u-1", "Apples"), _user("u-elsewhere", "Pears?")], "turn_elsewhere")
         response = client.post("/chat", json=body)
         assert response.status_code == 200, response.text
