@@ -2,8 +2,10 @@
 
 1. Load the session through the cache (another user's is ``NotFound``), with the caller's user context in the same
    round trip; a resent client message id attaches to the turn it started instead of starting a second one.
-2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
-   expires, so a crashed function never locks a session.
+2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409). The lease
+   is short (``TURN_LEASE_SECONDS``) and renewed while the turn runs; a crashed function stops renewing it, so its
+   session is free again within the lease, and a stop, resume or resend of that dead turn closes it
+   (``close_lapsed``: what it streamed is stored as ``interrupted`` and its replay log ended).
 3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
    write, but nothing is streamed (acknowledged) before the write succeeded.
 4. Stream: every event goes, in order, to the live listeners and to the turn's replay log. Sync tools run here and
@@ -11,7 +13,8 @@
    history never holds a tool call without its result.
 5. Persist the answer and usage and release the lease in the same transaction; emit ``finish``.
 6. Failures: the LLM client retries only before output. After output, what was produced is persisted as
-   ``partial``, an ``error`` chunk and ``finish`` follow. A stop request does the same without the error.
+   ``partial``, an ``error`` chunk and ``finish`` follow. A stop request does the same without the error; it takes
+   effect at once in every phase (the model's pending read, a retry's backoff, a running tool are cancelled).
 
 The turn runs as its own task: a client that goes away does not stop it.
 """
@@ -27,12 +30,14 @@ from typing import Any
 
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import Context, build_context, with_user_context
-from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, TurnInProgress
+from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable, TurnInProgress
 from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, RegenerateAnswer, Resend, Send, plan_turn
+from chatcore.lapsed import DeadTurn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
 from chatcore.observability import logger
 from chatcore.replay import TurnChannel
+from chatcore.store import TurnGuard
 from chatcore.stream import (
     FinishReason,
     StreamError,
@@ -44,6 +49,7 @@ from chatcore.stream import (
     StreamTextDelta,
     StreamTextEnd,
     StreamTextStart,
+    encode_json,
 )
 from chatcore.titles import TitleTask
 from chatcore.tool_rounds import PendingCall, ToolRounds
@@ -266,8 +272,7 @@ class ChatEngine:
                 raise Conflict("this approval was already answered or expired")
             answered.append((waiting, decided))
         handle = self._launch(session, run_id, user_id, depth=0, answer_id=checked[0][1].answer_id)
-        handle.task = asyncio.create_task(self._run_answer(handle, session, answered, user_id))
-        handle.task.add_done_callback(lambda _: self.running.pop(run_id, None))
+        self._track(handle, asyncio.create_task(self._run_answer(handle, session, answered, user_id)))
         await asyncio.shield(handle.accepted)
         return handle
 
@@ -307,10 +312,23 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         handle.deadline = deadline if deadline is not None else self._deadline()
         self.running[turn_id] = handle
+        handle.keeper = asyncio.create_task(self._keep_lease(handle))
         if answer_id is None:
-            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
-            handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
+            self._track(
+                handle, asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
+            )
         return handle
+
+    def _track(self, handle: TurnHandle, task: asyncio.Task[None]) -> None:
+        """``task`` runs ``handle``'s turn: when it ends the turn is no longer running and its lease not renewed."""
+        handle.task = task
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.running.pop(handle.turn_id, None)
+            if handle.keeper is not None:
+                handle.keeper.cancel()
+
+        task.add_done_callback(ended)
 
     async def stream_chat_completion(
         self, session_id: str, message: str, user_id: str | None = None, *, client_message_id: str | None = None
@@ -347,22 +365,65 @@ class ChatEngine:
         async for event in _events(started, None):
             yield event
 
-    async def stop(self, session_id: str, user_id: str | None) -> str | None:
-        """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
-        session = await self.deps.sessions.session_of(session_id, user_id)
+    async def stop(self, session_id: str, user_id: str | None) -> Stopping | None:
+        """Stop the session's active turn: one of this process is cancelled at once, another's through its cancel
+        flag (it polls it every ``CANCEL_POLL_SECONDS``), a dead one (lapsed lease) is closed here. None when
+        nothing runs; ``ServiceUnavailable`` when the turn runs elsewhere and the cache cannot carry the flag."""
+        deps = self.deps
+        session = await deps.sessions.session_of(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
         for handle in self.running.values():
             if handle.session_id == session_id:
                 handle.cancel.set()
-                await self.deps.replay.request_cancel(handle.turn_id)
-                return handle.turn_id
-        turn_id = await self.deps.replay.active_turn(session_id)
+                await deps.replay.request_cancel(handle.turn_id)
+                return Stopping(handle.turn_id)
+        turn_id = await deps.replay.active_turn(session_id)
+        if turn_id is not None and await self.close_lapsed(session_id, turn_id, stopped=True):
+            return Stopping(turn_id, closed=True)
+        held_by = await deps.sessions.active_turn_id(session_id)
+        turn_id = turn_id or held_by
         if turn_id is None:
-            turn_id = await self.deps.sessions.active_turn_id(session_id)
-        if turn_id is not None and await self.deps.replay.request_cancel(turn_id):
-            return turn_id
-        return None
+            return None
+        if await deps.replay.request_cancel(turn_id):
+            return Stopping(turn_id)
+        if held_by is None:
+            return None  # no flag, and no lease either: nothing runs (the pointer outlived its turn)
+        raise ServiceUnavailable("the stop could not be delivered (the cache is unavailable); the reply goes on")
+
+    async def close_lapsed(self, session_id: str, turn_id: str, *, stopped: bool) -> bool:
+        """Close ``turn_id`` if its lease lapsed (its process died mid-turn; nothing renews it): the text of the step
+        it was streaming is stored as ``interrupted``, its replay log gets the closing chunks and its end entry. False
+        when the turn still holds a live lease, ended, or another caller closed it."""
+        deps = self.deps
+        lease_seconds = deps.settings.turn_lease_seconds
+        closer_id = new_id("turn_")
+        session = await deps.leases.take_lapsed(session_id, turn_id, closer_id, lease_seconds=lease_seconds)
+        if session is None:
+            return False
+        dead = DeadTurn()
+        cursor = "0-0"
+        while entries := await deps.replay.read(turn_id, cursor, block_ms=1):
+            for entry in entries:
+                cursor = entry.entry_id
+                if entry.chunk is not None:
+                    dead.read(entry.chunk)
+        answer_id = dead.answer_id or turn_id
+        leaf = session.messages[-1] if session.messages else None
+        # Only where the dead turn left off: its own user message or tool round is the leaf (a regenerate that
+        # stored nothing yet has no place the partial answer could be put without guessing the branch).
+        if dead.unsaved_text and leaf is not None and leaf.turn_id in (turn_id, answer_id):
+            session.messages.append(
+                ChatMessage(role="assistant", content=dead.unsaved_text, status="interrupted", turn_id=answer_id)
+            )
+        try:
+            await deps.sessions.upsert_chat_session(session, turn=TurnGuard(closer_id, release=True))
+        finally:
+            await deps.leases.release(session_id, closer_id)
+        chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=stopped)]
+        await deps.replay.close_unless_ended(session_id, turn_id, chunks)
+        logger.warning("closed a turn whose lease lapsed", turn_id=turn_id, stopped=stopped)
+        return True
 
     async def aclose(self) -> None:
         """Wait for running turns to finish, then close the LLM client."""
@@ -426,6 +487,7 @@ class ChatEngine:
         recorder = TurnRecorder(
             deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from, answer_id=handle.answer_id
         )
+        handle.recorder = recorder
         new_message = bool(session.messages) and session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
@@ -487,6 +549,7 @@ class ChatEngine:
         placeholder; then, when no call of the round still waits, the model continues the same message."""
         deps, publish = self.deps, handle.channel.publish
         recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, answer_id=handle.answer_id)
+        handle.recorder = recorder
         try:
             await deps.replay.begin(session.session_id, handle.turn_id, None)
         except BaseException as exc:
@@ -610,6 +673,9 @@ class ChatEngine:
                 for message in pending:
                     await self.rounds.start_operation(handle, session, message, user_id)
                 publish(StreamFinishStep())
+                if handle.cancel.is_set() and not last_round:  # stopped while its tools ran: the round is stored
+                    finish_reason = "stop"
+                    break
                 if last_round:
                     break
                 messages = [*messages, assistant.to_openai(), *[r.to_openai() for r in results]]
@@ -658,6 +724,28 @@ class ChatEngine:
         if text_id is not None:
             publish(StreamTextEnd(id=text_id))
         return step
+
+    async def _keep_lease(self, handle: TurnHandle) -> None:
+        """Renew the run's lease every ``TURN_LEASE_RENEW_SECONDS`` until it is given back. A renewal that finds the
+        lease taken (it lapsed and a stop or resume closed the turn) stops the run: its writes would be refused."""
+        deps = self.deps
+        settings = deps.settings
+        while True:
+            await asyncio.sleep(settings.turn_lease_renew_seconds)
+            if handle.recorder is not None and handle.recorder.released:
+                return
+            try:
+                held = await deps.leases.renew(
+                    handle.session_id, handle.turn_id, lease_seconds=settings.turn_lease_seconds
+                )
+            except ChatError as exc:  # the lease outlives one failed renewal: try again at the next interval
+                logger.warning("lease renewal failed", turn_id=handle.turn_id, error=exc.message)
+                continue
+            if not held:
+                if handle.recorder is None or not handle.recorder.released:
+                    logger.warning("turn lost its lease", turn_id=handle.turn_id)
+                    handle.cancel.set()
+                return
 
     async def _watch_cancel(self, handle: TurnHandle) -> None:
         replay = self.deps.replay
@@ -731,6 +819,14 @@ async def _events(started: TurnHandle | ExistingTurn, client_message_id: str | N
         yield item.event
     if started.task is not None:
         await started.task
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """What a stop did: ``closed`` when the turn was dead (lapsed lease) and is closed now, else it is stopping."""
+
+    turn_id: str
+    closed: bool = False
 
 
 @dataclass

@@ -5,8 +5,10 @@
                                   read by the decision table of ``chatcore.intents``
     POST /sessions/{id}/stream    {"message": "..."} for curl
     GET  /chat/{id}/stream        resume: full replay of the active turn, then live until it ends (204: none);
-                                  Last-Event-ID continues after that replay-log entry
-    POST /chat/{id}/stop          stop the active turn; the partial answer is kept
+                                  Last-Event-ID continues after that replay-log entry. A dead turn (its lease
+                                  lapsed) is closed first, so the replay ends
+    POST /chat/{id}/stop          stop the active turn; the partial answer is kept (202 stopping; 200 stopped
+                                  when the turn was dead and is closed now; 503 when it cannot be reached)
     POST /chat/{id}/approvals/{approval_id}   {"approved", "reason"?}: answer a tool approval; streams the
                                   continuation of the message that asked (like POST /chat)
     GET  /health
@@ -17,6 +19,7 @@ Every input error is a JSON 4xx before any stream starts. The streams speak the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -31,7 +34,7 @@ from chatcore import ports
 from chatcore.approvals import ApprovalAnswer
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
-from chatcore.errors import BadRequest, ValidationFailed
+from chatcore.errors import BadRequest, ChatError, ValidationFailed
 from chatcore.intents import ApprovalAnswers, Intent, NewMessage, RegenerateAnswer
 from chatcore.models import is_valid_session_id
 from chatcore.stream import DONE, LEVEL_NAMES, LEVELS, PING, STREAM_HEADERS, ProtocolLevel, protocol_level, sse
@@ -222,33 +225,48 @@ class ChatApi:
         resume = await open_resume(self.engine.deps.sessions, self.replay, session_id, user_id)
         if resume.turn_id is None:
             return Response(status_code=204, headers={NO_RESUME_HEADER: resume.reason} if resume.reason else None)
-        return self._stream(self._follow_log(resume.turn_id, after or "0-0", level))
+        return self._stream(self._follow_log(session_id, resume.turn_id, after or "0-0", level))
 
     async def stop(self, request: Request) -> Response:
         user_id = await self._user(request)
         session_id = session_id_param(request)
-        turn_id = await self.engine.stop(session_id, user_id)
-        if turn_id is None:
+        stopping = await self.engine.stop(session_id, user_id)
+        if stopping is None:
             return Response(status_code=204)
-        return JSONResponse({"status": "stopping", "turn_id": turn_id}, status_code=202)
+        if stopping.closed:
+            return JSONResponse({"status": "stopped", "turn_id": stopping.turn_id}, status_code=200)
+        return JSONResponse({"status": "stopping", "turn_id": stopping.turn_id}, status_code=202)
 
     # -- streaming ------------------------------------------------------------------------------------------
 
     def _respond(self, started: TurnHandle | ExistingTurn, level: ProtocolLevel) -> Response:
         if isinstance(started, ExistingTurn):
-            return self._stream(self._follow_log(started.turn_id, "0-0", level))
+            return self._stream(self._follow_log(started.session_id, started.turn_id, "0-0", level))
         return self._stream(follow_live(started, level=level, heartbeat_seconds=self.settings.heartbeat_seconds))
 
-    def _follow_log(self, turn_id: str, after: str, level: ProtocolLevel) -> AsyncIterator[Frame]:
+    async def _follow_log(
+        self, session_id: str, turn_id: str, after: str, level: ProtocolLevel
+    ) -> AsyncIterator[Frame]:
+        """The turn's replay log; a turn found dead (its lease lapsed), first or while the log is idle, is closed,
+        so the follower gets its end instead of pings until ``RESUME_IDLE_SECONDS``."""
         settings = self.settings
-        return follow_log(
+
+        async def close_if_dead() -> None:
+            with contextlib.suppress(ChatError):
+                await self.engine.close_lapsed(session_id, turn_id, stopped=False)
+
+        await close_if_dead()
+        frames = follow_log(
             self.replay,
             turn_id,
             after,
             level=level,
             heartbeat_seconds=settings.heartbeat_seconds,
             idle_seconds=settings.resume_idle_seconds,
+            on_idle=close_if_dead,
         )
+        async for frame in frames:
+            yield frame
 
     @staticmethod
     def _stream(frames: AsyncIterator[Frame]) -> StreamingResponse:
