@@ -239,3 +239,20 @@ async def test_a_stop_during_a_retrys_backoff_ends_the_turn(parts: Parts):
 
 def _streamed(server: OfflineLLM) -> list[dict[str, Any]]:
     return [r for r in server.requests if r.get("stream")]
+
+
+async def test_a_stop_that_cannot_reach_another_instances_turn_is_a_503(parts: Parts):
+    from chatcore.errors import ServiceUnavailable
+
+    class NoRedis(type(parts.replay)):  # type: ignore[misc]
+        async def active_turn(self, session_id: str) -> str | None:
+            return None
+
+        async def request_cancel(self, turn_id: str) -> bool:
+            return False
+
+    turn_id = _dead_turn(parts, "still going", lapsed=False)  # alive, in another instance
+    elsewhere = ChatEngine(dataclasses.replace(parts.engine.deps, replay=NoRedis()))
+    with pytest.raises(ServiceUnavailable):
+        await elsewhere.stop(parts.session_id, "alice")
+    assert stored(parts).active_turn_id == turn_id
