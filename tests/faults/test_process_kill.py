@@ -113,7 +113,7 @@ def test_a_killed_app_leaves_no_session_locked_and_loses_nothing_acknowledged(ta
     with OfflineLLM(token_delay=0.05) as llm:
         with _app(table_name, redis_url, llm) as (first, base):
             with _client(base) as client:
-                sids = [client.post("/sessions", json={"title": f"s{i}"}).json()["id"] for i in range(3)]
+                sids = [client.post("/sessions", json={"title": f"s{i}"}).json()["id"] for i in range(4)]
                 received: dict[str, str] = {}
                 streams = [
                     threading.Thread(target=_read_until_words, args=(base, sid, 20, received), daemon=True)
@@ -131,7 +131,7 @@ def test_a_killed_app_leaves_no_session_locked_and_loses_nothing_acknowledged(ta
         assert all(s.types[0] == "start" and not s.done for s in acknowledged.values())
 
         with _app(table_name, redis_url, llm) as (_, base), _client(base) as client:
-            stopped_sid, resumed_sid, resent_sid = sids
+            stopped_sid, resumed_sid, resent_sid, next_sid = sids
             started = time.monotonic()
 
             # A resume and an identical resend, sent at once: each replays the dead turn, then ends once it lapsed.
@@ -160,6 +160,15 @@ def test_a_killed_app_leaves_no_session_locked_and_loses_nothing_acknowledged(ta
                 time.sleep(0.25)
             assert client.post(f"/chat/{stopped_sid}/stop").status_code == 204  # nothing runs any more
 
+            # A new message in the fourth session: refused (409) only while the dead turn's lease runs. Then the dead
+            # turn's message resent: that turn's lease was taken by the new one, yet its replay ends.
+            while (response := client.post("/chat", json=_body(next_sid, "m2", "next one"))).status_code == 409:
+                assert time.monotonic() - started < BOUND, "the session stayed locked"
+                time.sleep(0.25)
+            assert response.status_code == 200 and _closed(parse_sse(response.text))
+            late = parse_sse(client.post("/chat", json=_body(next_sid, "m1", "[[long:400]]")).text)
+            assert _closed(late) and late.text().startswith(acknowledged[next_sid].text())
+
             for thread in followers:
                 thread.join(timeout=BOUND)
             assert set(results) == {"resume", "resend"}, "a follower of a dead turn did not end"
@@ -167,7 +176,12 @@ def test_a_killed_app_leaves_no_session_locked_and_loses_nothing_acknowledged(ta
                 assert _closed(stream) and stream.of_type("error"), name  # ended as interrupted, with [DONE]
                 assert stream.text().startswith(acknowledged[resumed_sid if name == "resume" else resent_sid].text())
 
-            for sid in sids:
+            next_messages = client.get(f"/sessions/{next_sid}/messages?limit=200").json()["messages"]
+            assert [(m["role"], m["content"][:8]) for m in next_messages][:2] == [
+                ("user", "[[long:4"),  # the dead turn's acknowledged message, once
+                ("user", "next one"),  # its answer was lost with the process: no other turn closed it in time
+            ]
+            for sid in sids[:3]:
                 messages = client.get(f"/sessions/{sid}/messages?limit=200").json()["messages"]
                 users = [m for m in messages if m["role"] == "user"]
                 assert [m["content"] for m in users] == ["[[long:400]]"]  # acknowledged, stored once

@@ -256,3 +256,26 @@ async def test_a_stop_that_cannot_reach_another_instances_turn_is_a_503(parts: P
     with pytest.raises(ServiceUnavailable):
         await elsewhere.stop(parts.session_id, "alice")
     assert stored(parts).active_turn_id == turn_id
+
+
+async def test_a_dead_turn_whose_lease_another_turn_took_gets_its_log_ended(parts: Parts):
+    turn_id = _dead_turn(parts, "lost words")
+    stored(parts).active_turn_id = "turn_next"  # a new turn took the lapsed lease before anything closed the dead one
+    parts.sessions.expires[parts.session_id] = parts.sessions.now() + 30
+    assert not await parts.engine.close_lapsed(parts.session_id, turn_id, stopped=False)
+    assert not await parts.engine.close_abandoned(parts.session_id, "turn_next")  # the holder runs: never closed
+    assert await parts.engine.close_abandoned(parts.session_id, turn_id)
+    log = parts.replay.logs[turn_id]
+    assert [json.loads(c)["type"] for c in log[-4:-1] if c is not None][-2:] == ["error", "finish"] and log[-1] is None
+    assert not await parts.engine.close_abandoned(parts.session_id, turn_id)  # ended already
+    assert [m.role for m in stored(parts).messages] == ["user"]  # nothing stored: the lease was not its own
+
+
+async def test_a_turn_running_here_is_never_closed_as_abandoned(parts: Parts):
+    parts.model.scripts = [[TextDelta("busy"), HANG]]
+    handle = await _live(parts.engine, parts, "Talk")
+    stored(parts).active_turn_id = None  # whatever the table says: this process runs it
+    assert not await parts.engine.close_abandoned(parts.session_id, handle.turn_id)
+    handle.cancel.set()
+    assert handle.task is not None
+    await handle.task

@@ -401,13 +401,7 @@ class ChatEngine:
         session = await deps.leases.take_lapsed(session_id, turn_id, closer_id, lease_seconds=lease_seconds)
         if session is None:
             return False
-        dead = DeadTurn()
-        cursor = "0-0"
-        while entries := await deps.replay.read(turn_id, cursor, block_ms=1):
-            for entry in entries:
-                cursor = entry.entry_id
-                if entry.chunk is not None:
-                    dead.read(entry.chunk)
+        dead = await self._read_log(turn_id)
         answer_id = dead.answer_id or turn_id
         leaf = session.messages[-1] if session.messages else None
         # Only where the dead turn left off: its own user message or tool round is the leaf (a regenerate that
@@ -424,6 +418,29 @@ class ChatEngine:
         await deps.replay.close_unless_ended(session_id, turn_id, chunks)
         logger.warning("closed a turn whose lease lapsed", turn_id=turn_id, stopped=stopped)
         return True
+
+    async def close_abandoned(self, session_id: str, turn_id: str) -> bool:
+        """End the log of a turn that died and whose lapsed lease another turn took (nothing closed it then): what it
+        streamed cannot be stored any more, but its followers get their end. The caller knows the log has been idle
+        longer than a lease and a title's wait, so a turn that finished but has not written its end is not cut
+        short. False when the turn runs (here, or holding the lease) or its log has ended."""
+        if turn_id in self.running or await self.deps.sessions.active_turn_id(session_id) == turn_id:
+            return False
+        dead = await self._read_log(turn_id)
+        chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=False)]
+        closed = await self.deps.replay.close_unless_ended(session_id, turn_id, chunks)
+        if closed:
+            logger.warning("closed the log of an abandoned turn", turn_id=turn_id)
+        return closed
+
+    async def _read_log(self, turn_id: str) -> DeadTurn:
+        dead, cursor = DeadTurn(), "0-0"
+        while entries := await self.deps.replay.read(turn_id, cursor, block_ms=1):
+            for entry in entries:
+                cursor = entry.entry_id
+                if entry.chunk is not None:
+                    dead.read(entry.chunk)
+        return dead
 
     async def aclose(self) -> None:
         """Wait for running turns to finish, then close the LLM client."""

@@ -247,13 +247,16 @@ class ChatApi:
     async def _follow_log(
         self, session_id: str, turn_id: str, after: str, level: ProtocolLevel
     ) -> AsyncIterator[Frame]:
-        """The turn's replay log; a turn found dead (its lease lapsed), first or while the log is idle, is closed,
-        so the follower gets its end instead of pings until ``RESUME_IDLE_SECONDS``."""
+        """The turn's replay log; a turn found dead, first or while the log is idle, is closed, so the follower gets
+        its end instead of pings until ``RESUME_IDLE_SECONDS``: at once when its lease lapsed, and after a lease and
+        a title's wait without news when another turn took that lease before anything closed it."""
         settings = self.settings
+        abandoned_after = settings.turn_lease_seconds + settings.title_timeout_seconds
 
-        async def close_if_dead() -> None:
+        async def close_if_dead(idle: float = 0.0) -> None:
             with contextlib.suppress(ChatError):
-                await self.engine.close_lapsed(session_id, turn_id, stopped=False)
+                if not await self.engine.close_lapsed(session_id, turn_id, stopped=False) and idle >= abandoned_after:
+                    await self.engine.close_abandoned(session_id, turn_id)
 
         await close_if_dead()
         frames = follow_log(
