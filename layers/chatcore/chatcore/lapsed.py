@@ -1,4 +1,4 @@
-"""What a turn that died mid-stream left in its replay log, and the chunks that close that log.
+"""Closing a turn that died mid-stream: what it left in its replay log, and the chunks that close that log.
 
 A turn whose function crashed stops renewing its lease; when a stop, a resume or a resend of that turn finds the
 lease lapsed, the engine takes it over (``TurnLeases.take_lapsed``) and closes the turn: the text of the model step
@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from chatcore.models import ChatMessage, new_id
+from chatcore.observability import logger
+from chatcore.store import TurnGuard
 from chatcore.stream import (
     StreamError,
     StreamEvent,
@@ -19,7 +23,11 @@ from chatcore.stream import (
     StreamFinishStep,
     StreamTextEnd,
     StreamToolOutputError,
+    encode_json,
 )
+
+if TYPE_CHECKING:
+    from chatcore.turn_types import ChatDeps
 
 INTERRUPTED_TEXT = "The assistant was interrupted before it finished this reply."
 STOPPED_TOOL_TEXT = "the reply was stopped before this tool finished"
@@ -71,3 +79,57 @@ class DeadTurn:
             events.append(StreamError(error_text=INTERRUPTED_TEXT))
         events.append(StreamFinish(finish_reason="stop" if stopped else "error"))
         return events
+
+
+async def close_lapsed(deps: ChatDeps, session_id: str, turn_id: str, *, stopped: bool) -> bool:
+    """Close ``turn_id`` if its lease lapsed (its process died mid-turn; nothing renews it): the text of the step it
+    was streaming is stored as ``interrupted``, its replay log gets the closing chunks and its end entry. False when
+    the turn still holds a live lease, ended, or another caller closed it."""
+    closer_id = new_id("turn_")
+    lease_seconds = deps.settings.turn_lease_seconds
+    session = await deps.leases.take_lapsed(session_id, turn_id, closer_id, lease_seconds=lease_seconds)
+    if session is None:
+        return False
+    dead = await read_log(deps, turn_id)
+    answer_id = dead.answer_id or turn_id
+    leaf = session.messages[-1] if session.messages else None
+    # Only where the dead turn left off: its own user message or tool round is the leaf (a regenerate that stored
+    # nothing yet has no place the partial answer could be put without guessing the branch).
+    if dead.unsaved_text and leaf is not None and leaf.turn_id in (turn_id, answer_id):
+        session.messages.append(
+            ChatMessage(role="assistant", content=dead.unsaved_text, status="interrupted", turn_id=answer_id)
+        )
+    try:
+        await deps.sessions.upsert_chat_session(session, turn=TurnGuard(closer_id, release=True))
+    finally:
+        await deps.leases.release(session_id, closer_id)
+    chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=stopped)]
+    await deps.replay.close_unless_ended(session_id, turn_id, chunks)
+    logger.warning("closed a turn whose lease lapsed", turn_id=turn_id, stopped=stopped)
+    return True
+
+
+async def close_abandoned(deps: ChatDeps, session_id: str, turn_id: str) -> bool:
+    """End the log of a turn that died and whose lapsed lease another turn took (nothing closed it then): what it
+    streamed cannot be stored any more, but its followers get their end. The caller knows the log has been idle
+    longer than a lease and a title's wait, so a turn that finished but has not written its end yet is not cut short.
+    False when the turn holds the lease or its log has ended."""
+    if await deps.sessions.active_turn_id(session_id) == turn_id:
+        return False
+    dead = await read_log(deps, turn_id)
+    chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=False)]
+    closed = await deps.replay.close_unless_ended(session_id, turn_id, chunks)
+    if closed:
+        logger.warning("closed the log of an abandoned turn", turn_id=turn_id)
+    return closed
+
+
+async def read_log(deps: ChatDeps, turn_id: str) -> DeadTurn:
+    """The turn's replay log as read so far."""
+    dead, cursor = DeadTurn(), "0-0"
+    while entries := await deps.replay.read(turn_id, cursor, block_ms=1):
+        for entry in entries:
+            cursor = entry.entry_id
+            if entry.chunk is not None:
+                dead.read(entry.chunk)
+    return dead

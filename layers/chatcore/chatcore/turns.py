@@ -28,16 +28,15 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatcore import lapsed
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import Context, build_context, with_user_context
 from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable, TurnInProgress
 from chatcore.intents import Edit, Intent, NewMessage, Plan, Regenerate, RegenerateAnswer, Resend, Send, plan_turn
-from chatcore.lapsed import DeadTurn
 from chatcore.llm import Finished, LLMDelta, LLMError, TextDelta, ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, Usage, client_key, new_id
 from chatcore.observability import logger
 from chatcore.replay import TurnChannel
-from chatcore.store import TurnGuard
 from chatcore.stream import (
     FinishReason,
     StreamError,
@@ -49,7 +48,6 @@ from chatcore.stream import (
     StreamTextDelta,
     StreamTextEnd,
     StreamTextStart,
-    encode_json,
 )
 from chatcore.titles import TitleTask
 from chatcore.tool_rounds import PendingCall, ToolRounds
@@ -392,55 +390,15 @@ class ChatEngine:
         raise ServiceUnavailable("the stop could not be delivered (the cache is unavailable); the reply goes on")
 
     async def close_lapsed(self, session_id: str, turn_id: str, *, stopped: bool) -> bool:
-        """Close ``turn_id`` if its lease lapsed (its process died mid-turn; nothing renews it): the text of the step
-        it was streaming is stored as ``interrupted``, its replay log gets the closing chunks and its end entry. False
-        when the turn still holds a live lease, ended, or another caller closed it."""
-        deps = self.deps
-        lease_seconds = deps.settings.turn_lease_seconds
-        closer_id = new_id("turn_")
-        session = await deps.leases.take_lapsed(session_id, turn_id, closer_id, lease_seconds=lease_seconds)
-        if session is None:
-            return False
-        dead = await self._read_log(turn_id)
-        answer_id = dead.answer_id or turn_id
-        leaf = session.messages[-1] if session.messages else None
-        # Only where the dead turn left off: its own user message or tool round is the leaf (a regenerate that
-        # stored nothing yet has no place the partial answer could be put without guessing the branch).
-        if dead.unsaved_text and leaf is not None and leaf.turn_id in (turn_id, answer_id):
-            session.messages.append(
-                ChatMessage(role="assistant", content=dead.unsaved_text, status="interrupted", turn_id=answer_id)
-            )
-        try:
-            await deps.sessions.upsert_chat_session(session, turn=TurnGuard(closer_id, release=True))
-        finally:
-            await deps.leases.release(session_id, closer_id)
-        chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=stopped)]
-        await deps.replay.close_unless_ended(session_id, turn_id, chunks)
-        logger.warning("closed a turn whose lease lapsed", turn_id=turn_id, stopped=stopped)
-        return True
+        """Close ``turn_id`` if its lease lapsed (``chatcore.lapsed.close_lapsed``); False when it was not dead."""
+        return await lapsed.close_lapsed(self.deps, session_id, turn_id, stopped=stopped)
 
     async def close_abandoned(self, session_id: str, turn_id: str) -> bool:
-        """End the log of a turn that died and whose lapsed lease another turn took (nothing closed it then): what it
-        streamed cannot be stored any more, but its followers get their end. The caller knows the log has been idle
-        longer than a lease and a title's wait, so a turn that finished but has not written its end is not cut
-        short. False when the turn runs (here, or holding the lease) or its log has ended."""
-        if turn_id in self.running or await self.deps.sessions.active_turn_id(session_id) == turn_id:
+        """End the log of a dead turn whose lease another took (``chatcore.lapsed.close_abandoned``); never of a
+        turn running in this process."""
+        if turn_id in self.running:
             return False
-        dead = await self._read_log(turn_id)
-        chunks = [encode_json(event.chunk()) for event in dead.closing(stopped=False)]
-        closed = await self.deps.replay.close_unless_ended(session_id, turn_id, chunks)
-        if closed:
-            logger.warning("closed the log of an abandoned turn", turn_id=turn_id)
-        return closed
-
-    async def _read_log(self, turn_id: str) -> DeadTurn:
-        dead, cursor = DeadTurn(), "0-0"
-        while entries := await self.deps.replay.read(turn_id, cursor, block_ms=1):
-            for entry in entries:
-                cursor = entry.entry_id
-                if entry.chunk is not None:
-                    dead.read(entry.chunk)
-        return dead
+        return await lapsed.close_abandoned(self.deps, session_id, turn_id)
 
     async def aclose(self) -> None:
         """Wait for running turns to finish, then close the LLM client."""
