@@ -379,14 +379,11 @@ class ChatEngine:
         turn_id = await deps.replay.active_turn(session_id)
         if turn_id is not None and await self.close_lapsed(session_id, turn_id, stopped=True):
             return Stopping(turn_id, closed=True)
-        held_by = await deps.sessions.active_turn_id(session_id)
-        turn_id = turn_id or held_by
-        if turn_id is None:
-            return None
-        if await deps.replay.request_cancel(turn_id):
-            return Stopping(turn_id)
+        held_by = await deps.sessions.active_turn_id(session_id)  # a lapsed lease reads as none
         if held_by is None:
-            return None  # no flag, and no lease either: nothing runs (the pointer outlived its turn)
+            return None  # nothing holds the session: nothing runs that a flag could stop
+        if await deps.replay.request_cancel(held_by):
+            return Stopping(held_by)
         raise ServiceUnavailable("the stop could not be delivered (the cache is unavailable); the reply goes on")
 
     async def close_lapsed(self, session_id: str, turn_id: str, *, stopped: bool) -> bool:

@@ -19,11 +19,13 @@ Every input error is a JSON 4xx before any stream starts. The streams speak the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -258,7 +260,8 @@ class ChatApi:
                 if not await self.engine.close_lapsed(session_id, turn_id, stopped=False) and idle >= abandoned_after:
                     await self.engine.close_abandoned(session_id, turn_id)
 
-        await close_if_dead()
+        # Checked beside the replay, not before it: a resume of a live turn does not wait for this write.
+        first_check = asyncio.create_task(close_if_dead())
         frames = follow_log(
             self.replay,
             turn_id,
@@ -268,8 +271,12 @@ class ChatApi:
             idle_seconds=settings.resume_idle_seconds,
             on_idle=close_if_dead,
         )
-        async for frame in frames:
-            yield frame
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            with anyio.CancelScope(shield=True):  # a client gone away cancels the body; the check still ends here
+                await first_check
 
     @staticmethod
     def _stream(frames: AsyncIterator[Frame]) -> StreamingResponse:
