@@ -12,7 +12,7 @@ import pytest
 
 from chatcore.dynamo.codecs import with_messages
 from chatcore.llm import LLM, TextDelta
-from chatcore.models import ChatMessage
+from chatcore.models import ChatMessage, Usage
 from chatcore.stream import (
     StreamStart,
     StreamStartStep,
@@ -26,7 +26,7 @@ from chatcore.turn_types import TurnHandle
 from chatcore.turns import ChatEngine
 from local.offline_llm import OfflineLLM
 from tests.unit.conftest import AddArgs, Parts, stored
-from tests.unit.fakes import HANG, text, tool_call
+from tests.unit.fakes import HANG, ScriptedModel, text, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +279,40 @@ async def test_a_turn_running_here_is_never_closed_as_abandoned(parts: Parts):
     handle.cancel.set()
     assert handle.task is not None
     await handle.task
+
+
+async def test_a_stop_while_a_long_history_is_summarised_makes_no_model_request(parts: Parts):
+    asked = asyncio.Event()
+
+    class SlowSummaries(ScriptedModel):
+        async def complete(
+            self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256
+        ) -> tuple[str, Usage | None]:
+            self.completions.append(messages)
+            asked.set()
+            await asyncio.Event().wait()  # the summary never comes
+            raise AssertionError("unreachable")
+
+    session = stored(parts)
+    session.messages = [
+        ChatMessage(role="user" if i % 2 == 0 else "assistant", content="word " * 400) for i in range(40)
+    ]
+    parts.sessions.add(session)
+    stored(parts).title = "long"
+    model = SlowSummaries()
+    settings = dataclasses.replace(parts.engine.deps.settings, llm_context_tokens=4_000)
+    engine = ChatEngine(dataclasses.replace(parts.engine.deps, llm=model, settings=settings))
+    submitted = asyncio.create_task(engine.start_turn(parts.session_id, "And now?", user_id="alice"))
+    await asyncio.wait_for(asked.wait(), BOUND)  # asked before the lease is taken: wait for the turn to be registered
+    for _ in range(500):
+        if parts.replay.active.get(parts.session_id):
+            break
+        await asyncio.sleep(0.01)
+    elsewhere = ChatEngine(dataclasses.replace(parts.engine.deps, settings=settings))  # the stop lands elsewhere
+    await elsewhere.stop(parts.session_id, "alice")
+    handle = await asyncio.wait_for(submitted, BOUND)
+    assert isinstance(handle, TurnHandle)
+    events = await asyncio.wait_for(_events(handle), BOUND)
+    assert events[-1]["type"] == "finish" and not any(e["type"] == "error" for e in events)
+    assert model.requests == []  # no model request after the stop
+    assert stored(parts).messages[-1].content == "And now?" and stored(parts).active_turn_id is None

@@ -113,7 +113,7 @@ class ToolRounds:
             elif handle.cancel.is_set():
                 result = ToolResult(False, {"error": STOPPED_TOOL_TEXT})
             else:
-                ran = await _unless_stopped(self.deps.tools.run(name, call.function.arguments, ctx), handle.cancel)
+                ran = await unless_stopped(self.deps.tools.run(name, call.function.arguments, ctx), handle.cancel)
                 result = ran if ran is not None else ToolResult(False, {"error": STOPPED_TOOL_TEXT})
             message = result.to_message(call_id, name, turn_id=handle.answer_id)
             publish(output_event(call_id, message))
@@ -226,9 +226,9 @@ class ToolRounds:
         return message
 
 
-async def _unless_stopped(work: Awaitable[ToolResult], stop: asyncio.Event) -> ToolResult | None:
+async def unless_stopped[T](work: Awaitable[T], stop: asyncio.Event) -> T | None:
     """``work``'s result, or None when ``stop`` was set first (``work`` is cancelled then): a stop does not wait for
-    a slow tool; the call gets an error result, so the history still has an output for it."""
+    a slow tool (the call gets an error result, so the history still has an output for it) or a summary."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:

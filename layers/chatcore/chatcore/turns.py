@@ -50,7 +50,7 @@ from chatcore.stream import (
     StreamTextStart,
 )
 from chatcore.titles import TitleTask
-from chatcore.tool_rounds import PendingCall, ToolRounds
+from chatcore.tool_rounds import PendingCall, ToolRounds, unless_stopped
 from chatcore.turn_recorder import TurnRecorder
 from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
@@ -118,6 +118,13 @@ async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncI
                 return
     finally:
         stopped.cancel()
+
+
+async def _silence() -> AsyncIterator[LLMDelta]:
+    """A model stream that says nothing (a turn stopped before its model request)."""
+    nothing: tuple[LLMDelta, ...] = ()
+    for delta in nothing:
+        yield delta
 
 
 async def _close(stream: AsyncIterable[LLMDelta]) -> None:
@@ -310,7 +317,7 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         handle.deadline = deadline if deadline is not None else self._deadline()
         self.running[turn_id] = handle
-        handle.keeper = asyncio.create_task(self._keep_lease(handle))
+        handle.keeper = asyncio.create_task(self._attend(handle))
         if answer_id is None:
             self._track(
                 handle, asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
@@ -474,7 +481,9 @@ class ChatEngine:
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
             if new_message:
                 await recorder.user_message()
-            opened = await opening
+            opened = await unless_stopped(opening, handle.cancel)
+            if opened is None:  # stopped while the history was prepared (a summary): no model request is made
+                opened = _Opened(Context(messages=[]), _Prefetch(_silence()), [])
             context, stream, tool_schemas = opened.context, opened.stream, opened.tool_schemas
         except BaseException as exc:
             await _discard(_Early(opening, None))
@@ -498,13 +507,11 @@ class ChatEngine:
             summary = asyncio.create_task(
                 deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )
-        watcher = asyncio.create_task(self._watch_cancel(handle))
         if is_first:
             recorder.title = TitleTask.start(deps.llm, user_text, budget_seconds=deps.settings.title_timeout_seconds)
         try:
             await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id)
         finally:
-            watcher.cancel()
             await handle.channel.close()
             if summary is not None:
                 with contextlib.suppress(ChatError):
@@ -560,11 +567,9 @@ class ChatEngine:
             publish(finish)
             await handle.channel.close()
             return
-        watcher = asyncio.create_task(self._watch_cancel(handle))
         try:
             await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id, started=True)
         finally:
-            watcher.cancel()
             await handle.channel.close()
 
     async def _deny_waiting(self, session: ChatSession) -> ChatSession:
@@ -696,6 +701,10 @@ class ChatEngine:
         if text_id is not None:
             publish(StreamTextEnd(id=text_id))
         return step
+
+    async def _attend(self, handle: TurnHandle) -> None:
+        """What runs beside a turn for its whole life: its lease renewed, its cancel flag watched."""
+        await asyncio.gather(self._keep_lease(handle), self._watch_cancel(handle))
 
     async def _keep_lease(self, handle: TurnHandle) -> None:
         """Renew the run's lease every ``TURN_LEASE_RENEW_SECONDS`` until it is given back. A renewal that finds the
