@@ -316,3 +316,15 @@ async def test_a_stop_while_a_long_history_is_summarised_makes_no_model_request(
     assert events[-1]["type"] == "finish" and not any(e["type"] == "error" for e in events)
     assert model.requests == []  # no model request after the stop
     assert stored(parts).messages[-1].content == "And now?" and stored(parts).active_turn_id is None
+
+
+def test_the_renewal_interval_leaves_room_for_one_failed_renewal():
+    from chatcore.config import ConfigError, Settings
+
+    defaults = Settings.from_env({})
+    assert (defaults.turn_lease_seconds, defaults.turn_lease_renew_seconds) == (30, 10.0)
+    assert Settings.from_env({"TURN_LEASE_SECONDS": "3", "TURN_LEASE_RENEW_SECONDS": "1"}).turn_lease_seconds == 3
+    with pytest.raises(ConfigError, match="TURN_LEASE_RENEW_SECONDS"):
+        Settings.from_env({"TURN_LEASE_SECONDS": "10", "TURN_LEASE_RENEW_SECONDS": "6"})
+    with pytest.raises(ConfigError, match="TURN_LEASE_SECONDS"):
+        Settings.from_env({"TURN_LEASE_SECONDS": "1"})
