@@ -165,3 +165,38 @@ def test_a_stop_sent_to_another_instance_ends_a_turn_during_a_slow_tool(table_na
     finally:
         stop_chat_stack(other)
         stop_chat_stack(runner)
+
+
+async def test_in_the_second_a_lease_expires_it_is_neither_free_nor_lapsed(
+    store: SessionStore, table_name: str, monkeypatch: pytest.MonkeyPatch
+):
+    """The reads and the conditions agree on the boundary: a stop in that second once found the turn neither live
+    (its lease read as free) nor lapsed (not closable), and answered 204 for a dead turn."""
+    import datetime
+
+    from chatcore.dynamo import codecs, leases
+
+    session = await store.save(ChatSession.new("alice"))
+    sid = session.session_id
+    await store.acquire_turn(sid, "turn_a", owner="alice", lease_seconds=30)
+    expiry = int(time.time()) + 100
+    boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).update_item(
+        TableName=table_name,
+        Key=meta_key(sid),
+        UpdateExpression="SET active_turn_expires = :at",
+        ExpressionAttributeValues={":at": {"N": str(expiry)}},
+    )
+    for now in (expiry, expiry + 1):
+        frozen = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
+        monkeypatch.setattr(codecs, "utcnow", lambda frozen=frozen: frozen)
+        monkeypatch.setattr(leases, "utcnow", lambda frozen=frozen: frozen)
+        meta = await store.load_meta(sid)
+        assert meta is not None
+        if now == expiry:  # still held: read as held, not closable, refused to another turn
+            assert meta.active_turn_id == "turn_a"
+            assert await store.take_lapsed_turn(sid, "turn_a", "turn_closer", lease_seconds=30) is None
+            with pytest.raises(TurnInProgress):
+                await store.acquire_turn(sid, "turn_b", owner="alice", lease_seconds=30)
+        else:  # lapsed: read as free, and closable
+            assert meta.active_turn_id is None
+            assert await store.take_lapsed_turn(sid, "turn_a", "turn_closer", lease_seconds=30) is not None

@@ -388,6 +388,8 @@ class ChatEngine:
             return Stopping(turn_id, closed=True)
         held_by = await deps.sessions.active_turn_id(session_id)  # a lapsed lease reads as none
         if held_by is None:
+            if turn_id is not None and await self.close_lapsed(session_id, turn_id, stopped=True):
+                return Stopping(turn_id, closed=True)  # it lapsed between the two reads
             return None  # nothing holds the session: nothing runs that a flag could stop
         if await deps.replay.request_cancel(held_by):
             return Stopping(held_by)
