@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chatcore.config import Settings
 from local.template import load_template
 from tests.support.deploy import SETTING_VARS
 
@@ -146,13 +147,13 @@ def test_chat_url_streams_through_the_web_adapter():
     env = chat["Environment"]["Variables"]
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream" and env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert any("LambdaAdapterLayer" in str(layer) for layer in chat["Layers"])
-    assert int(env["TURN_LEASE_SECONDS"]) > int(chat["Timeout"])
+    # The lease is short and renewed while a turn runs: a crashed turn frees its session long before the timeout.
+    lease = Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert 2 * lease.turn_lease_renew_seconds <= lease.turn_lease_seconds < int(chat["Timeout"]) / 5
     # The adapter's readiness path answers 200 whenever the app serves (also when misconfigured).
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/ready"
     assert "LambdaAdapterLayerArm64:27" in json.dumps(chat["Layers"])  # Lambda Web Adapter 1.0.0
     # A resumed stream ends by itself before Lambda cuts it at the function's timeout.
-    from chatcore.config import Settings
-
     settings = Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
     assert settings.resume_idle_seconds + settings.heartbeat_seconds < int(chat["Timeout"])
     # The buffered twin for `sam local invoke` exists in the same module.
@@ -302,6 +303,7 @@ DEFAULTED = {
     "LLM_MAX_RETRIES",
     "LLM_CONTEXT_TOKENS",
     "TURN_LEASE_SECONDS",
+    "TURN_LEASE_RENEW_SECONDS",
     "REPLAY_TTL_SECONDS",
     "HEARTBEAT_SECONDS",
     "TITLE_TIMEOUT_SECONDS",

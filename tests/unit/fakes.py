@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,9 @@ class InMemorySessions:
         self.closed = False
         self.on_take: list[Callable[[], None]] = []  # run when a lease write "arrives"
         self.user_titled: set[str] = set()  # sessions the user renamed (META user_title)
+        self.expires: dict[str, float] = {}  # session id -> when its lease lapses (epoch seconds, ``now()``)
+        self.renewals: list[str] = []  # turn ids, one per renewal that held
+        self.now: Callable[[], float] = time.time
 
     def add(self, session: ChatSession) -> ChatSession:
         for seq, message in enumerate(session.messages, start=1):
@@ -119,8 +123,8 @@ class InMemorySessions:
         return _copy(stored) if stored else None
 
     async def active_turn_id(self, session_id: str) -> str | None:
-        stored = self.sessions.get(session_id)
-        return stored.active_turn_id if stored else None
+        stored = self.sessions.get(session_id)  # like the store's reads: a lapsed lease is no lease
+        return stored.active_turn_id if stored and not self.lapsed(session_id) else None
 
     async def set_summary(self, session_id: str, summary: str, seq: int) -> None:
         stored = self.sessions[session_id]
@@ -161,11 +165,34 @@ class InMemorySessions:
         stored = self.sessions.get(session.session_id)
         if stored is None or stored.user_id != owner:
             raise NotFound("session not found")
-        if stored.active_turn_id is not None:
+        if stored.active_turn_id is not None and not self.lapsed(session.session_id):
             raise TurnInProgress("another reply is being generated in this session")
         stored.active_turn_id = turn_id
+        self.expires[session.session_id] = self.now() + lease_seconds
         stored.version += 1
         return _copy(stored).working_set() if session.partial else _copy(stored)  # read again in its shape
+
+    def lapsed(self, session_id: str) -> bool:
+        return self.expires.get(session_id, float("inf")) < self.now()
+
+    async def renew(self, session_id: str, turn_id: str, *, lease_seconds: int) -> bool:
+        stored = self.sessions.get(session_id)
+        if stored is None or stored.active_turn_id != turn_id:
+            return False
+        self.expires[session_id] = self.now() + lease_seconds
+        self.renewals.append(turn_id)
+        return True
+
+    async def take_lapsed(
+        self, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
+    ) -> ChatSession | None:
+        stored = self.sessions.get(session_id)
+        if stored is None or stored.active_turn_id != turn_id or not self.lapsed(session_id):
+            return None
+        stored.active_turn_id = closer_id
+        self.expires[session_id] = self.now() + lease_seconds
+        stored.version += 1
+        return _copy(stored)
 
     async def release(self, session_id: str, turn_id: str) -> None:
         stored = self.sessions.get(session_id)
@@ -271,6 +298,17 @@ class InMemoryReplay:
     async def ended(self, turn_id: str) -> bool:
         log = self.logs.get(turn_id)
         return log is None or (bool(log) and log[-1] is None)
+
+    async def close_unless_ended(self, session_id: str, turn_id: str, chunks: list[str]) -> bool:
+        log = self.logs.get(turn_id)
+        if self.active.get(session_id) == turn_id:
+            del self.active[session_id]
+        self.cancels.discard(turn_id)
+        if log is None or (log and log[-1] is None):
+            return False
+        log.extend([*chunks, None])
+        self._wake()
+        return True
 
     async def request_cancel(self, turn_id: str) -> bool:
         self.cancels.add(turn_id)

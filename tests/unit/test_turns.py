@@ -114,7 +114,8 @@ async def test_stop_keeps_the_partial_answer_without_an_error(parts: Parts):
     while (item := await queue.get()) is not None:
         seen.append(item.event.chunk()["type"])
         if seen[-1] == "text-delta":
-            assert await parts.engine.stop(parts.session_id, "alice") == started.turn_id
+            stopping = await parts.engine.stop(parts.session_id, "alice")
+            assert stopping is not None and stopping.turn_id == started.turn_id
     assert started.task is not None
     await started.task
     assert "error" not in seen and seen[-1] == "finish"

@@ -140,7 +140,10 @@ class Settings:
     approval_timeout_seconds: int = 86_400
     system_prompt: str = "You are a helpful assistant."
     system_prompt_parameter: str = ""
-    turn_lease_seconds: int = 900
+    # A turn's lease on its session, renewed every turn_lease_renew_seconds while the turn runs: a crashed
+    # function's session is free again within turn_lease_seconds.
+    turn_lease_seconds: int = 30
+    turn_lease_renew_seconds: float = 10.0
     replay_ttl_seconds: int = 1800
     heartbeat_seconds: float = 15.0
     resume_idle_seconds: int = 240
@@ -207,7 +210,8 @@ class Settings:
             approval_timeout_seconds=_int(env, "APPROVAL_TIMEOUT_SECONDS", 86_400, minimum=10),
             system_prompt=env.get("SYSTEM_PROMPT", "You are a helpful assistant."),
             system_prompt_parameter=env.get("SYSTEM_PROMPT_PARAMETER", "").strip(),
-            turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 900, minimum=10),
+            turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 30, minimum=2),
+            turn_lease_renew_seconds=_float(env, "TURN_LEASE_RENEW_SECONDS", 10.0),
             replay_ttl_seconds=_int(env, "REPLAY_TTL_SECONDS", 1800, minimum=60),
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
             resume_idle_seconds=_int(env, "RESUME_IDLE_SECONDS", 240, minimum=1),
@@ -235,6 +239,11 @@ class Settings:
             raise ConfigError(
                 "CALLBACK_HEARTBEAT_SECONDS must be less than CALLBACK_TIMEOUT_SECONDS "
                 f"({self.callback_heartbeat_seconds} >= {self.callback_timeout_seconds})"
+            )
+        if not 0 < self.turn_lease_renew_seconds * 2 <= self.turn_lease_seconds:
+            raise ConfigError(
+                "TURN_LEASE_RENEW_SECONDS must be positive and at most half of TURN_LEASE_SECONDS "
+                f"({self.turn_lease_renew_seconds} vs {self.turn_lease_seconds}): a lease must survive a failed renewal"
             )
         if self.user_context_max_chars > MAX_USER_CONTEXT_CHARS:
             raise ConfigError(

@@ -25,7 +25,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 # complete: a normal message; partial: cut short by an error or a stop; pending: a tool message waiting for a
 # long-running tool's result; awaiting_approval: a tool message whose call waits for the user's approval (it has
 # not run); denied: the result of a call the user denied (it never ran); error: a tool message that holds a failure.
-MessageStatus = Literal["complete", "partial", "pending", "awaiting_approval", "denied", "error"]
+MessageStatus = Literal["complete", "partial", "interrupted", "pending", "awaiting_approval", "denied", "error"]
 SessionStatus = Literal["active", "archived"]
 Rating = Literal["up", "down"]
 

@@ -102,6 +102,19 @@ class TurnLeases(Protocol):
         """Give the lease back if ``turn_id`` still holds it; cached copies are invalidated."""
         ...
 
+    async def renew(self, session_id: str, turn_id: str, *, lease_seconds: int) -> bool:
+        """Extend the lease to ``lease_seconds`` from now while ``turn_id`` holds it; False when it does not (another
+        turn took it after it lapsed, or it was released)."""
+        ...
+
+    async def take_lapsed(
+        self, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
+    ) -> ChatSession | None:
+        """Move the lease of ``turn_id`` to ``closer_id`` when it has lapsed (the turn stopped renewing it: its
+        process is gone); the whole session as it is now, held by ``closer_id``, or None when ``turn_id`` does not
+        hold a lapsed lease."""
+        ...
+
 
 class UserContexts(Protocol):
     async def session_with_context(self, session_id: str, user_id: str | None) -> tuple[ChatSession | None, str]:
@@ -126,6 +139,11 @@ class ReplayLog(Protocol):
     async def append(self, turn_id: str, chunks: list[str]) -> None: ...
 
     async def end(self, session_id: str, turn_id: str) -> None: ...
+
+    async def close_unless_ended(self, session_id: str, turn_id: str, chunks: list[str]) -> bool:
+        """End a dead turn's log with ``chunks`` and its end entry unless it has ended (two closers write it once);
+        the session's pointer to it is dropped. True when this call closed it."""
+        ...
 
     async def active_turn(self, session_id: str) -> str | None: ...
 

@@ -34,6 +34,24 @@ return 0
 """
 
 
+# Close a log that has no end entry yet: its closing chunks, then the end entry, in one step (two closers of one
+# dead turn write them once). ARGV[1] is the TTL, the rest are chunks. A log that is gone stays gone.
+_CLOSE_UNLESS_ENDED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'end' then return 0 end
+  end
+end
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'c', ARGV[i]) end
+redis.call('XADD', KEYS[1], '*', 'end', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 def log_key(turn_id: str) -> str:
     return f"chat:turn:{turn_id}:log"
 
@@ -103,6 +121,20 @@ class ReplayLog:
                 await pipe.execute()
 
         await self._redis.run("replay.end", call, None)
+
+    async def close_unless_ended(self, session_id: str, turn_id: str, chunks: list[str]) -> bool:
+        """End the log of a turn that died before its end entry: ``chunks`` then the end entry, unless it has its
+        end already (or is gone); the session's pointer to it is dropped either way. True when it was closed."""
+
+        async def call(client: RedisClient) -> bool:
+            closed = await client.eval(_CLOSE_UNLESS_ENDED, 1, log_key(turn_id), self._ttl, *chunks)
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.eval(_DELETE_IF_EQUAL, 1, active_key(session_id), turn_id)
+                pipe.delete(cancel_key(turn_id))
+                await pipe.execute()
+            return bool(closed)
+
+        return await self._redis.run("replay.close", call, False)
 
     async def active_turn(self, session_id: str) -> str | None:
         async def call(client: RedisClient) -> Any:

@@ -417,6 +417,21 @@ class SessionLeases:
         if meta is not None:
             await self.cache.invalidate(session_id, version=meta.version)
 
+    async def renew(self, session_id: str, turn_id: str, *, lease_seconds: int) -> bool:
+        return await self.store.renew_turn(session_id, turn_id, lease_seconds=lease_seconds)
+
+    async def take_lapsed(
+        self, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
+    ) -> ChatSession | None:
+        meta = await self.store.take_lapsed_turn(session_id, turn_id, closer_id, lease_seconds=lease_seconds)
+        if meta is None:
+            return None
+        session = await self.store.load(session_id)
+        if session is None:
+            return None
+        session.version, session.active_turn_id = meta.version, closer_id
+        return session
+
 
 def default_service() -> SessionService:
     """The sessions of this process's container (``chatcore.container.default_container``)."""

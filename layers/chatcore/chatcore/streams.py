@@ -7,14 +7,15 @@ turn.
   away the turn still completes (a Lambda must not freeze it half-done), so the follower waits for it.
 * ``follow_log``: the replay log of any turn, from the start or after an entry id, then live until its end entry;
   a heartbeat per idle block, and an end after ``idle_seconds`` without news (below the function's timeout) or
-  when the log cannot be read (the answer is in DynamoDB).
+  when the log cannot be read (the answer is in DynamoDB). ``on_idle`` runs after each idle block with the seconds idle
+  so far (the chat app closes a turn found dead there, so the log gets its end).
 * ``open_resume``: what ``GET /chat/{id}/stream`` resumes for a caller — a follower, or why there is none.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -73,6 +74,7 @@ async def follow_log(
     level: ProtocolLevel,
     heartbeat_seconds: float,
     idle_seconds: float,
+    on_idle: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Frame]:
     cursor, idle = after, 0.0
     while True:
@@ -89,6 +91,8 @@ async def follow_log(
                 yield END_FRAME
                 return
             yield PING_FRAME
+            if on_idle is not None:
+                await on_idle(idle)
             continue
         idle = 0.0
         for entry in entries:

@@ -3,15 +3,18 @@ long-running / callback tools to a background operation (a pending tool message 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from chatcore.approvals import DENIED_BY_USER, Approval, arguments_of, denial
 from chatcore.approvals import placeholder as approval_placeholder
 from chatcore.errors import ChatError
+from chatcore.lapsed import STOPPED_TOOL_TEXT
 from chatcore.llm import ToolCallDelta
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction
 from chatcore.observability import logger
@@ -107,8 +110,11 @@ class ToolRounds:
                 continue
             if over_limit:
                 result = ToolResult(False, {"error": "tool call limit reached for this reply"})
+            elif handle.cancel.is_set():
+                result = ToolResult(False, {"error": STOPPED_TOOL_TEXT})
             else:
-                result = await self.deps.tools.run(name, call.function.arguments, ctx)
+                ran = await unless_stopped(self.deps.tools.run(name, call.function.arguments, ctx), handle.cancel)
+                result = ran if ran is not None else ToolResult(False, {"error": STOPPED_TOOL_TEXT})
             message = result.to_message(call_id, name, turn_id=handle.answer_id)
             publish(output_event(call_id, message))
             results.append(message)
@@ -218,3 +224,20 @@ class ToolRounds:
         message = result.to_message(call_id, name, turn_id=waiting.turn_id).model_copy(update=keep)
         publish(output_event(call_id, message))
         return message
+
+
+async def unless_stopped[T](work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None when ``stop`` was set first (``work`` is cancelled then): a stop does not wait for
+    a slow tool (the call gets an error result, so the history still has an output for it) or a summary."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None

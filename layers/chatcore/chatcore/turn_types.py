@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chatcore.config import Settings
 from chatcore.operations import Operations
 from chatcore.ports import ApprovalRecords, ChatModel, ReplayLog, SessionRepository, TurnLeases, UserContexts
 from chatcore.replay import TurnChannel
 from chatcore.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from chatcore.turn_recorder import TurnRecorder
 
 
 @dataclass
@@ -44,6 +48,8 @@ class TurnHandle:
     # id, or the asking turn's when an approval's answer continues that message.
     answer_id: str = ""
     deadline: float | None = None  # loop time by which the model must have answered (the function's timeout)
+    keeper: asyncio.Task[None] | None = None  # renews the lease while the run holds it
+    recorder: TurnRecorder | None = None  # the run's writer: once it gave the lease back there is none to renew
 
     def __post_init__(self) -> None:
         self.answer_id = self.answer_id or self.turn_id

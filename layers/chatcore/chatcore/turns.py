@@ -4,8 +4,10 @@
    cache (another user's is ``NotFound``), with the caller's user context in the same round trip; a resent client
    message id attaches to the turn it started instead of starting a second one. A decision about an older message
    plans again over the whole path (``intents.NeedsWholePath``).
-2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409); a lease
-   expires, so a crashed function never locks a session.
+2. Take the turn lease on META (one conditional write): a concurrent turn gets ``TurnInProgress`` (409). The lease
+   is short (``TURN_LEASE_SECONDS``) and renewed while the turn runs; a crashed function stops renewing it, so its
+   session is free again within the lease, and a stop, resume or resend of that dead turn closes it
+   (``close_lapsed``: what it streamed is stored as ``interrupted`` and its replay log ended).
 3. Start the LLM request, and persist the user message *concurrently*: the first token does not wait for the
    write, but nothing is streamed (acknowledged) before the write succeeded.
 4. Stream: every event goes, in order, to the live listeners and to the turn's replay log. Sync tools run here and
@@ -13,7 +15,8 @@
    history never holds a tool call without its result.
 5. Persist the answer and usage and release the lease in the same transaction; emit ``finish``.
 6. Failures: the LLM client retries only before output. After output, what was produced is persisted as
-   ``partial``, an ``error`` chunk and ``finish`` follow. A stop request does the same without the error.
+   ``partial``, an ``error`` chunk and ``finish`` follow. A stop request does the same without the error; it takes
+   effect at once in every phase (the model's pending read, a retry's backoff, a running tool are cancelled).
 
 The turn runs as its own task: a client that goes away does not stop it.
 """
@@ -27,9 +30,18 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatcore import lapsed
 from chatcore.approvals import EXPIRED, SUPERSEDED, Approval, ApprovalAnswer, check, denial, waiting_on_path
 from chatcore.context import Context, build_context, with_user_context
-from chatcore.errors import ChatError, Conflict, DuplicateClientMessage, NeedsWholePath, NotFound, TurnInProgress
+from chatcore.errors import (
+    ChatError,
+    Conflict,
+    DuplicateClientMessage,
+    NeedsWholePath,
+    NotFound,
+    ServiceUnavailable,
+    TurnInProgress,
+)
 from chatcore.intents import (
     Edit,
     Intent,
@@ -58,7 +70,7 @@ from chatcore.stream import (
     StreamTextStart,
 )
 from chatcore.titles import TitleTask
-from chatcore.tool_rounds import PendingCall, ToolRounds
+from chatcore.tool_rounds import PendingCall, ToolRounds, unless_stopped
 from chatcore.turn_recorder import TurnRecorder
 from chatcore.turn_types import ChatDeps, ExistingTurn, TurnHandle
 
@@ -126,6 +138,13 @@ async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncI
                 return
     finally:
         stopped.cancel()
+
+
+async def _silence() -> AsyncIterator[LLMDelta]:
+    """A model stream that says nothing (a turn stopped before its model request)."""
+    nothing: tuple[LLMDelta, ...] = ()
+    for delta in nothing:
+        yield delta
 
 
 async def _close(stream: AsyncIterable[LLMDelta]) -> None:
@@ -321,8 +340,7 @@ class ChatEngine:
                 raise Conflict("this approval was already answered or expired")
             answered.append((waiting, decided))
         handle = self._launch(session, run_id, user_id, depth=0, answer_id=checked[0][1].answer_id)
-        handle.task = asyncio.create_task(self._run_answer(handle, session, answered, user_id))
-        handle.task.add_done_callback(lambda _: self.running.pop(run_id, None))
+        self._track(handle, asyncio.create_task(self._run_answer(handle, session, answered, user_id)))
         await asyncio.shield(handle.accepted)
         return handle
 
@@ -362,10 +380,23 @@ class ChatEngine:
         handle = TurnHandle(session.session_id, turn_id, channel, accepted, depth=depth, answer_id=answer_id or "")
         handle.deadline = deadline if deadline is not None else self._deadline()
         self.running[turn_id] = handle
+        handle.keeper = asyncio.create_task(self._attend(handle))
         if answer_id is None:
-            handle.task = asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
-            handle.task.add_done_callback(lambda _: self.running.pop(turn_id, None))
+            self._track(
+                handle, asyncio.create_task(self._run(handle, session, user_id, branch_from, user_context, opening))
+            )
         return handle
+
+    def _track(self, handle: TurnHandle, task: asyncio.Task[None]) -> None:
+        """``task`` runs ``handle``'s turn: when it ends the turn is no longer running and its lease not renewed."""
+        handle.task = task
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.running.pop(handle.turn_id, None)
+            if handle.keeper is not None:
+                handle.keeper.cancel()
+
+        task.add_done_callback(ended)
 
     async def stream_chat_completion(
         self, session_id: str, message: str, user_id: str | None = None, *, client_message_id: str | None = None
@@ -402,22 +433,41 @@ class ChatEngine:
         async for event in _events(started, None):
             yield event
 
-    async def stop(self, session_id: str, user_id: str | None) -> str | None:
-        """Ask the session's active turn to stop; returns its id, or None when nothing is running."""
-        session = await self.deps.sessions.working_set_of(session_id, user_id)
+    async def stop(self, session_id: str, user_id: str | None) -> Stopping | None:
+        """Stop the session's active turn: one of this process is cancelled at once, another's through its cancel
+        flag (it polls it every ``CANCEL_POLL_SECONDS``), a dead one (lapsed lease) is closed here. None when
+        nothing runs; ``ServiceUnavailable`` when the turn runs elsewhere and the cache cannot carry the flag."""
+        deps = self.deps
+        session = await deps.sessions.working_set_of(session_id, user_id)
         if session is None:
             raise NotFound("session not found")
         for handle in self.running.values():
             if handle.session_id == session_id:
                 handle.cancel.set()
-                await self.deps.replay.request_cancel(handle.turn_id)
-                return handle.turn_id
-        turn_id = await self.deps.replay.active_turn(session_id)
-        if turn_id is None:
-            turn_id = await self.deps.sessions.active_turn_id(session_id)
-        if turn_id is not None and await self.deps.replay.request_cancel(turn_id):
-            return turn_id
-        return None
+                await deps.replay.request_cancel(handle.turn_id)
+                return Stopping(handle.turn_id)
+        turn_id = await deps.replay.active_turn(session_id)
+        if turn_id is not None and await self.close_lapsed(session_id, turn_id, stopped=True):
+            return Stopping(turn_id, closed=True)
+        held_by = await deps.sessions.active_turn_id(session_id)  # a lapsed lease reads as none
+        if held_by is None:
+            if turn_id is not None and await self.close_lapsed(session_id, turn_id, stopped=True):
+                return Stopping(turn_id, closed=True)  # it lapsed between the two reads
+            return None  # nothing holds the session: nothing runs that a flag could stop
+        if await deps.replay.request_cancel(held_by):
+            return Stopping(held_by)
+        raise ServiceUnavailable("the stop could not be delivered (the cache is unavailable); the reply goes on")
+
+    async def close_lapsed(self, session_id: str, turn_id: str, *, stopped: bool) -> bool:
+        """Close ``turn_id`` if its lease lapsed (``chatcore.lapsed.close_lapsed``); False when it was not dead."""
+        return await lapsed.close_lapsed(self.deps, session_id, turn_id, stopped=stopped)
+
+    async def close_abandoned(self, session_id: str, turn_id: str) -> bool:
+        """End the log of a dead turn whose lease another took (``chatcore.lapsed.close_abandoned``); never of a
+        turn running in this process."""
+        if turn_id in self.running:
+            return False
+        return await lapsed.close_abandoned(self.deps, session_id, turn_id)
 
     async def aclose(self) -> None:
         """Wait for running turns to finish, then close the LLM client."""
@@ -487,6 +537,7 @@ class ChatEngine:
         recorder = TurnRecorder(
             deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from, answer_id=handle.answer_id
         )
+        handle.recorder = recorder
         new_message = bool(session.messages) and session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
         user_text = next((m.content or "" for m in reversed(session.messages) if m.role == "user"), "")
@@ -501,7 +552,9 @@ class ChatEngine:
             begin = asyncio.create_task(deps.replay.begin(session.session_id, handle.turn_id, client_message_id))
             if new_message:
                 await recorder.user_message()
-            opened = await opening
+            opened = await unless_stopped(opening, handle.cancel)
+            if opened is None:  # stopped while the history was prepared (a summary): no model request is made
+                opened = _Opened(Context(messages=[]), _Prefetch(_silence()), [])
             context, stream, tool_schemas = opened.context, opened.stream, opened.tool_schemas
         except BaseException as exc:
             await _discard(_Early(opening, None))
@@ -527,13 +580,11 @@ class ChatEngine:
             summary = asyncio.create_task(
                 deps.sessions.set_summary(session.session_id, context.new_summary, context.summary_seq)
             )
-        watcher = asyncio.create_task(self._watch_cancel(handle))
         if is_first:
             recorder.title = TitleTask.start(deps.llm, user_text, budget_seconds=deps.settings.title_timeout_seconds)
         try:
             await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id)
         finally:
-            watcher.cancel()
             await handle.channel.close()
             if summary is not None:
                 with contextlib.suppress(ChatError):
@@ -550,6 +601,7 @@ class ChatEngine:
         placeholder; then, when no call of the round still waits, the model continues the same message."""
         deps, publish = self.deps, handle.channel.publish
         recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, answer_id=handle.answer_id)
+        handle.recorder = recorder
         try:
             await deps.replay.begin(session.session_id, handle.turn_id, None)
         except BaseException as exc:
@@ -588,11 +640,9 @@ class ChatEngine:
             publish(finish)
             await handle.channel.close()
             return
-        watcher = asyncio.create_task(self._watch_cancel(handle))
         try:
             await self._converse(handle, recorder, context.messages, stream, tool_schemas, user_id, started=True)
         finally:
-            watcher.cancel()
             await handle.channel.close()
 
     async def _deny_waiting(self, session: ChatSession) -> ChatSession:
@@ -673,6 +723,9 @@ class ChatEngine:
                 for message in pending:
                     await self.rounds.start_operation(handle, session, message, user_id)
                 publish(StreamFinishStep())
+                if handle.cancel.is_set() and not last_round:  # stopped while its tools ran: the round is stored
+                    finish_reason = "stop"
+                    break
                 if last_round:
                     break
                 messages = [*messages, assistant.to_openai(), *[r.to_openai() for r in results]]
@@ -721,6 +774,32 @@ class ChatEngine:
         if text_id is not None:
             publish(StreamTextEnd(id=text_id))
         return step
+
+    async def _attend(self, handle: TurnHandle) -> None:
+        """What runs beside a turn for its whole life: its lease renewed, its cancel flag watched."""
+        await asyncio.gather(self._keep_lease(handle), self._watch_cancel(handle))
+
+    async def _keep_lease(self, handle: TurnHandle) -> None:
+        """Renew the run's lease every ``TURN_LEASE_RENEW_SECONDS`` until it is given back. A renewal that finds the
+        lease taken (it lapsed and a stop or resume closed the turn) stops the run: its writes would be refused."""
+        deps = self.deps
+        settings = deps.settings
+        while True:
+            await asyncio.sleep(settings.turn_lease_renew_seconds)
+            if handle.recorder is not None and handle.recorder.released:
+                return
+            try:
+                held = await deps.leases.renew(
+                    handle.session_id, handle.turn_id, lease_seconds=settings.turn_lease_seconds
+                )
+            except ChatError as exc:  # the lease outlives one failed renewal: try again at the next interval
+                logger.warning("lease renewal failed", turn_id=handle.turn_id, error=exc.message)
+                continue
+            if not held:
+                if handle.recorder is None or not handle.recorder.released:
+                    logger.warning("turn lost its lease", turn_id=handle.turn_id)
+                    handle.cancel.set()
+                return
 
     async def _watch_cancel(self, handle: TurnHandle) -> None:
         replay = self.deps.replay
@@ -794,6 +873,14 @@ async def _events(started: TurnHandle | ExistingTurn, client_message_id: str | N
         yield item.event
     if started.task is not None:
         await started.task
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """What a stop did: ``closed`` when the turn was dead (lapsed lease) and is closed now, else it is stopping."""
+
+    turn_id: str
+    closed: bool = False
 
 
 @dataclass

@@ -81,7 +81,9 @@ def decode_meta(item: Item) -> ChatSession:
 def _active_turn(item: Item) -> str | None:
     turn = item.get("active_turn_id", {}).get("S")
     expires = int(item.get("active_turn_expires", {}).get("N", "0"))
-    return turn if turn and expires > int(utcnow().timestamp()) else None
+    # Held until it lapses, in the conditions' terms (``expires < now`` is lapsed): in the second it expires the lease
+    # still refuses another turn, so it must not read as free.
+    return turn if turn and expires >= int(utcnow().timestamp()) else None
 
 
 def with_messages(session: ChatSession, messages: list[ChatMessage]) -> ChatSession:

@@ -1,8 +1,10 @@
 """The turn lease on META: one chat turn at a time per session.
 
 ``active_turn_id`` + ``active_turn_expires`` (epoch seconds) name the turn holding the session. A turn takes the
-lease with one conditional write (refused while another unexpired lease is held), makes its writes conditional on
-still holding it (``TurnGuard``, applied by ``hold``) and gives it back with its last write or ``release``.
+lease with one conditional write (refused while another unexpired lease is held), renews it while it runs (``renew``,
+conditional on still holding it), makes its writes conditional on still holding it (``TurnGuard``, applied by
+``hold``) and gives it back with its last write or ``release``. A turn that stopped renewing (its function crashed)
+can be closed by another: ``take_lapsed`` moves its expired lease to the closer in one conditional write.
 """
 
 from __future__ import annotations
@@ -82,3 +84,26 @@ async def release(table: Table, session_id: str, turn_id: str) -> ChatSession | 
     ex = Expression()
     hold(ex, TurnGuard(turn_id, release=True))
     return await update_meta(table, session_id, ex)
+
+
+async def renew(table: Table, session_id: str, turn_id: str, *, lease_seconds: int) -> bool:
+    """Extend the lease while ``turn_id`` holds it (the version is not bumped: the turn's own writes are guarded by
+    it); False when another turn took it, or it was released."""
+    now = int(utcnow().timestamp())
+    ex = Expression().set("active_turn_expires", n_attr(now + lease_seconds))
+    ex.require(SESSION_ALIVE, ex.eq("active_turn_id", s_attr(turn_id)))
+    return await table.update_if(meta_key(session_id), ex) is not None
+
+
+async def take_lapsed(
+    table: Table, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
+) -> ChatSession | None:
+    """Move ``turn_id``'s lease to ``closer_id`` when it has lapsed (no renewal: its function is gone); META as
+    updated, or None when ``turn_id`` does not hold a lapsed lease (it runs, ended, or was closed by another)."""
+    now = int(utcnow().timestamp())
+    ex = Expression().increment("version")
+    ex.set("active_turn_id", s_attr(closer_id)).set("active_turn_expires", n_attr(now + lease_seconds))
+    ex.require(SESSION_ALIVE, ex.eq("active_turn_id", s_attr(turn_id)))
+    ex.require(f"{ex.name('active_turn_expires')} < {ex.value(n_attr(now))}")
+    item = await table.update_if(meta_key(session_id), ex, ReturnValues="ALL_NEW")
+    return None if item is None else decode_meta(item)

@@ -128,6 +128,16 @@ class SessionStore:
         """Give the lease back if this turn still holds it; None when it did not."""
         return await leases.release(self._table, session_id, turn_id)
 
+    async def renew_turn(self, session_id: str, turn_id: str, *, lease_seconds: int) -> bool:
+        """Extend the lease while this turn holds it; False when it does not."""
+        return await leases.renew(self._table, session_id, turn_id, lease_seconds=lease_seconds)
+
+    async def take_lapsed_turn(
+        self, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
+    ) -> ChatSession | None:
+        """Move a lapsed lease of ``turn_id`` to ``closer_id``; META as updated, or None."""
+        return await leases.take_lapsed(self._table, session_id, turn_id, closer_id, lease_seconds=lease_seconds)
+
     # -- beside the sessions: feedback on answers, the user's context ---------------------------------------------
 
     async def put_feedback(self, session_id: str, rating: Feedback, *, owner: str) -> None:

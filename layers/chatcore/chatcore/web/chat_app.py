@@ -5,8 +5,10 @@
                                   read by the decision table of ``chatcore.intents``
     POST /sessions/{id}/stream    {"message": "..."} for curl
     GET  /chat/{id}/stream        resume: full replay of the active turn, then live until it ends (204: none);
-                                  Last-Event-ID continues after that replay-log entry
-    POST /chat/{id}/stop          stop the active turn; the partial answer is kept
+                                  Last-Event-ID continues after that replay-log entry. A dead turn (its lease
+                                  lapsed) is closed first, so the replay ends
+    POST /chat/{id}/stop          stop the active turn; the partial answer is kept (202 stopping; 200 stopped
+                                  when the turn was dead and is closed now; 503 when it cannot be reached)
     POST /chat/{id}/approvals/{approval_id}   {"approved", "reason"?}: answer a tool approval; streams the
                                   continuation of the message that asked (like POST /chat)
     GET  /health, GET /chat/openapi.json   no token
@@ -17,10 +19,13 @@ Every input error is a JSON 4xx before any stream starts. The streams speak the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,7 +36,7 @@ from chatcore import ports
 from chatcore.approvals import ApprovalAnswer
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
-from chatcore.errors import BadRequest, ValidationFailed
+from chatcore.errors import BadRequest, ChatError, ValidationFailed
 from chatcore.intents import ApprovalAnswers, Intent, NewMessage, RegenerateAnswer
 from chatcore.models import is_valid_session_id
 from chatcore.stream import DONE, LEVEL_NAMES, LEVELS, PING, STREAM_HEADERS, ProtocolLevel, protocol_level, sse
@@ -227,33 +232,56 @@ class ChatApi:
         resume = await open_resume(self.engine.deps.sessions, self.replay, session_id, user_id)
         if resume.turn_id is None:
             return Response(status_code=204, headers={NO_RESUME_HEADER: resume.reason} if resume.reason else None)
-        return self._stream(self._follow_log(resume.turn_id, after or "0-0", level))
+        return self._stream(self._follow_log(session_id, resume.turn_id, after or "0-0", level))
 
     async def stop(self, request: Request) -> Response:
         user_id = await self._user(request)
         session_id = session_id_param(request)
-        turn_id = await self.engine.stop(session_id, user_id)
-        if turn_id is None:
+        stopping = await self.engine.stop(session_id, user_id)
+        if stopping is None:
             return Response(status_code=204)
-        return JSONResponse({"status": "stopping", "turn_id": turn_id}, status_code=202)
+        if stopping.closed:
+            return JSONResponse({"status": "stopped", "turn_id": stopping.turn_id}, status_code=200)
+        return JSONResponse({"status": "stopping", "turn_id": stopping.turn_id}, status_code=202)
 
     # -- streaming ------------------------------------------------------------------------------------------
 
     def _respond(self, started: TurnHandle | ExistingTurn, level: ProtocolLevel) -> Response:
         if isinstance(started, ExistingTurn):
-            return self._stream(self._follow_log(started.turn_id, "0-0", level))
+            return self._stream(self._follow_log(started.session_id, started.turn_id, "0-0", level))
         return self._stream(follow_live(started, level=level, heartbeat_seconds=self.settings.heartbeat_seconds))
 
-    def _follow_log(self, turn_id: str, after: str, level: ProtocolLevel) -> AsyncIterator[Frame]:
+    async def _follow_log(
+        self, session_id: str, turn_id: str, after: str, level: ProtocolLevel
+    ) -> AsyncIterator[Frame]:
+        """The turn's replay log; a turn found dead, first or while the log is idle, is closed, so the follower gets
+        its end instead of pings until ``RESUME_IDLE_SECONDS``: at once when its lease lapsed, and after a lease and
+        a title's wait without news when another turn took that lease before anything closed it."""
         settings = self.settings
-        return follow_log(
+        abandoned_after = settings.turn_lease_seconds + settings.title_timeout_seconds
+
+        async def close_if_dead(idle: float = 0.0) -> None:
+            with contextlib.suppress(ChatError):
+                if not await self.engine.close_lapsed(session_id, turn_id, stopped=False) and idle >= abandoned_after:
+                    await self.engine.close_abandoned(session_id, turn_id)
+
+        # Checked beside the replay, not before it: a resume of a live turn does not wait for this write.
+        first_check = asyncio.create_task(close_if_dead())
+        frames = follow_log(
             self.replay,
             turn_id,
             after,
             level=level,
             heartbeat_seconds=settings.heartbeat_seconds,
             idle_seconds=settings.resume_idle_seconds,
+            on_idle=close_if_dead,
         )
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            with anyio.CancelScope(shield=True):  # a client gone away cancels the body; the check still ends here
+                await first_check
 
     @staticmethod
     def _stream(frames: AsyncIterator[Frame]) -> StreamingResponse:
