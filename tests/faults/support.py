@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import httpx
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
 
 from tests.conftest import ChatStack
 from tests.support.sse import ParsedStream, parse_sse
@@ -83,6 +84,66 @@ class DynamoFaults:
             self._client.meta.events.unregister("before-send.dynamodb", unique_id="fault-suite")
 
 
+class LostTransactionResponses:
+    """DynamoDB applies a ``TransactWriteItems`` and its answer is lost: a ``before-send`` handler on the server's
+    real botocore client sends the chosen request to moto itself (so it is applied), then makes botocore see a read
+    timeout (so botocore retries it, with the same parameters).
+
+    It also answers as DynamoDB does where moto does not: moto ignores ``ClientRequestToken``, while DynamoDB's API
+    reference says that if you submit a request with the same client token within 10 minutes of the first, the
+    request is idempotent (it succeeds without applying again). So a request whose token was already applied is
+    answered with DynamoDB's success answer (``{}``) instead of being sent to moto. ``send_tokens=False`` sends
+    every request without its token, as if the client gave none: the retry then reaches moto's conditions.
+    ``tokens`` holds the token of every attempt, in order (None for none)."""
+
+    def __init__(self, client: Any, *, lose: int, send_tokens: bool = True) -> None:
+        self._client = client
+        self._lose = lose  # the index of the attempt whose answer is lost (0 = the first one sent)
+        self._send_tokens = send_tokens
+        self._lock = threading.Lock()
+        self._applied: set[str] = set()
+        self.tokens: list[str | None] = []
+        self.replayed = 0
+
+    def _on_send(self, request: Any, **_: Any) -> AWSResponse | None:
+        body = json.loads(request.body or b"{}")
+        token: str | None = body.get("ClientRequestToken")
+        with self._lock:
+            attempt = len(self.tokens)
+            self.tokens.append(token)
+            if token is not None and token in self._applied:
+                self.replayed += 1
+                headers = {"content-type": "application/x-amz-json-1.0", "x-amzn-requestid": "idempotent"}
+                return AWSResponse(request.url, 200, headers, _Body(b"{}"))
+        if not self._send_tokens:
+            body.pop("ClientRequestToken", None)
+        answer = self._forward(request, json.dumps(body).encode())
+        if attempt != self._lose:
+            return answer
+        assert answer.status_code == 200, answer.content  # applied, and only its answer is lost
+        if token is not None and self._send_tokens:
+            with self._lock:
+                self._applied.add(token)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    @staticmethod
+    def _forward(request: Any, body: bytes) -> AWSResponse:
+        skip = {"content-length", "transfer-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        sent = httpx.post(request.url, content=body, headers=headers, timeout=30)
+        kept = {k: v for k, v in sent.headers.items() if k.lower() not in {"content-encoding", *skip}}
+        return AWSResponse(request.url, sent.status_code, kept, _Body(sent.content))
+
+    @contextmanager
+    def installed(self) -> Iterator[LostTransactionResponses]:
+        event = "before-send.dynamodb.TransactWriteItems"
+        self._client.meta.events.register(event, self._on_send, unique_id="lost-responses")
+        try:
+            yield self
+        finally:
+            self._client.meta.events.unregister(event, unique_id="lost-responses")
+
+
 def attempts(chat: ChatStack) -> int:
     """How many times botocore sends one call of the server's DynamoDB client (the first and its retries)."""
     assert chat.stack.container is not None
@@ -94,6 +155,12 @@ def dynamo_faults(chat: ChatStack) -> DynamoFaults:
     """Faults for the DynamoDB client every route of ``chat`` uses (one container serves them all)."""
     assert chat.stack.container is not None
     return DynamoFaults(chat.stack.container.aws.dynamodb())
+
+
+def lost_transaction_responses(chat: ChatStack, *, lose: int, send_tokens: bool = True) -> LostTransactionResponses:
+    """Lost answers (``LostTransactionResponses``) for the DynamoDB client every route of ``chat`` uses."""
+    assert chat.stack.container is not None
+    return LostTransactionResponses(chat.stack.container.aws.dynamodb(), lose=lose, send_tokens=send_tokens)
 
 
 def stored(chat: ChatStack, session_id: str) -> list[dict[str, Any]]:

@@ -3,9 +3,14 @@
 
 A turn writes with ``TransactWriteItems`` (the user message, then the answer with the lease given back) and
 ``UpdateItem`` (the lease); a listing reads with ``Query``. botocore (standard mode, 5 attempts) retries throttling
-codes; the append code retries a cancelled transaction whose reasons are a lost race."""
+codes, and a request whose answer was lost (a read timeout), which DynamoDB may have applied: each
+``TransactWriteItems`` carries a ``ClientRequestToken`` (one per call, which botocore's retries resend), so DynamoDB
+applies it once. The append code retries a cancelled transaction whose reasons are a lost race."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import pytest
 
@@ -14,6 +19,7 @@ from tests.faults.support import (
     attempts,
     dynamo_faults,
     lease_held,
+    lost_transaction_responses,
     new_session,
     post_turn,
     roles_and_text,
@@ -138,3 +144,92 @@ def test_throttled_reads_are_a_503_and_write_nothing(chat_stack: ChatStack):
         listing = client.get("/sessions")
         assert listing.status_code == 503 and listing.json()["error"]["code"]
         assert len(client.get("/sessions").json()["sessions"]) == 1
+
+
+WRITES = {"the user message": 0, "the answer": 1}  # a turn's TransactWriteItems, in the order it sends them
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_transaction_applied_whose_answer_was_lost_completes_once(chat_stack: ChatStack, write: str):
+    """DynamoDB applies the write, its answer is lost (read timeout), botocore sends it again with the same client
+    token, and DynamoDB answers the resend as a success without applying it again (emulated: moto ignores the
+    token). User sees: the normal answer, no error. Stored: the user message and the answer, once each."""
+    lost = lost_transaction_responses(chat_stack, lose=WRITES[write])
+    with chat_stack.client() as client:
+        sid = new_session(client)
+        with lost.installed():
+            response, stream = post_turn(client, sid, "was it stored?")
+        assert response.status_code == 200, response.text
+        assert stream is not None and stream.done and stream.types[-1] == "finish"
+        assert not stream.of_type("error") and stream.text()
+    assert lost.replayed == 1  # the resend was answered by its token, not applied again
+    resent = lost.tokens[WRITES[write]]
+    assert resent is not None and lost.tokens[WRITES[write] + 1] == resent
+    _answered_once(chat_stack, sid, "was it stored?", stream.text())
+    assert [m["seq"] for m in stored(chat_stack, sid)] == [1, 2]
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_without_a_client_token_the_resend_of_an_applied_write_goes_wrong(chat_stack: ChatStack, write: str):
+    """The scenario above when the requests carry no token (what moto does with them): the resend of the applied
+    write is a new request. The user message's resend finds META's version moved, so the append reloads it and
+    stores the message a second time; the answer's resend finds the lease given back, and the user sees an error
+    chunk for an answer that DynamoDB holds. This is what the token prevents, and shows the test above can fail."""
+    lost = lost_transaction_responses(chat_stack, lose=WRITES[write], send_tokens=False)
+    with chat_stack.client() as client:
+        sid = new_session(client)
+        with lost.installed():
+            response, stream = post_turn(client, sid, "was it stored?")
+        assert response.status_code == 200 and stream is not None and stream.done
+    assert lost.replayed == 0
+    user, answer = ("user", "was it stored?", "complete"), ("assistant", stream.text(), "complete")
+    if write == "the user message":
+        assert not stream.of_type("error")
+        assert roles_and_text(stored(chat_stack, sid)) == [user, user, answer]
+    else:
+        assert stream.of_type("error")
+        assert roles_and_text(stored(chat_stack, sid)) == [user, answer]
+
+
+def test_each_transaction_carries_its_own_client_token(chat_stack: ChatStack):
+    """Every ``TransactWriteItems`` the server sends carries a ``ClientRequestToken``, and two calls (two different
+    writes) carry different ones: a token reused for different items would be refused by DynamoDB
+    (``IdempotentParameterMismatchException``), or answered without applying them."""
+    lost = lost_transaction_responses(chat_stack, lose=-1)  # nothing lost: every request reaches moto
+    with chat_stack.client() as client:
+        sid = new_session(client)
+        with lost.installed():
+            for text in ("first", "second"):
+                _, stream = post_turn(client, sid, text)
+                assert stream is not None and stream.done and not stream.of_type("error")
+    assert len(lost.tokens) == 4  # two turns: the user message, then the answer
+    assert all(lost.tokens) and len(set(lost.tokens)) == 4
+
+
+def test_a_retry_by_botocore_resends_the_token_and_a_retry_after_a_lost_race_makes_a_new_one(chat_stack: ChatStack):
+    """The user message's write throttled once (botocore sends the same request again: the same token, so DynamoDB
+    would not apply it twice), then cancelled as a lost race (the append builds new items, for META's new version:
+    a new call, a new token; the old token with these items would be refused as a mismatch)."""
+    faults = dynamo_faults(chat_stack)
+    tokens: list[str | None] = []
+
+    def record(request: Any, **_: Any) -> None:
+        tokens.append(json.loads(request.body or b"{}").get("ClientRequestToken"))
+
+    assert chat_stack.stack.container is not None
+    events = chat_stack.stack.container.aws.dynamodb().meta.events
+    with chat_stack.client() as client:
+        sid = new_session(client)
+        events.register("before-send.dynamodb.TransactWriteItems", record, unique_id="token-recorder")
+        try:
+            with faults.installed():
+                faults.fail("TransactWriteItems", "ThrottlingException", times=1)
+                faults.fail("TransactWriteItems", "TransactionCanceledException", times=1, reason="TransactionConflict")
+                _, stream = post_turn(client, sid, "tokens")
+        finally:
+            events.unregister("before-send.dynamodb.TransactWriteItems", unique_id="token-recorder")
+        assert stream is not None and stream.done and not stream.of_type("error")
+    throttled, cancelled, written, answer = tokens
+    assert throttled is not None and throttled == cancelled  # one call, retried by botocore
+    assert written not in (None, cancelled) and answer not in (None, written)
+    _answered_once(chat_stack, sid, "tokens", stream.text())

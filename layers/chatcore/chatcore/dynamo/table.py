@@ -130,6 +130,10 @@ class Table:
         return items
 
     async def transact(self, items: list[TransactWriteItemTypeDef]) -> None:
+        """One transaction. botocore gives each call its own ``ClientRequestToken`` (the parameter is an idempotency
+        token in its model) and resends it with each retry, so a retry after a lost answer of a transaction that was
+        applied is answered as a success, not applied (nor refused) again; a caller that retries after a refusal
+        builds new items, so makes a new call (the same token with other items would be refused)."""
         await call(SERVICE, self._db.transact_write_items, TransactItems=items)
 
     async def delete_all(self, keys: list[Item]) -> None:
