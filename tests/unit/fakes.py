@@ -59,13 +59,9 @@ class InMemorySessions:
             return None
         return _copy(stored)
 
-    async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
-        stored = self.sessions.get(session_id)
-        return _copy(stored) if stored is not None and stored.user_id == caller else None
-
     async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
-        found = await self.session_of(session_id, caller)
-        return found.working_set() if found is not None else None
+        stored = self.sessions.get(session_id)
+        return _copy(stored).working_set() if stored is not None and stored.user_id == caller else None
 
     async def load_working_set(self, session_id: str) -> ChatSession | None:
         found = await self.load_fresh(session_id)

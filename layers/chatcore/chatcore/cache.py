@@ -222,21 +222,6 @@ class SessionCache:
 
         return await self._session(session_id, await self._redis.run("cache.get", call, None))
 
-    async def get_with_user_context(
-        self, session_id: str, user_id: str
-    ) -> tuple[ChatSession | None, UserContext | None]:
-        """The session and the user's context in one round trip (a pipeline; on a cluster it is split per node
-        and the parts sent concurrently); None for each that is not cached."""
-
-        async def call(client: RedisClient) -> Any:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.hget(session_key(session_id), "d")
-                pipe.hget(user_context_key(user_id), "d")
-                return await pipe.execute()
-
-        raw_session, raw_context = await self._redis.run("cache.get_with_context", call, [None, None])
-        return await self._session(session_id, raw_session), await self._user_context(user_id, raw_context)
-
     async def get_working_set_with_user_context(
         self, session_id: str, user_id: str | None
     ) -> tuple[ChatSession | None, UserContext | None]:

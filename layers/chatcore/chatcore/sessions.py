@@ -159,21 +159,14 @@ class SessionService:
         return working
 
     async def working_set_of(self, session_id: str, caller: str | None) -> ChatSession | None:
-        """``working_set`` when ``caller`` is exactly its owner (as ``session_of``)."""
+        """``working_set`` only when ``caller`` is exactly its owner; an anonymous caller (None) reaches only
+        owner-less sessions. Unlike ``get_chat_session``, None here is a caller, not "skip the check"."""
         session = await self.working_set(session_id)
         return session if session is not None and session.user_id == caller else None
 
     async def load_working_set(self, session_id: str) -> ChatSession | None:
         """The working set from DynamoDB, never a cached copy."""
         return await self.store.load_working_set(session_id)
-
-    async def session_of(self, session_id: str, caller: str | None) -> ChatSession | None:
-        """The session only when ``caller`` is exactly its owner; an anonymous caller (None) reaches only
-        owner-less sessions. Unlike ``get_chat_session``, None here is a caller, not "skip the check"."""
-        session = await self.get_chat_session(session_id)
-        if session is None or session.user_id != caller:
-            return None
-        return session
 
     async def upsert_chat_session(self, session: ChatSession, *, turn: TurnGuard | None = None) -> ChatSession:
         """Create the session or append its new messages / changed fields; returns the saved session.
