@@ -39,6 +39,7 @@ class InMemorySessions:
         self.released: list[str] = []
         self.closed = False
         self.on_take: list[Callable[[], None]] = []  # run when a lease write "arrives"
+        self.on_take_sent: list[Callable[[], None]] = []  # run when a lease write is sent
         self.user_titled: set[str] = set()  # sessions the user renamed (META user_title)
         self.expires: dict[str, float] = {}  # session id -> when its lease lapses (epoch seconds, ``now()``)
         self.renewals: list[str] = []  # turn ids, one per renewal that held
@@ -155,6 +156,8 @@ class InMemorySessions:
 
     # -- TurnLeases -------------------------------------------------------------------------------------------
     async def take(self, session: ChatSession, turn_id: str, *, owner: str | None, lease_seconds: int) -> ChatSession:
+        for hook in self.on_take_sent:
+            hook()
         await asyncio.sleep(LEASE_WRITE_SECONDS)  # the conditional write's round trip: work started before it overlaps
         for hook in self.on_take:
             hook()
@@ -348,6 +351,7 @@ class ScriptedModel:
     requests: list[dict[str, Any]] = field(default_factory=list)
     completions: list[list[dict[str, Any]]] = field(default_factory=list)
     closed_streams: int = 0
+    complete_delay: float = 0.0  # seconds each ``complete()`` (a title, a summary) takes
 
     @property
     def title_model(self) -> str:
@@ -385,6 +389,7 @@ class ScriptedModel:
         self, messages: list[dict[str, Any]], *, model: str | None = None, max_tokens: int = 256
     ) -> tuple[str, Usage | None]:
         self.completions.append(messages)
+        await asyncio.sleep(self.complete_delay)
         answer = self.answer(messages)
         if isinstance(answer, Exception):
             raise answer

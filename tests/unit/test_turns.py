@@ -257,6 +257,33 @@ async def test_the_model_request_goes_out_while_the_lease_is_written(parts: Part
     assert seen == [1]  # the request was already sent when the lease write completed
 
 
+async def test_the_model_request_goes_out_before_the_lease_write_starts(parts: Parts):
+    """The lease write's botocore thread would compete with the request's preparation: the request goes first."""
+    seen: list[int] = []
+    parts.sessions.on_take_sent.append(lambda: seen.append(len(parts.model.requests)))
+    parts.model.scripts = [text("Hi.")]
+    await _turn(parts)
+    assert seen == [1]
+
+
+async def test_a_history_being_summarised_does_not_hold_the_lease_write_back(parts: Parts):
+    """The model request waits for the summary; the lease write waits for neither (beyond the head start)."""
+    stored = _stored(parts)
+    for index in range(40):
+        stored.messages.append(ChatMessage(role="user" if index % 2 == 0 else "assistant", content="word " * 400))
+    parts.sessions.add(stored)
+    _stored(parts).title = "long"
+    parts.engine.deps.settings = Settings(llm_context_tokens=4_000, title_timeout_seconds=1.0)
+    parts.model.answer = lambda messages: "The user kept saying word."
+    parts.model.complete_delay = 0.3
+    seen: list[int] = []
+    parts.sessions.on_take_sent.append(lambda: seen.append(len(parts.model.requests)))
+    parts.model.scripts = [text("ok")]
+    await _turn(parts, "Summarise please")
+    assert seen == [0] and len(parts.model.requests) == 1
+    assert _stored(parts).messages[-1].content == "ok"
+
+
 async def test_a_refused_lease_cancels_the_model_request_before_anything_streams(parts: Parts):
     _stored(parts).active_turn_id = "turn_someone_else"
     parts.model.scripts = [[HANG]]
