@@ -85,6 +85,17 @@ BAD = [
     ("POST", "/sessions/{sid}/stream", None, b'{"text": "hi"}', 422, "validation_error"),
     ("POST", "/sessions/{sid}/stream", None, b'{"message": 5}', 422, "validation_error"),
     ("POST", "/sessions/{sid}/stream", None, b'{"message": ""}', 422, "validation_error"),
+    # Blank as Python strips it and as the document's pattern says (JSON Schema's \s lacks \x1c-\x1f, \x85)
+    ("POST", "/sessions/{sid}/stream", None, b'{"message": "\\u001f"}', 422, "validation_error"),
+    ("POST", "/sessions/{sid}/stream", None, b'{"message": "\\u0085 \\ufeff"}', 422, "validation_error"),
+    (
+        "POST",
+        "/chat",
+        None,
+        _ui(messages=[{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "\x1c\ufeff"}]}]),
+        422,
+        "validation_error",
+    ),
     ("POST", "/sessions/bad%20id/stream", None, b'{"message": "hi"}', 400, "bad_request"),
     ("POST", "/sessions/unknown-session-0001/stream", None, b'{"message": "hi"}', 404, "not_found"),
     ("POST", "/sessions/{sid}/stream", "bob", b'{"message": "hi"}', 404, "not_found"),

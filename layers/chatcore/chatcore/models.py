@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+# A message needs one character that is not blank. Python's whitespace (str.strip) and JSON Schema's (ECMA-262 \s)
+# differ on \x1c-\x1f, \x85 and \ufeff; naming them makes the OpenAPI pattern and the check agree in both.
+NOT_BLANK_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
 CHAT_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
 CHAT_TYPE_RE = re.compile(CHAT_TYPE_PATTERN)
 

@@ -38,7 +38,7 @@ from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.errors import BadRequest, ChatError, ValidationFailed
 from chatcore.intents import ApprovalAnswers, Intent, NewMessage, RegenerateAnswer
-from chatcore.models import is_valid_session_id
+from chatcore.models import NOT_BLANK_PATTERN, is_valid_session_id
 from chatcore.stream import DONE, LEVEL_NAMES, LEVELS, PING, STREAM_HEADERS, ProtocolLevel, protocol_level, sse
 from chatcore.streams import Chunk, Frame, Ping, follow_live, follow_log, open_resume
 from chatcore.turn_types import ExistingTurn, TurnHandle
@@ -49,6 +49,7 @@ from chatcore.web.misconfigured import READY_PATH, build_or_refuse, ready
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _CLIENT_ID = re.compile(r"^[\w.:-]{1,128}$")
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 NO_RESUME_HEADER = "x-resume-unavailable"
 LEVEL_HEADER = "x-ui-stream-protocol"
 
@@ -145,7 +146,7 @@ def _checked_id(value: str | None, loc: list[str]) -> str | None:
 
 
 def _check_text(text: str, max_chars: int) -> str:
-    if not text.strip():
+    if not _NOT_BLANK.search(text):
         raise ValidationFailed("the message is empty", details=[{"loc": ["message"], "msg": "empty"}])
     if len(text) > max_chars:
         raise ValidationFailed(

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chatcore.models import CHAT_TYPE_PATTERN, SESSION_ID_PATTERN
+from chatcore.models import CHAT_TYPE_PATTERN, NOT_BLANK_PATTERN, SESSION_ID_PATTERN
 from chatcore.web.schemas import (
     MESSAGE_REF_PATTERN,
     CreateSessionIn,
@@ -347,7 +347,7 @@ def chat_openapi(max_message_chars: int = 32_000, allow_anonymous: bool = False)
         for branch in message_id["anyOf"]
     ]
     schemas["SimpleMessageIn"]["properties"]["message"].update(
-        maxLength=max_message_chars, pattern=r"\S", description="not blank"
+        maxLength=max_message_chars, pattern=NOT_BLANK_PATTERN, description="not blank"
     )
     session_id = {**_SESSION_ID, "description": "the session id"}
     approval_id = {
