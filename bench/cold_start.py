@@ -6,8 +6,9 @@ Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--top N]
   then the handler's first invocation, ``GET /sessions`` with a valid token (it builds the app: settings, the JWT
   secret read from Secrets Manager, the DynamoDB client, then the query). Baseline: ``import boto3``.
 * ChatFunction: what ``run.sh`` does behind the Lambda Web Adapter: ``chatcore.web.serve`` (uvicorn without its
-  command line) with ``app:asgi_app`` on a loopback port (lifespan, the app's build on its first call), the adapter's readiness request ``GET /ready``, then the first
-  ``GET /health`` over HTTP. Baseline: ``import boto3, openai, starlette``.
+  command line) with ``app:asgi_app`` on a loopback port (lifespan, the app's build on its first call), the
+  adapter's readiness request ``GET /ready``, then the first ``GET /health`` over HTTP. Baseline: ``import boto3,
+  openai, starlette``.
 * ToolWorker, Continuation and Callback functions: ``import app``, then a first invocation with a sample event of
   ``events/`` (its app or engine built, a DynamoDB read).
 * SnapStart, simulated, for the four functions that have it: a process runs init and the before-snapshot hook, then
