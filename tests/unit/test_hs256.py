@@ -67,6 +67,8 @@ def same_verdict(token: str, issuer: str | None = None) -> Any:
     return ours
 
 
+# Read when the module is collected: the whole suite can run these tests a quarter of an hour later, so a token
+# meant to be valid expires a day after NOW (an expiry 10 minutes ahead had passed by then in CI).
 NOW = int(time.time())
 # Times far from every boundary (now, now +- leeway) so the two clocks, read microseconds apart, agree.
 TIMES = st.sampled_from([NOW - 100_000, NOW - 45, NOW + 45, NOW + 100_000])
@@ -103,17 +105,19 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header_changes=HEADER_CHANGES, payload=payloads(), wrong_key=st.booleans(), with_issuer=st.booleans())
-@example(header_changes={}, payload={"sub": "alice", "exp": NOW + 600}, wrong_key=False, with_issuer=False)
+@example(header_changes={}, payload={"sub": "alice", "exp": NOW + 86_400}, wrong_key=False, with_issuer=False)
 @example(
     header_changes={"crit": ["b64"], "b64": True},
-    payload={"sub": "a", "exp": NOW + 600, "iss": ISSUER},
+    payload={"sub": "a", "exp": NOW + 86_400, "iss": ISSUER},
     wrong_key=False,
     with_issuer=True,
 )
-@example(header_changes={"crit": ["b64"]}, payload={"sub": "a", "exp": NOW + 600}, wrong_key=False, with_issuer=False)
-@example(header_changes={"kid": 1}, payload={"sub": "a", "exp": NOW + 600}, wrong_key=False, with_issuer=False)
-@example(header_changes={}, payload={"sub": 7, "exp": NOW + 600}, wrong_key=False, with_issuer=False)
-@example(header_changes={}, payload={"sub": "a", "jti": 7, "exp": NOW + 600}, wrong_key=False, with_issuer=False)
+@example(
+    header_changes={"crit": ["b64"]}, payload={"sub": "a", "exp": NOW + 86_400}, wrong_key=False, with_issuer=False
+)
+@example(header_changes={"kid": 1}, payload={"sub": "a", "exp": NOW + 86_400}, wrong_key=False, with_issuer=False)
+@example(header_changes={}, payload={"sub": 7, "exp": NOW + 86_400}, wrong_key=False, with_issuer=False)
+@example(header_changes={}, payload={"sub": "a", "jti": 7, "exp": NOW + 86_400}, wrong_key=False, with_issuer=False)
 def test_generated_tokens_get_pyjwts_verdict(header_changes, payload, wrong_key, with_issuer):
     token = _sign({"alg": "HS256", "typ": "JWT", **header_changes}, payload, OTHER if wrong_key else SECRET)
     same_verdict(token, ISSUER if with_issuer else None)
@@ -125,7 +129,7 @@ def test_generated_tokens_get_pyjwts_verdict(header_changes, payload, wrong_key,
     replacement=st.sampled_from([*"A_-=.+/ é\x00", "==", "", "AAAA"]),
 )
 def test_mangled_tokens_get_pyjwts_verdict(position, replacement):
-    token = _sign({"alg": "HS256", "typ": "JWT"}, {"sub": "alice", "exp": NOW + 600, "iat": NOW})
+    token = _sign({"alg": "HS256", "typ": "JWT"}, {"sub": "alice", "exp": NOW + 86_400, "iat": NOW})
     index = position % (len(token) + 1)
     same_verdict(token[:index] + replacement + token[index + 1 :])
     same_verdict(token[:index] + replacement + token[index:])
@@ -148,7 +152,7 @@ def test_non_canonical_base64_and_padding_get_pyjwts_verdict(segment):
     lengths = set()
     for filler in range(4):  # header and payload segments of every length modulo 4
         head = _b64(json.dumps({"alg": "HS256", "typ": "J" * filler}).encode())
-        body = _b64(json.dumps({"sub": "alice", "exp": NOW + 600, "ab": "x" * filler}).encode())
+        body = _b64(json.dumps({"sub": "alice", "exp": NOW + 86_400, "ab": "x" * filler}).encode())
         parts = _signed(head, body).split(".")
         lengths.add(len(parts[segment]) % 4)
         last = parts[segment][-1]
@@ -176,10 +180,10 @@ def test_non_canonical_base64_and_padding_get_pyjwts_verdict(segment):
         _sign({"alg": "HS256"}, None, raw_payload=b'{"sub": "a", "exp": NaN}'),
         _sign({"alg": "HS256"}, None, raw_payload=b'{"sub": "a", "exp": Infinity}'),
         _sign({"alg": "HS256"}, None, raw_payload=b'{"sub": "a", "sub": "b", "exp": 99999999999}'),
-        _sign(["alg", "HS256"], {"sub": "a", "exp": NOW + 600}),  # header not an object
-        _sign({"alg": "HS256", "b64": False}, {"sub": "a", "exp": NOW + 600}),
-        _sign({"alg": "HS256"}, {"sub": "a", "exp": NOW + 600}) + "=",
-        _sign({"alg": "HS256"}, {"sub": "a", "exp": NOW + 600}).replace(".", "=.", 1),
+        _sign(["alg", "HS256"], {"sub": "a", "exp": NOW + 86_400}),  # header not an object
+        _sign({"alg": "HS256", "b64": False}, {"sub": "a", "exp": NOW + 86_400}),
+        _sign({"alg": "HS256"}, {"sub": "a", "exp": NOW + 86_400}) + "=",
+        _sign({"alg": "HS256"}, {"sub": "a", "exp": NOW + 86_400}).replace(".", "=.", 1),
     ],
 )
 def test_edge_tokens_get_pyjwts_verdict(token):
@@ -187,7 +191,7 @@ def test_edge_tokens_get_pyjwts_verdict(token):
 
 
 def test_a_good_token_gives_its_claims_and_an_old_one_is_expired_not_invalid():
-    claims = {"sub": "alice", "exp": NOW + 600, "iat": NOW, "iss": ISSUER, "custom": [1, {"a": None}]}
+    claims = {"sub": "alice", "exp": NOW + 86_400, "iat": NOW, "iss": ISSUER, "custom": [1, {"a": None}]}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     assert same_verdict(token, ISSUER) == claims
     assert same_verdict(jwt.encode({**claims, "exp": NOW - 600}, SECRET, algorithm="HS256")) == "expired"
