@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import redis
 
+from chatcore.replay import active_key
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.faults.support import lease_held, new_session, post_turn, roles_and_text, stored
 from tests.support.redis_server import RedisServer
@@ -18,6 +20,19 @@ from tests.support.sse import ParsedStream, parse_sse
 
 WORDS = 120
 RETRY_AFTER = 1.0  # REDIS_RETRY_AFTER_SECONDS: how long the cache is skipped after a failure
+
+
+def _wait_for_replay_log(server: RedisServer, session_id: str, timeout: float = 10.0) -> None:
+    """Until the session's active-turn pointer is in Redis: its turn has begun its replay log."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while client.get(active_key(session_id)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the turn never began its replay log")
+            time.sleep(0.02)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -168,7 +183,8 @@ def test_a_resume_after_a_redis_blip_does_not_replay_a_gap(chat: ChatStack, own_
 
         thread = threading.Thread(target=send, daemon=True)
         thread.start()
-        time.sleep(0.5)
+        _wait_for_replay_log(own_redis, sid)  # the blip must come after the turn's log began (a busy CI was late)
+        time.sleep(0.3)
         blip()
         time.sleep(RETRY_AFTER + 0.3)  # the circuit is closed again; the turn is still streaming
         resumed = parse_sse(client.get(f"/chat/{sid}/stream", timeout=30).text)
