@@ -314,6 +314,24 @@ def sessions_openapi(
 
 
 _SSE = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+
+def _stream_responses(session_id: str, errors: tuple[int, ...]) -> dict[str, Any]:
+    """A turn's responses: its stream (linked to resuming and stopping it, the session id found at ``session_id``)
+    and its errors."""
+    return {
+        "200": {
+            "description": "the stream",
+            **_SSE,
+            "links": {
+                "resume": _link("resume", session_id=session_id),
+                "stop": _link("stop", session_id=session_id),
+            },
+        },
+        **_errors(*errors),
+    }
+
+
 _PROTOCOL = {
     "name": "x-ui-stream-protocol",
     "in": "header",
@@ -384,17 +402,7 @@ def chat_openapi(max_message_chars: int = 32_000, allow_anonymous: bool = False)
                 "summary": "Send, resend, edit or regenerate; or answer approvals: the answer's UI message stream",
                 "parameters": [_PROTOCOL],
                 "requestBody": {"required": True, **_json("ChatRequest")},
-                "responses": {
-                    "200": {
-                        "description": "the stream",
-                        **_SSE,
-                        "links": {
-                            "resume": _link("resume", session_id="$request.body#/id"),
-                            "stop": _link("stop", session_id="$request.body#/id"),
-                        },
-                    },
-                    **_errors(*stream_errors),
-                },
+                "responses": _stream_responses("$request.body#/id", stream_errors),
             }
         },
         "/sessions/{session_id}/stream": {
@@ -404,17 +412,7 @@ def chat_openapi(max_message_chars: int = 32_000, allow_anonymous: bool = False)
                 "summary": "Send a message (for curl): the answer's stream",
                 "parameters": [_PROTOCOL],
                 "requestBody": {"required": True, **_json("SimpleMessageIn")},
-                "responses": {
-                    "200": {
-                        "description": "the stream",
-                        **_SSE,
-                        "links": {
-                            "resume": _link("resume", session_id="$request.path.session_id"),
-                            "stop": _link("stop", session_id="$request.path.session_id"),
-                        },
-                    },
-                    **_errors(*stream_errors),
-                },
+                "responses": _stream_responses("$request.path.session_id", stream_errors),
             },
         },
         "/chat/{session_id}/stream": {
