@@ -166,9 +166,15 @@ function renderHeader() {
   ui.rename.disabled = ui.remove.disabled = !state.current;
 }
 
+// Reads overlap (a list or session read sent before a rename may answer after it): of two copies of a session
+// the one with the higher stored version wins.
+function newest(held, read) {
+  return held && held.version > read.version ? held : read;
+}
+
 function upsertSession(session) {
   const index = state.sessions.findIndex((s) => s.id === session.id);
-  if (index >= 0) state.sessions[index] = session;
+  if (index >= 0) state.sessions[index] = newest(state.sessions[index], session);
   else state.sessions.unshift(session);
   renderSessions();
 }
@@ -203,7 +209,8 @@ function randomId(prefix) {
 
 async function loadSessions() {
   const { sessions } = await api("GET", "/sessions?limit=50");
-  state.sessions = sessions;
+  const held = new Map(state.sessions.map((s) => [s.id, s]));
+  state.sessions = sessions.map((s) => newest(held.get(s.id), s));
   renderSessions();
 }
 

@@ -10,7 +10,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, expect, sync_playwright
+from playwright.sync_api import (
+    APIResponse,
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    Route,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import ChatStack
 
@@ -177,6 +187,40 @@ def test_rename_and_delete_through_the_ui(page: Page, chat_stack: ChatStack):
     expect(page.locator("#chat-title")).to_have_text("No chat open")
     with chat_stack.client("me") as client:
         assert client.get(f"/sessions/{sid}").status_code == 404
+
+
+def test_a_read_sent_before_a_rename_does_not_undo_it(page: Page, chat_stack: ChatStack):
+    # Opening a new chat reads the session; that read is held here until a rename has been answered, then
+    # released with what it read (the old title), as a slow response would arrive. The rename stays.
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/sessions/[\w-]+$"), hold)
+    page.get_by_role("button", name="+ New chat").click()
+    page.wait_for_function("document.querySelector('.session[aria-current=true]') !== null", timeout=T)
+    sid = session_id(page)
+    for _ in range(150):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the session read was not sent"
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_label("New title").fill("Trip planning")
+    page.get_by_label("New title").press("Enter")
+    title = page.locator(f".session[data-id='{sid}'] .session-title")
+    expect(title).to_have_text("Trip planning", timeout=T)
+
+    route, stale = held[0]
+    assert stale.json()["title"] == ""
+    route.fulfill(response=stale)
+    expect(page.locator(".empty")).to_have_text("Send a message to start.", timeout=T)  # the read was applied
+    expect(title).to_have_text("Trip planning")
+    expect(page.locator("#chat-title")).to_have_text("Trip planning")
 
 
 def test_switching_user_shows_only_their_sessions(page: Page, chat_stack: ChatStack):
