@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,8 +267,8 @@ class InMemoryReplay:
         self.logs.setdefault(turn_id, []).extend(chunks)
         self._wake()
 
-    async def end(self, session_id: str, turn_id: str) -> None:
-        self.logs.setdefault(turn_id, []).append(None)
+    async def end(self, session_id: str, turn_id: str, last: Sequence[str] = ()) -> None:
+        self.logs.setdefault(turn_id, []).extend([*last, None])
         if self.active.get(session_id) == turn_id:
             del self.active[session_id]
         self.cancels.discard(turn_id)

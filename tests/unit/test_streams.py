@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -208,3 +209,33 @@ async def test_a_log_that_lost_an_append_stops_there_and_ends_with_an_error():
     logged = [json.loads(c) if c is not None else None for c in replay.logs["t1"]]
     assert [c["type"] if c else None for c in logged] == ["start", "text-start", "text-delta", "error", None]
     assert logged[2]["delta"] == "a" and logged[3]["errorText"] == REPLAY_BROKEN
+
+
+@dataclass
+class _CountingReplay(InMemoryReplay):
+    """Counts the log's round trips."""
+
+    appends: int = 0
+    ends: int = 0
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None:
+        self.appends += 1
+        await super().append(turn_id, chunks)
+
+    async def end(self, session_id: str, turn_id: str, last: Sequence[str] = ()) -> None:
+        self.ends += 1
+        await super().end(session_id, turn_id, last)
+
+
+async def test_close_writes_the_last_chunks_with_the_end_entry_without_waiting_for_the_batch():
+    # A turn's last chunks (text-end, finish) come right before its close: the client's end of stream waits for
+    # the log's end entry, so it must not wait for the batch timer too, nor take two round trips.
+    replay = _CountingReplay()
+    await replay.begin("s1", "t1", None)
+    channel = TurnChannel(replay, "s1", "t1", batch_seconds=30.0)
+    channel.publish(StreamStart(message_id="t1"))
+    await asyncio.sleep(0)  # the writer took the wake-up and waits for the batch
+    channel.publish(StreamFinish())
+    await asyncio.wait_for(channel.close(), timeout=5)
+    assert [json.loads(c)["type"] if c else None for c in replay.logs["t1"]] == ["start", "finish", None]
+    assert (replay.appends, replay.ends) == (0, 1)

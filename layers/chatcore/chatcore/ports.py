@@ -17,7 +17,7 @@ The production adapters are named after each port; the engine's unit tests pass 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -136,7 +136,9 @@ class ReplayLog(Protocol):
 
     async def append(self, turn_id: str, chunks: list[str]) -> None: ...
 
-    async def end(self, session_id: str, turn_id: str) -> None: ...
+    async def end(self, session_id: str, turn_id: str, last: Sequence[str] = ()) -> None:
+        """Append ``last`` and the end entry; the session's pointer to the turn is dropped."""
+        ...
 
     async def close_unless_ended(self, session_id: str, turn_id: str, chunks: list[str]) -> bool:
         """End a dead turn's log with ``chunks`` and its end entry unless it has ended (two closers write it once);

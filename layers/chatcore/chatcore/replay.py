@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,11 +109,16 @@ class ReplayLog:
 
         await self._redis.run("replay.append", call, None)
 
-    async def end(self, session_id: str, turn_id: str) -> None:
+    async def end(self, session_id: str, turn_id: str, last: Sequence[str] = ()) -> None:
+        """Append ``last`` (the chunks not yet appended) and the end entry, and drop the session's pointer, in one
+        round trip."""
+
         # On a cluster the three keys may sit on three nodes, written in parallel: any order is correct (a resume
         # that finds no pointer answers 204; one that finds it reads the log up to the end entry).
         async def call(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
+                for chunk in last:
+                    pipe.xadd(log_key(turn_id), {"c": chunk})
                 pipe.xadd(log_key(turn_id), {"end": "1"})
                 pipe.expire(log_key(turn_id), self._ttl)
                 pipe.eval(_DELETE_IF_EQUAL, 1, active_key(session_id), turn_id)
@@ -223,15 +228,18 @@ class TurnChannel:
         turn_id: str,
         *,
         encode: Callable[[StreamEvent], str] = lambda event: encode_json(event.chunk()),
+        batch_seconds: float = BATCH_SECONDS,
     ) -> None:
         self._log = log
         self.session_id = session_id
         self.turn_id = turn_id
         self._encode = encode
+        self._batch_seconds = batch_seconds
         self._listeners: list[asyncio.Queue[Published | None]] = []
         self._history: list[Published] = []
         self._pending: list[str] = []
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._closed = False
         self._broken = False  # an append was lost: the log stops where it is complete
         self._writer: asyncio.Task[None] | None = None
@@ -261,30 +269,35 @@ class TurnChannel:
             self._wake.set()
 
     async def _write_loop(self) -> None:
-        while True:
+        """Append what was published, a batch per ``batch_seconds``, until ``close`` (which writes the rest with
+        the end entry: it does not wait for the batch timer)."""
+        while not self._closed:
             await self._wake.wait()
-            if not self._closed:
-                await asyncio.sleep(BATCH_SECONDS)  # coalesce a burst of tokens into one pipeline
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._batch_seconds):  # coalesce a burst of tokens into one pipeline
+                    await self._closing.wait()
+            if self._closed:
+                return
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch and not self._broken:
                 await self._log.append(self.turn_id, batch)
                 self._broken = not self._log.available()  # the append failed, or was skipped
-            if self._closed and not self._pending:
-                return
 
     async def close(self) -> None:
-        """End the turn: flush the log and write its end entry first, then release the live listeners, so a
-        client that resumes right after its stream ended never replays the finished turn."""
+        """End the turn: write the log's last chunks and its end entry (one round trip) first, then release the
+        live listeners, so a client that resumes right after its stream ended never replays the finished turn."""
         if self._closed:
             return
         self._closed = True
         if self._writer is not None:
+            self._closing.set()
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await self._writer  # an append under way completes first: the log keeps its order
+            rest, self._pending = self._pending, []
             if self._broken:
-                await self._log.append(self.turn_id, [self._encode(StreamError(error_text=REPLAY_BROKEN))])
-            await self._log.end(self.session_id, self.turn_id)
+                rest = [self._encode(StreamError(error_text=REPLAY_BROKEN))]
+            await self._log.end(self.session_id, self.turn_id, rest)
         for queue in self._listeners:
             queue.put_nowait(None)
