@@ -122,24 +122,45 @@ class _Prefetch:
 
 async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncIterator[LLMDelta]:
     """The stream's deltas until ``stop`` is set — also while the model is silent (before its first token, or in
-    the client's retry backoff): the pending read is cancelled at once, which closes the HTTP request."""
+    the client's retry backoff): the pending read is cancelled at once, which closes the HTTP request.
+
+    The deltas are read in the caller's task (no task per delta): a stop that finds a read pending cancels the
+    task, and the cancellation is taken back here; one that comes between two reads ends the loop."""
     iterator = aiter(stream)
-    stopped = asyncio.ensure_future(stop.wait())
+    task = asyncio.current_task()
+    assert task is not None
+    reading = False
+    cancelled = False
+
+    def interrupt(_: object) -> None:
+        nonlocal cancelled
+        if reading and not cancelled:
+            cancelled = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(stop.wait())
+    watcher.add_done_callback(interrupt)
     try:
         while not stop.is_set():
-            pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
-            await asyncio.wait([pending, stopped], return_when=asyncio.FIRST_COMPLETED)
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await pending
-                return
+            reading = True
             try:
-                yield pending.result()
+                item = await anext(iterator)
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                if cancelled:
+                    cancelled = False
+                    if task.uncancel() == 0:
+                        return  # the stop's own cancellation: the read is abandoned
+                raise
+            finally:
+                reading = False
+            yield item
     finally:
-        stopped.cancel()
+        watcher.remove_done_callback(interrupt)
+        watcher.cancel()
+        if cancelled:  # the read returned although cancelled (the source swallowed it): take it back all the same
+            task.uncancel()
 
 
 async def _silence() -> AsyncIterator[LLMDelta]:
