@@ -87,6 +87,13 @@ class LatencyResult:
     total_ratio: float
     ttft_added_ms: float
     total_added_ms: float
+    # Median of the per-pair differences (each app turn against the direct call next to it): drift cancels.
+    ttft_paired_ms: float
+    total_paired_ms: float
+    # The answer's TransactWriteItems, which the stream awaits before ``finish`` (finish means stored).
+    answer_write: Stats
+    app_total_less_write: Stats
+    total_less_write_ratio: float
 
 
 @dataclass
@@ -134,6 +141,8 @@ class RoundTrips:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._sent = threading.local()  # a botocore request is sent and answered in the same worker thread
+        self.transactions: list[tuple[float, float]] = []  # (sent, answered), perf_counter seconds
         self.started: Counter[tuple[str, str]] = Counter()
         self.done: Counter[tuple[str, str]] = Counter()
         self.ddb_calls = 0
@@ -156,6 +165,21 @@ class RoundTrips:
     def end(self, kind: str, operation: str) -> None:
         with self._lock:
             self.done[kind, operation] += 1
+
+    def sent(self) -> None:
+        self._sent.at = time.perf_counter()
+
+    def answered(self, operation: str) -> None:
+        if operation == "TransactWriteItems":
+            window = (self._sent.at, time.perf_counter())
+            with self._lock:
+                self.transactions.append(window)
+
+    def last_transaction(self, before: float) -> tuple[float, float] | None:
+        """The last TransactWriteItems answered before ``before`` (a turn's answer write)."""
+        with self._lock:
+            windows = [w for w in self.transactions if w[1] <= before]
+        return windows[-1] if windows else None
 
     def api_call(self) -> None:
         with self._lock:
@@ -216,8 +240,10 @@ def instrumented(counters: RoundTrips, client: Any) -> Iterator[None]:
 
     def on_send(event_name: str, **kwargs: Any) -> None:  # once per HTTP attempt (retries included)
         counters.begin("dynamodb", _operation(event_name))
+        counters.sent()
 
     def on_received(event_name: str, **kwargs: Any) -> None:  # once per HTTP attempt, answered or failed
+        counters.answered(_operation(event_name))
         counters.end("dynamodb", _operation(event_name))
 
     handlers = (
@@ -288,6 +314,7 @@ class StreamTiming:
     ttft: float
     total: float
     text: str
+    start: float = 0.0  # perf_counter when the request started
 
 
 async def _read_sse(response: httpx.Response, start: float) -> StreamTiming:
@@ -320,7 +347,7 @@ async def _read_sse(response: httpx.Response, start: float) -> StreamTiming:
     end = time.perf_counter()
     if not done or first is None:
         raise RuntimeError("the stream ended without [DONE] or without any text")
-    return StreamTiming(first - start, end - start, "".join(text))
+    return StreamTiming(first - start, end - start, "".join(text), start)
 
 
 async def app_turn(client: httpx.AsyncClient, session_id: str, message: str) -> StreamTiming:
@@ -399,6 +426,14 @@ def _answer_request(chat: ChatStack, since: int) -> dict[str, Any]:
     return {k: bodies[0][k] for k in keep if k in bodies[0]}
 
 
+def _answer_write(counters: RoundTrips, turn: StreamTiming) -> float:
+    """Seconds the turn's answer write took: its last TransactWriteItems, answered before its [DONE]."""
+    window = counters.last_transaction(turn.start + turn.total)
+    if window is None or window[0] < turn.start:
+        raise RuntimeError("no answer write was seen for an app turn")
+    return window[1] - window[0]
+
+
 async def measure_latency(chat: ChatStack, counters: RoundTrips, args: argparse.Namespace) -> LatencyResult:
     headers = auth_header(USER, secret=chat.settings.jwt_secret)
     async with (
@@ -421,12 +456,14 @@ async def measure_latency(chat: ChatStack, counters: RoundTrips, args: argparse.
 
         app: list[StreamTiming] = []
         raw: list[StreamTiming] = []
+        writes: list[float] = []
         for i in range(args.turns):
             sid = await new_titled_session(http)  # untimed: a fresh titled session per turn (see render)
             order = ("direct", "app") if i % 2 == 0 else ("app", "direct")
             for which in order:
                 if which == "app":
                     app.append(await _bounded(app_turn(http, sid, PROMPT)))
+                    writes.append(_answer_write(counters, app[-1]))
                     await wait_idle(chat, counters)
                 else:
                     raw.append(await _bounded(direct_turn(direct, request)))
@@ -436,6 +473,7 @@ async def measure_latency(chat: ChatStack, counters: RoundTrips, args: argparse.
 
     app_ttft, app_total = Stats.of([t.ttft for t in app]), Stats.of([t.total for t in app])
     direct_ttft, direct_total = Stats.of([t.ttft for t in raw]), Stats.of([t.total for t in raw])
+    less_write = Stats.of([t.total - w for t, w in zip(app, writes, strict=True)])
     return LatencyResult(
         turns=args.turns,
         warmup=WARMUP,
@@ -451,6 +489,11 @@ async def measure_latency(chat: ChatStack, counters: RoundTrips, args: argparse.
         total_ratio=app_total.median_ms / direct_total.median_ms,
         ttft_added_ms=app_ttft.median_ms - direct_ttft.median_ms,
         total_added_ms=app_total.median_ms - direct_total.median_ms,
+        ttft_paired_ms=statistics.median((a.ttft - d.ttft) * 1000 for a, d in zip(app, raw, strict=True)),
+        total_paired_ms=statistics.median((a.total - d.total) * 1000 for a, d in zip(app, raw, strict=True)),
+        answer_write=Stats.of(writes),
+        app_total_less_write=less_write,
+        total_less_write_ratio=less_write.median_ms / direct_total.median_ms,
     )
 
 
@@ -566,24 +609,31 @@ def measure_import(runs: int) -> ImportResult:
 
 
 def _render_latency(r: LatencyResult) -> list[str]:
-    def row(label: str, app: Stats, direct: Stats, ratio: float, added: float) -> str:
+    def row(label: str, app: Stats, direct: Stats, ratio: float, added: float, paired: float) -> str:
         return (
             f"   {label:<6}| {app.median_ms:>8.1f} {app.p90_ms:>8.1f} | {direct.median_ms:>8.1f} {direct.p90_ms:>8.1f}"
-            f" | {ratio:>7.2f}x | {added:>+9.1f}"
+            f" | {ratio:>7.2f}x | {added:>+9.1f} | {paired:>+9.1f}"
         )
+
+    w, less = r.answer_write, r.app_total_less_write
 
     return [
         f"1. Streaming latency, {r.turns} timed turns each (after {r.warmup} warm-up), alternating direct/app;"
         f" offline LLM first token {r.first_token_ms} ms, {r.token_ms} ms between tokens",
         f"   {'':<6}| {'app p50':>8} {'app p90':>8} | {'llm p50':>8} {'llm p90':>8} | {'app/llm':>8}"
-        f" | {'added p50':>9}",
-        "   " + "-" * 70,
-        row("TTFT", r.app_ttft, r.direct_ttft, r.ttft_ratio, r.ttft_added_ms),
-        row("total", r.app_total, r.direct_total, r.total_ratio, r.total_added_ms),
+        f" | {'added p50':>9} | {'paired p50':>9}",
+        "   " + "-" * 82,
+        row("TTFT", r.app_ttft, r.direct_ttft, r.ttft_ratio, r.ttft_added_ms, r.ttft_paired_ms),
+        row("total", r.app_total, r.direct_total, r.total_ratio, r.total_added_ms, r.total_paired_ms),
+        f"   of which the answer's write (TransactWriteItems to moto, awaited before finish): p50 {w.median_ms:.1f},"
+        f" p90 {w.p90_ms:.1f}",
+        f"   total less that write: p50 {less.median_ms:.1f}, p90 {less.p90_ms:.1f} = {r.total_less_write_ratio:.3f}x"
+        " the llm's p50",
         "   (ms; app = POST /sessions/{id}/stream over loopback HTTP, TTFT at the first text-delta chunk, total at"
         " [DONE];",
         "    llm = the same offline LLM through openai.AsyncOpenAI with the exact body the app sent, TTFT at the first"
-        " content delta)",
+        " content delta;",
+        "    added p50 = app p50 - llm p50; paired p50 = the median of app - llm over the pairs of consecutive turns)",
         f"   Sessions: {r.session_mode}:",
         "   no title request, same history (none) and same LLM request every turn; the cache holds the session.",
         f"   Answer: {r.answer_chars} characters, identical for app and direct.",

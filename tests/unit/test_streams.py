@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from chatcore.stream import (
 )
 from chatcore.streams import Chunk, End, Frame, Ping, follow_live, follow_log, open_resume
 from chatcore.turn_types import TurnHandle
+from chatcore.web.chat_app import ChatApi
 from tests.unit.fakes import InMemoryReplay, InMemorySessions
 
 pytestmark = pytest.mark.anyio
@@ -239,3 +241,40 @@ async def test_close_writes_the_last_chunks_with_the_end_entry_without_waiting_f
     await asyncio.wait_for(channel.close(), timeout=5)
     assert [json.loads(c)["type"] if c else None for c in replay.logs["t1"]] == ["start", "finish", None]
     assert (replay.appends, replay.ends) == (0, 1)
+
+
+async def test_chunks_ready_together_go_out_in_one_write():
+    # The first token comes with its text's start: one write (one read for the client, one relay by the Web
+    # Adapter) instead of one per chunk. A chunk published later is a write of its own.
+    replay = InMemoryReplay()
+    channel = TurnChannel(replay, "s1", "t1")
+    handle = TurnHandle("s1", "t1", channel, asyncio.get_running_loop().create_future())
+    frames = follow_live(handle, level=DEFAULT_LEVEL, heartbeat_seconds=5)
+    for event in (StreamStart(message_id="t1"), StreamTextStart(id="x"), StreamTextDelta(id="x", delta="a")):
+        channel.publish(event)
+    response = ChatApi._stream(frames)
+    writes: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            writes.append(message["body"])
+            if len(writes) == 1:
+                channel.publish(StreamTextDelta(id="x", delta="b"))
+                channel.publish(StreamTextEnd(id="x"))
+                channel.publish(StreamFinish())
+                await channel.close()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "method": "POST", "path": "/"}
+    await asyncio.wait_for(response(scope, receive, send), timeout=5)
+    events = [
+        [json.loads(line[6:]) if line != "data: [DONE]" else "[DONE]" for line in w.decode().split("\n\n") if line]
+        for w in writes
+    ]
+    assert [[e if e == "[DONE]" else e["type"] for e in write] for write in events] == [
+        ["start", "text-start", "text-delta"],
+        ["text-delta", "text-end", "finish", "[DONE]"],
+    ]

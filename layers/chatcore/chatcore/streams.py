@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -30,6 +30,9 @@ from chatcore.turn_types import TurnHandle
 class Chunk:
     json: str  # one protocol chunk, strict JSON, as the reader's level has it
     event_id: str | None = None  # its replay-log entry id (for Last-Event-ID)
+    # Another frame is ready right after this one: the web layer sends them together (one write, one read for
+    # the client; e.g. a text's start with its first delta).
+    more: bool = field(default=False, compare=False)
 
 
 class Ping:
@@ -54,12 +57,20 @@ async def follow_live(handle: TurnHandle, *, level: ProtocolLevel, heartbeat_sec
             except TimeoutError:
                 yield PING_FRAME
                 continue
-            if item is None:
-                finished = True
-                yield END_FRAME
+            ready = [item]
+            while ready[-1] is not None and not queue.empty():
+                ready.append(queue.get_nowait())
+            frames: list[Frame] = []
+            for published in ready:
+                if published is None:
+                    finished = True
+                    frames.append(END_FRAME)
+                else:
+                    frames.extend(Chunk(text) for text in level.adapt_json(published.json))
+            for frame in _together(frames):
+                yield frame
+            if finished:
                 return
-            for text in level.adapt_json(item.json):
-                yield Chunk(text)
     finally:
         if not finished and handle.task is not None:
             with anyio.CancelScope(shield=True):
@@ -95,15 +106,25 @@ async def follow_log(
                 await on_idle(idle)
             continue
         idle = 0.0
+        frames: list[Frame] = []
         for entry in entries:
             cursor = entry.entry_id
             if entry.chunk is None:
-                yield END_FRAME
-                return
+                frames.append(END_FRAME)
+                break
             texts = level.adapt_json(entry.chunk)
             for i, text in enumerate(texts):
                 # The entry id goes on its last chunk: a client cut off before it gets all of them again.
-                yield Chunk(text, entry.entry_id if i == len(texts) - 1 else None)
+                frames.append(Chunk(text, entry.entry_id if i == len(texts) - 1 else None))
+        for frame in _together(frames):
+            yield frame
+        if frames and frames[-1] is END_FRAME:
+            return
+
+
+def _together(frames: list[Frame]) -> list[Frame]:
+    """``frames`` with every chunk but the last marked as followed by more (sent in one write)."""
+    return [replace(f, more=True) if isinstance(f, Chunk) and i < len(frames) - 1 else f for i, f in enumerate(frames)]
 
 
 @dataclass(frozen=True)

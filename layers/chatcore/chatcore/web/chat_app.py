@@ -287,11 +287,18 @@ class ChatApi:
     @staticmethod
     def _stream(frames: AsyncIterator[Frame]) -> StreamingResponse:
         async def body() -> AsyncIterator[bytes]:
+            held: list[bytes] = []  # chunks ready together go out in one write
             async for frame in frames:
                 if isinstance(frame, Chunk):
-                    yield sse(frame.json, event_id=frame.event_id)
+                    held.append(sse(frame.json, event_id=frame.event_id))
+                    if frame.more:
+                        continue
                 else:
-                    yield PING if isinstance(frame, Ping) else DONE
+                    held.append(PING if isinstance(frame, Ping) else DONE)
+                yield b"".join(held)
+                held.clear()
+            if held:
+                yield b"".join(held)
 
         return StreamingResponse(body(), headers=STREAM_HEADERS)
 
