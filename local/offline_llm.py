@@ -69,6 +69,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from local.server import tcp_listener
+
 Json = dict[str, Any]
 
 DEFAULT_MODELS = ("offline-chat", "offline-mini")
@@ -618,7 +620,7 @@ class OfflineLLM:
         if self._thread is not None:
             raise RuntimeError("the offline LLM is already running")
         self._stopping.clear()
-        self._socket = socket.create_server((self.host, self.port))
+        self._socket = tcp_listener(self.host, self.port)
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(
             self.app,
