@@ -40,6 +40,7 @@ from chatcore import llm as llm_module
 from local.moto_server import MotoServer
 from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.support.redis_server import RedisServer
+from tests.support.sse import sse_data
 from tests.support.tokens import auth_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,32 +319,24 @@ class StreamTiming:
 
 
 async def _read_sse(response: httpx.Response, start: float) -> StreamTiming:
-    """Parse SSE incrementally (data lines only, as tests/support/sse.py); TTFT at the first text-delta chunk."""
+    """Parse SSE incrementally (``tests.support.sse.sse_data``); TTFT at the first text-delta chunk."""
     if response.status_code != 200:
         await response.aread()
         raise RuntimeError(f"stream answered {response.status_code}: {response.text[:300]}")
-    buffer = ""
     first: float | None = None
     text: list[str] = []
     done = False
-    async for piece in response.aiter_text():
-        buffer += piece
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            for line in block.split("\n"):
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    done = True
-                    continue
-                chunk = json.loads(data)
-                if chunk.get("type") == "text-delta":
-                    if first is None:
-                        first = time.perf_counter()
-                    text.append(chunk["delta"])
-                elif chunk.get("type") == "error":
-                    raise RuntimeError(f"the turn failed: {chunk}")
+    async for data in sse_data(response.aiter_text()):
+        if data == "[DONE]":
+            done = True
+            continue
+        chunk = json.loads(data)
+        if chunk.get("type") == "text-delta":
+            if first is None:
+                first = time.perf_counter()
+            text.append(chunk["delta"])
+        elif chunk.get("type") == "error":
+            raise RuntimeError(f"the turn failed: {chunk}")
     end = time.perf_counter()
     if not done or first is None:
         raise RuntimeError("the stream ended without [DONE] or without any text")

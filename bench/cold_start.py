@@ -41,6 +41,7 @@ from typing import Any
 
 import boto3
 
+from bench.child import CHILD_PRELUDE
 from bench.cold_import import ROOT, import_self_times, run_fresh
 from local.moto_server import MotoServer
 from local.template import create_table_kwargs
@@ -72,29 +73,14 @@ SNAPSTART = ("sessions", "tool_worker", "continuation", "callback")
 HEAVY = ("aws_xray_sdk", "boto3", "cryptography.hazmat", "jwt", "redis", "openai", "uvicorn")
 
 # Runs in a fresh interpreter. argv[1]: a JSON job {kind, modules | dir, event, port}. Prints one JSON line last.
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys, time
 job = json.loads(sys.argv[1])
 start = time.perf_counter()
-
-
-def rss_mb():
-    # VmHWM: this process's peak resident set (ru_maxrss would also count the parent's, inherited at fork).
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-
-
-class Context:
-    function_name = "bench"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench-request"
-
-    def get_remaining_time_in_millis(self):
-        return 30000
-
+"""
+    + CHILD_PRELUDE
+    + r"""
 
 status = init = end = init_rss = heavy_init = None
 
@@ -179,6 +165,7 @@ print(json.dumps({
     "status": status, "heavy_init": heavy_init, "heavy": heavy(),
 }))
 """
+)
 
 
 @dataclass

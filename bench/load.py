@@ -50,6 +50,7 @@ import httpx
 import openai
 
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.sse import sse_data
 from tests.support.tokens import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,27 +331,19 @@ def _prompt(words: int, user: int, session: int, turn: int) -> str:
 
 
 async def _read_stream(response: httpx.Response, turn: Turn, start: float) -> None:
-    buffer = ""
     text: list[str] = []
-    async for piece in response.aiter_text():
-        buffer += piece
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            for line in block.split("\n"):
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    turn.done = True
-                    turn.total = time.perf_counter() - start
-                    continue
-                chunk = json.loads(data)
-                if chunk.get("type") == "text-delta":
-                    if turn.first is None:
-                        turn.first = time.perf_counter() - start
-                    text.append(chunk["delta"])
-                elif chunk.get("type") == "error":
-                    turn.error_chunk = True
+    async for data in sse_data(response.aiter_text()):
+        if data == "[DONE]":
+            turn.done = True
+            turn.total = time.perf_counter() - start
+            continue
+        chunk = json.loads(data)
+        if chunk.get("type") == "text-delta":
+            if turn.first is None:
+                turn.first = time.perf_counter() - start
+            text.append(chunk["delta"])
+        elif chunk.get("type") == "error":
+            turn.error_chunk = True
     turn.answer = "".join(text)
 
 

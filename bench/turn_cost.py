@@ -39,6 +39,7 @@ import boto3
 import redis
 import redis.asyncio as aioredis
 
+from bench.child import CHILD_PRELUDE
 from bench.cold_import import ROOT, run_fresh
 from bench.cold_start import FIRST_REQUESTS, FUNCTIONS, Environments
 from chatcore.config import Settings
@@ -169,27 +170,13 @@ async def _timing(turns: int) -> dict[str, Any]:
 # -- 2. memory ------------------------------------------------------------------------------------------------
 
 # Runs in a fresh interpreter with the function's environment. argv[1]: a JSON job. Prints one JSON line last.
-CHILD = r"""
+CHILD = (
+    r"""
 import asyncio, json, sys
 job = json.loads(sys.argv[1])
-
-
-def rss_mb():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-
-
-class Context:
-    function_name = "bench"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench-request"
-
-    def get_remaining_time_in_millis(self):
-        return 30000
-
+"""
+    + CHILD_PRELUDE
+    + r"""
 
 sys.path.insert(0, job["dir"])
 import app
@@ -223,6 +210,7 @@ else:
     status = app.handler(job["event"], Context()).get("statusCode", 200)
 print(json.dumps({"init_rss_mb": init_rss, "peak_rss_mb": rss_mb(), "status": status}))
 """
+)
 
 
 def _memory() -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,3 +46,16 @@ def parse_sse(body: str) -> ParsedStream:
                     parsed.chunks.append(json.loads(data))
                     parsed.ids.append(event_id)
     return parsed
+
+
+async def sse_data(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each SSE event as it arrives (``[DONE]`` included), from a body read incrementally
+    (``response.aiter_text()``): the benchmarks time each chunk's arrival."""
+    buffer = ""
+    async for piece in pieces:
+        buffer += piece
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            for line in block.split("\n"):
+                if line.startswith("data: "):
+                    yield line[6:]
