@@ -46,6 +46,27 @@ def _lapse(table_name: str, session_id: str) -> None:
     )
 
 
+async def test_asking_about_a_running_or_ended_turn_writes_nothing(table_name: str):
+    # A follower asks on every idle heartbeat whether the turn it follows has lapsed; almost always it has not. The
+    # answer comes from a read: a refused conditional write would cost a write unit each time.
+    container = Container(Settings(table_name=table_name))
+    store = container.store
+    sent: list[str] = []
+    container.aws.dynamodb().meta.events.register(
+        "before-send.dynamodb", lambda event_name, **_: sent.append(event_name.rsplit(".", 1)[-1])
+    )
+    session = await store.save(ChatSession.new("alice"))
+    sid = session.session_id
+    await store.acquire_turn(sid, "turn_a", owner="alice", lease_seconds=30)
+    sent.clear()
+    assert await store.take_lapsed_turn(sid, "turn_a", "turn_closer", lease_seconds=30) is None  # running
+    assert await store.take_lapsed_turn(sid, "turn_gone", "turn_closer", lease_seconds=30) is None  # not its lease
+    await store.release_turn(sid, "turn_a")
+    ended = len(sent)
+    assert await store.take_lapsed_turn(sid, "turn_a", "turn_closer", lease_seconds=30) is None  # ended
+    assert sent[:2] == ["GetItem", "GetItem"] and sent[ended:] == ["GetItem"]
+
+
 async def test_only_the_holder_renews_and_a_renewal_keeps_the_version(store: SessionStore):
     session = await store.save(ChatSession.new("alice"))
     taken = await store.acquire_turn(session.session_id, "turn_a", owner="alice", lease_seconds=30)

@@ -99,11 +99,26 @@ async def take_lapsed(
     table: Table, session_id: str, turn_id: str, closer_id: str, *, lease_seconds: int
 ) -> ChatSession | None:
     """Move ``turn_id``'s lease to ``closer_id`` when it has lapsed (no renewal: its function is gone); META as
-    updated, or None when ``turn_id`` does not hold a lapsed lease (it runs, ended, or was closed by another)."""
+    updated, or None when ``turn_id`` does not hold a lapsed lease (it runs, ended, or was closed by another).
+
+    META is read first: a follower asks this on every idle heartbeat and a stop or resume of a running turn asks it
+    too, and in the usual case (the turn runs, or has ended) a read answers it; a refused conditional write would
+    cost a write unit each time. The write's own conditions still decide a race."""
     now = int(utcnow().timestamp())
+    held = await table.get(meta_key(session_id))
+    if held is None or not _lapsed(held, turn_id, now):
+        return None
     ex = Expression().increment("version")
     ex.set("active_turn_id", s_attr(closer_id)).set("active_turn_expires", n_attr(now + lease_seconds))
     ex.require(SESSION_ALIVE, ex.eq("active_turn_id", s_attr(turn_id)))
     ex.require(f"{ex.name('active_turn_expires')} < {ex.value(n_attr(now))}")
     item = await table.update_if(meta_key(session_id), ex, ReturnValues="ALL_NEW")
     return None if item is None else decode_meta(item)
+
+
+def _lapsed(meta: Item, turn_id: str, now: int) -> bool:
+    """``turn_id`` holds META's lease and it expired before ``now`` (the write's condition, read)."""
+    if meta.get("active_turn_id", {}).get("S") != turn_id:
+        return False
+    expires = meta.get("active_turn_expires", {}).get("N")
+    return expires is not None and int(expires) < now
