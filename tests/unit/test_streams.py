@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -278,3 +279,32 @@ async def test_chunks_ready_together_go_out_in_one_write():
         ["start", "text-start", "text-delta"],
         ["text-delta", "text-end", "finish", "[DONE]"],
     ]
+
+
+@dataclass
+class _StuckReplay(InMemoryReplay):
+    """A replay log whose appends never complete (Redis stalled until the turn's task is cancelled)."""
+
+    appending: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def append(self, turn_id: str, chunks: list[str]) -> None:
+        self.appending.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_close_cancelled_during_an_append_ends_the_log_with_an_error_not_a_gap():
+    # The turn's task cancelled (a shutdown) while a batch was being appended: that batch may be lost, so the chunks
+    # after it must not follow it in the log; the log ends with an error chunk instead.
+    replay = _StuckReplay()
+    await replay.begin("s1", "t1", None)
+    channel = TurnChannel(replay, "s1", "t1", batch_seconds=0)
+    channel.publish(StreamTextDelta(id="x", delta="a"))
+    await replay.appending.wait()
+    channel.publish(StreamTextDelta(id="x", delta="b"))
+    closing = asyncio.create_task(channel.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    logged = [json.loads(c) if c is not None else None for c in replay.logs["t1"]]
+    assert [c["type"] if c else None for c in logged] == ["error", None]

@@ -281,7 +281,11 @@ class TurnChannel:
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch and not self._broken:
-                await self._log.append(self.turn_id, batch)
+                try:
+                    await self._log.append(self.turn_id, batch)
+                except asyncio.CancelledError:
+                    self._broken = True  # cut off mid-append (the turn's task was cancelled): the batch may be lost
+                    raise
                 self._broken = not self._log.available()  # the append failed, or was skipped
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +120,7 @@ class _Prefetch:
             await self._source.aclose()  # type: ignore[attr-defined]
 
 
-async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncIterator[LLMDelta]:
+async def _until(stream: AsyncIterable[LLMDelta], stop: asyncio.Event) -> AsyncGenerator[LLMDelta]:
     """The stream's deltas until ``stop`` is set — also while the model is silent (before its first token, or in
     the client's retry backoff): the pending read is cancelled at once, which closes the HTTP request.
 
@@ -776,22 +776,23 @@ class ChatEngine:
         step = ModelStep()
         text_id: str | None = None
         try:
-            async for delta in _until(stream, handle.cancel):
-                if isinstance(delta, TextDelta):
-                    if text_id is None:
-                        text_id = new_id("text_")
-                        publish(StreamTextStart(id=text_id))
-                    step.text += delta.text
-                    publish(StreamTextDelta(id=text_id, delta=delta.text))
-                elif isinstance(delta, ToolCallDelta):
-                    self.rounds.on_tool_delta(step.calls.setdefault(delta.index, PendingCall()), delta, publish)
-                elif isinstance(delta, Finished):
-                    step.usage = step.usage + (delta.usage or Usage())
-                    step.finish_reason = _FINISH_REASONS.get(delta.reason or "", "stop")
-                    if delta.reason is None and not handle.cancel.is_set():
-                        # The connection ended cleanly (or with [DONE] alone) without saying the answer was done.
-                        step.failed = LLMError("the model's stream ended without a finish reason")
-                title.publish(publish)
+            async with contextlib.aclosing(_until(stream, handle.cancel)) as deltas:
+                async for delta in deltas:
+                    if isinstance(delta, TextDelta):
+                        if text_id is None:
+                            text_id = new_id("text_")
+                            publish(StreamTextStart(id=text_id))
+                        step.text += delta.text
+                        publish(StreamTextDelta(id=text_id, delta=delta.text))
+                    elif isinstance(delta, ToolCallDelta):
+                        self.rounds.on_tool_delta(step.calls.setdefault(delta.index, PendingCall()), delta, publish)
+                    elif isinstance(delta, Finished):
+                        step.usage = step.usage + (delta.usage or Usage())
+                        step.finish_reason = _FINISH_REASONS.get(delta.reason or "", "stop")
+                        if delta.reason is None and not handle.cancel.is_set():
+                            # The connection ended cleanly (or with [DONE] alone) without saying the answer was done.
+                            step.failed = LLMError("the model's stream ended without a finish reason")
+                    title.publish(publish)
         except LLMError as exc:
             step.failed = exc
         finally:
