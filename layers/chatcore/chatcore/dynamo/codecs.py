@@ -78,12 +78,17 @@ def decode_meta(item: Item) -> ChatSession:
     )
 
 
+def lease_of(item: Item) -> tuple[str | None, int | None]:
+    """META's turn lease as stored: the turn it names and when it expires (epoch seconds), each None when absent."""
+    expires = item.get("active_turn_expires", {}).get("N")
+    return item.get("active_turn_id", {}).get("S"), None if expires is None else int(expires)
+
+
 def _active_turn(item: Item) -> str | None:
-    turn = item.get("active_turn_id", {}).get("S")
-    expires = int(item.get("active_turn_expires", {}).get("N", "0"))
+    turn, expires = lease_of(item)
     # Held until it lapses, in the conditions' terms (``expires < now`` is lapsed): in the second it expires the lease
     # still refuses another turn, so it must not read as free.
-    return turn if turn and expires >= int(utcnow().timestamp()) else None
+    return turn if turn and (expires or 0) >= int(utcnow().timestamp()) else None
 
 
 def with_messages(session: ChatSession, messages: list[ChatMessage]) -> ChatSession:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatcore.dynamo.codecs import decode_meta
+from chatcore.dynamo.codecs import decode_meta, lease_of
 from chatcore.dynamo.expressions import Expression
 from chatcore.dynamo.fields import update_meta
 from chatcore.dynamo.keys import SESSION_ALIVE, Item, meta_key, n_attr, s_attr
@@ -118,7 +118,5 @@ async def take_lapsed(
 
 def _lapsed(meta: Item, turn_id: str, now: int) -> bool:
     """``turn_id`` holds META's lease and it expired before ``now`` (the write's condition, read)."""
-    if meta.get("active_turn_id", {}).get("S") != turn_id:
-        return False
-    expires = meta.get("active_turn_expires", {}).get("N")
-    return expires is not None and int(expires) < now
+    turn, expires = lease_of(meta)
+    return turn == turn_id and expires is not None and expires < now
