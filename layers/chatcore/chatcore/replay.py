@@ -239,8 +239,7 @@ class TurnChannel:
         self._history: list[Published] = []
         self._pending: list[str] = []
         self._wake = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._closed = False
+        self._closed = asyncio.Event()  # set by close(); also cuts the writer's batch wait short
         self._broken = False  # an append was lost: the log stops where it is complete
         self._writer: asyncio.Task[None] | None = None
         if log.enabled:
@@ -251,14 +250,14 @@ class TurnChannel:
         queue: asyncio.Queue[Published | None] = asyncio.Queue()
         for item in self._history:
             queue.put_nowait(item)
-        if self._closed:
+        if self._closed.is_set():
             queue.put_nowait(None)
         else:
             self._listeners.append(queue)
         return queue
 
     def publish(self, event: StreamEvent) -> None:
-        if self._closed:
+        if self._closed.is_set():
             return
         item = Published(event, self._encode(event))
         self._history.append(item)
@@ -271,12 +270,12 @@ class TurnChannel:
     async def _write_loop(self) -> None:
         """Append what was published, a batch per ``batch_seconds``, until ``close`` (which writes the rest with
         the end entry: it does not wait for the batch timer)."""
-        while not self._closed:
+        while not self._closed.is_set():
             await self._wake.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._batch_seconds):  # coalesce a burst of tokens into one pipeline
-                    await self._closing.wait()
-            if self._closed:
+                    await self._closed.wait()
+            if self._closed.is_set():
                 return
             self._wake.clear()
             batch, self._pending = self._pending, []
@@ -291,11 +290,10 @@ class TurnChannel:
     async def close(self) -> None:
         """End the turn: write the log's last chunks and its end entry (one round trip) first, then release the
         live listeners, so a client that resumes right after its stream ended never replays the finished turn."""
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
+        self._closed.set()
         if self._writer is not None:
-            self._closing.set()
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer  # an append under way completes first: the log keeps its order
