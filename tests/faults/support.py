@@ -11,9 +11,11 @@ from typing import Any
 
 import boto3
 import httpx
+import redis
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
+from chatcore.replay import active_key
 from tests.conftest import ChatStack
 from tests.support.sse import ParsedStream, parse_sse
 
@@ -195,6 +197,18 @@ def roles_and_text(messages: list[dict[str, Any]]) -> list[tuple[str, str, str]]
 
 def lease_held(chat: ChatStack, session_id: str) -> bool:
     return "active_turn_id" in meta(chat, session_id)
+
+
+def turn_running(chat: ChatStack, session_id: str) -> bool:
+    """The lease is held, or the replay log is not ended yet: the lease goes back with the answer's write, before
+    the last chunks and the log's end are written, and until then a resume still follows the turn (200)."""
+    if lease_held(chat, session_id):
+        return True
+    client = redis.Redis.from_url(chat.settings.redis_url)
+    try:
+        return client.exists(active_key(session_id)) == 1
+    finally:
+        client.close()
 
 
 def post_turn(client: httpx.Client, session_id: str, text: str) -> tuple[httpx.Response, ParsedStream | None]:

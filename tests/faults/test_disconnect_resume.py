@@ -9,7 +9,7 @@ import time
 import httpx
 
 from tests.conftest import ChatStack
-from tests.faults.support import lease_held, roles_and_text, stored
+from tests.faults.support import lease_held, roles_and_text, stored, turn_running
 from tests.integration.test_chat_turns import ui_body
 from tests.support.sse import ParsedStream, parse_sse
 
@@ -72,7 +72,7 @@ def test_back_after_the_turn_ended_reads_the_stored_answer(chat_stack: ChatStack
             assert response.status_code == 200
             _read(response, 4)
         deadline = time.monotonic() + 20
-        while lease_held(chat_stack, sid) and time.monotonic() < deadline:
+        while turn_running(chat_stack, sid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get(f"/chat/{sid}/stream").status_code == 204
         messages = client.get(f"/sessions/{sid}/messages").json()["messages"]
