@@ -6,7 +6,7 @@ Run from the repo root: ``uv run python -m bench.load [--users 5] [--sessions 3]
 
 * the app: ``python -m local --aws external`` (the local stack: the sessions and chat apps in one uvicorn process)
   as a subprocess, so its CPU time can be read from ``/proc/<pid>/stat``;
-* DynamoDB: ``local.moto_server.MotoServer`` (one request at a time, as DynamoDB applies each atomically) in a
+* DynamoDB: ``python -m local.moto_server`` (one request at a time, as DynamoDB applies each atomically) in a
   subprocess; Redis: a real ``redis-server``; the LLM: the offline model (``python -m local.offline_llm``) with a
   realistic pace (``--first-token-ms``, ``--token-ms``, answers of ``--answer-words`` words) in a subprocess.
 
@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -170,22 +169,6 @@ class Result:
 # -- the services -----------------------------------------------------------------------------------------------
 
 
-def _serve_moto(port: int) -> None:
-    """``--serve-moto PORT``: the moto server of the local stack in this process, until SIGTERM."""
-    import logging
-
-    from local.moto_server import MotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    server = MotoServer(port=port).start()
-    try:
-        done.wait()
-    finally:
-        server.stop()
-
-
 def _wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -224,7 +207,7 @@ class Services:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_", "LLM_", "CHAT_"))}
         env.update(_AWS, POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         moto_port, llm_port, app_port = free_port(), free_port(), free_port()
-        moto, moto_log = self._spawn("moto", [sys.executable, "-m", "bench.load", "--serve-moto", str(moto_port)], env)
+        moto, moto_log = self._spawn("moto", [sys.executable, "-m", "local.moto_server", "--port", str(moto_port)], env)
         self.moto = moto
         self.moto_url = f"http://127.0.0.1:{moto_port}"
         llm_argv = [sys.executable, "-m", "local.offline_llm", "--port", str(llm_port)]
@@ -711,11 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-words", type=int, default=30, help="words (tokens) per answer")
     parser.add_argument("--smoke", action="store_true", help="the CI run: 2 users x 2 sessions x 3 turns at 4 streams")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--serve-moto", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_moto:
-        _serve_moto(args.serve_moto)
-        return 0
     if args.smoke:
         args.users, args.sessions, args.turns, args.levels = 2, 2, 3, [4]
         args.first_token_ms, args.token_ms, args.answer_words = 50, 2, 10

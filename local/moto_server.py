@@ -1,4 +1,5 @@
-"""moto as an in-process HTTP endpoint on loopback, one request at a time.
+"""moto as an HTTP endpoint on loopback, one request at a time: in-process (``MotoServer``), or in a child process
+(``MotoProcess``, ``python -m local.moto_server --port N``).
 
 moto's backends are not thread-safe, and a real DynamoDB applies each request atomically. Serialising requests
 through one lock gives the same guarantee while clients still race each other across requests, which is what
@@ -7,7 +8,15 @@ the concurrency tests need.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -58,3 +67,74 @@ class MotoServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class MotoProcess:
+    """``python -m local.moto_server`` as a child process: DynamoDB's stand-in off the caller's interpreter.
+
+    The benchmarks time the app against its backends; in AWS, DynamoDB's work costs the function no CPU. In the
+    app's process, moto's work would hold the GIL the app needs (a transaction deep-copies the table once per
+    item), and that time would be counted as the app's."""
+
+    def __init__(self, env: dict[str, str] | None = None, start_timeout: float = 30.0) -> None:
+        self._env = env
+        self._timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoProcess:
+        with socket.socket() as probe:  # a free port; the child binds it a moment later
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        argv = [sys.executable, "-m", "local.moto_server", "--port", str(self.port)]
+        self._proc = subprocess.Popen(argv, env=self._env, stdout=subprocess.DEVNULL)  # noqa: S603 (our own argv)
+        deadline = time.monotonic() + self._timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"moto exited with {self._proc.returncode} before serving")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto did not listen on {self.url} within {self._timeout} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def __enter__(self) -> MotoProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on ``--port`` until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m local.moto_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    server = MotoServer(host=args.host, port=args.port).start()
+    try:
+        done.wait()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
