@@ -51,11 +51,22 @@ def test_every_handler_exists():
         )
 
 
-def test_layer_is_built_by_sam_for_the_target_runtime():
-    layer = load_template()["Resources"]["ChatCoreLayer"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
-    assert (ROOT / layer["Properties"]["ContentUri"] / "chatcore" / "__init__.py").is_file()
-    assert load_template()["Globals"]["Function"]["Runtime"] == "python3.12"
+def test_layer_is_built_by_its_makefile_for_the_target_runtime_and_architecture():
+    """``sam build`` runs layers/chatcore/Makefile (bytecode, see tests/sam_build) and gives a makefile build no
+    architecture or runtime: the Makefile's defaults must be the template's."""
+    template = load_template()
+    layer = template["Resources"]["ChatCoreLayer"]
+    content = ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "chatcore" / "__init__.py").is_file()
+    makefile = (content / "Makefile").read_text()
+    assert re.search(r"^build-ChatCoreLayer:", makefile, re.MULTILINE), "no target for sam build"
+    (arch,) = re.findall(r"^LAYER_ARCH \?= (\S+)$", makefile, re.MULTILINE)
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": arch}
+    assert layer["Properties"]["CompatibleArchitectures"] == [arch] == template["Globals"]["Function"]["Architectures"]
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [runtime] == ["python3.12"]
+    assert re.findall(r"^PYTHON \?= (\S+)$", makefile, re.MULTILINE) == [runtime]
+    assert "--python-version 3.12 --abi cp312" in makefile
 
 
 def test_layer_requirements_match_the_lock():

@@ -182,6 +182,8 @@ def start_build(area: Path, arch: str, cached: bool) -> tuple[subprocess.Popen[s
         **os.environ,
         # aws-lambda-builders runs `python3.12 -m pip`: the tool's venv (pinned pip) comes first on PATH
         "PATH": f"{SAM_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # the layer's Makefile installs wheels for this architecture (the template's by default)
+        "LAYER_ARCH": arch,
         "SAM_CLI_TELEMETRY": "0",
         "SAM_CLI_DISABLE_UPDATE_CHECK": "1",
     }

@@ -12,6 +12,7 @@ arm64 as written and for x86_64, and these tests check what it produced:
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -96,6 +97,46 @@ def test_every_native_library_is_for_the_architecture(arch: str, sam_builds: dic
     assert any(p.name.startswith("_pydantic_core") for p in elves), sorted(elves)
 
 
+def _pyc_flags(pyc: Path) -> int:
+    """The PEP 552 flags word of a .pyc header: bit 0 hash-based, bit 1 check the source."""
+    return int.from_bytes(pyc.read_bytes()[4:8], "little")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_layer_module_ships_as_bytecode_lambda_can_use(arch: str, sam_builds: dict[str, Build]):
+    """/opt is read-only: a module without usable bytecode is compiled by every cold start. Timestamp-based
+    bytecode would not do either (the zip's times are not the ones it records), so each is hash-based and
+    unchecked, for this interpreter's version (Lambda's: python3.12)."""
+    layer = sam_builds[arch].layer_python
+    sources = sorted(layer.rglob("*.py"))
+    assert len(sources) > 1000, len(sources)
+    tag = sys.implementation.cache_tag
+    missing = [
+        str(p.relative_to(layer)) for p in sources if not (p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc").exists()
+    ]
+    assert not missing, f"{len(missing)} modules without {tag} bytecode, e.g. {missing[:5]}"
+    flags = {_pyc_flags(pyc) for pyc in layer.rglob(f"*.{tag}.pyc")}
+    assert flags == {0b01}, f"bytecode flags {flags}: want hash-based (1) and unchecked (not 2), as PEP 552 has it"
+
+
+def test_the_built_layer_imports_from_its_bytecode_alone(host_build: Build, tmp_path: Path):
+    """What the handlers import at init runs from the shipped bytecode: in a copy of the built layer whose every
+    source file raises when executed, the chat and sessions apps' imports still succeed."""
+    layer = tmp_path / "python"
+    shutil.copytree(host_build.layer_python, layer, symlinks=True)
+    for source in layer.rglob("*.py"):
+        source.write_text("raise ImportError('compiled from source: ' + __name__)\n")
+    imports = "import botocore.session, openai, pydantic, redis.asyncio, starlette; import chatcore.web.chat_app, chatcore.web.sessions_app"
+    done = subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-S", "-B", "-c", imports],
+        env={"PYTHONPATH": str(layer), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_functions_and_layers_fit_lambdas_unzipped_budget(sam_builds: dict[str, Build]):
     build = sam_builds[template_architecture()]
     layer = tree_size(build.dir / LAYER_ID)
@@ -160,8 +201,8 @@ def test_the_built_run_sh_serves_the_readiness_check_and_streams(host_build: Bui
     env = lambda_environment(STREAMING_FUNCTION, task_root, services)
     readiness = env["AWS_LWA_READINESS_CHECK_PATH"]
     # Lambda's `python` is the runtime's interpreter; here the plain interpreter without any site-packages, so
-    # the layer (PYTHONPATH, as /opt/python is in Lambda) is the only place packages can come from; no .pyc
-    # files are written into the build (Lambda's /var/task and /opt are read-only).
+    # the layer (PYTHONPATH, as /opt/python is in Lambda) is the only place packages can come from; nothing is
+    # written into the build (Lambda's /var/task and /opt are read-only).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = bin_dir / "python"
