@@ -39,6 +39,8 @@ const state = {
   pollTimer: 0,
   polls: 0,
   loading: null, // the history load of the open session, while it runs
+  streamedTitles: new Map(), // session id -> a generated title streamed before storage showed it
+  deleted: new Set(), // sessions deleted here: a read sent before the delete must not bring them back
 };
 
 // ------------------------------------------------------------------------------------------------ HTTP
@@ -167,22 +169,32 @@ function renderHeader() {
 }
 
 // Reads overlap (a list or session read sent before a rename may answer after it): of two copies of a session
-// the one with the higher stored version wins.
+// the one with the higher stored version wins. A title streamed by a first turn is shown over a copy without one
+// (read before the title was stored) until a read shows a stored title: that one, or the user's rename.
 function newest(held, read) {
-  return held && held.version > read.version ? held : read;
+  const copy = held && held.version > read.version ? held : read;
+  const streamed = state.streamedTitles.get(copy.id);
+  if (streamed === undefined) return copy;
+  if (copy.title) {
+    state.streamedTitles.delete(copy.id);
+    return copy;
+  }
+  return { ...copy, title: streamed };
 }
 
 function upsertSession(session) {
+  if (state.deleted.has(session.id)) return;
   const index = state.sessions.findIndex((s) => s.id === session.id);
   if (index >= 0) state.sessions[index] = newest(state.sessions[index], session);
-  else state.sessions.unshift(session);
+  else state.sessions.unshift(newest(null, session));
   renderSessions();
 }
 
 function setTitle(sessionId, title) {
   const session = state.sessions.find((s) => s.id === sessionId);
-  if (session && typeof title === "string") {
+  if (session && typeof title === "string" && title) {
     session.title = title;
+    if (!state.deleted.has(sessionId)) state.streamedTitles.set(sessionId, title);
     renderSessions();
   }
 }
@@ -210,7 +222,7 @@ function randomId(prefix) {
 async function loadSessions() {
   const { sessions } = await api("GET", "/sessions?limit=50");
   const held = new Map(state.sessions.map((s) => [s.id, s]));
-  state.sessions = sessions.map((s) => newest(held.get(s.id), s));
+  state.sessions = sessions.filter((s) => !state.deleted.has(s.id)).map((s) => newest(held.get(s.id), s));
   renderSessions();
 }
 
@@ -330,6 +342,7 @@ async function loadSession(sessionId) {
 
 async function renameSession(title) {
   const session = await api("PATCH", `/sessions/${encodeURIComponent(state.current)}`, { title });
+  state.streamedTitles.delete(session.id); // the user's title wins
   upsertSession(session);
 }
 
@@ -339,6 +352,8 @@ async function deleteSession() {
   if (!confirm(`Delete “${sessionTitle(session)}”? This cannot be undone.`)) return;
   detach();
   await api("DELETE", `/sessions/${encodeURIComponent(sessionId)}`);
+  state.deleted.add(sessionId);
+  state.streamedTitles.delete(sessionId);
   state.sessions = state.sessions.filter((s) => s.id !== sessionId);
   state.current = null;
   setHash(null);

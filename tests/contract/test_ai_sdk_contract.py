@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chatcore.lapsed import INTERRUPTED_TEXT, STOPPED_TOOL_TEXT, DeadTurn
 from chatcore.stream import (
     DENIED_TEXT,
     DONE,
@@ -31,6 +32,7 @@ from chatcore.stream import (
     StreamTextStart,
     StreamToolApprovalRequest,
     StreamToolInputAvailable,
+    StreamToolInputDelta,
     StreamToolInputStart,
     StreamToolOutputAvailable,
     StreamToolOutputDenied,
@@ -447,3 +449,41 @@ def test_the_7x_client_runs_on_this_node():
     assert result.returncode == 0 and "all passed" in result.stdout, result.stdout + result.stderr
     assert "# ai7 (npm:ai@7." in result.stdout, result.stdout
     print(f"ai 7 (engines: node {engines}) works on node {version}")
+
+
+# A turn whose function died with a text open and a tool call still streaming its input (what its replay log holds),
+# closed by another request (``chatcore.lapsed``): the chunks it appends must be accepted by every client.
+DEAD_TURN_LOG = _stored(
+    StreamStart(message_id="msg_dead"),
+    StreamStartStep(),
+    StreamTextStart(id="t_dead"),
+    StreamTextDelta(id="t_dead", delta="Looking that up"),
+    StreamToolInputStart(tool_call_id="call_dead", tool_name="get_weather"),
+    StreamToolInputDelta(tool_call_id="call_dead", input_text_delta='{"city": "Ro'),
+)
+
+
+def _closed_dead_turn(*, stopped: bool) -> list[dict[str, Any]]:
+    dead = DeadTurn()
+    for chunk in DEAD_TURN_LOG:
+        dead.read(encode_json(chunk))
+    return DEAD_TURN_LOG + _stored(*dead.closing(stopped=stopped))
+
+
+@pytest.mark.parametrize("stopped", [True, False], ids=["stopped", "crashed"])
+@pytest.mark.parametrize(("client", "level"), CLIENTS)
+def test_the_closing_chunks_of_a_dead_turn_are_accepted(streams: _Streams, client: str, level: str, stopped: bool):
+    """A stop ends the dead turn as a stopped one (the client's chat stays usable); a crash ends it with the
+    error chunk (the client reports that error, not a malformed stream). Either way the open text is ended and the
+    call whose input was streaming gets its tool error, so the message the client keeps is complete."""
+    log = _closed_dead_turn(stopped=stopped)
+    out = _play(streams, f"dead-{client}-{stopped}", log, level=level, client=client)
+    if stopped:
+        assert out["ok"], out["error"]
+    else:
+        assert not out["ok"] and INTERRUPTED_TEXT in out["error"], out
+    message = out["message"]
+    assert message is not None and message["id"] == "msg_dead", out
+    assert _texts(message) == "Looking that up"
+    (call,) = [p for p in message["parts"] if p.get("toolCallId") == "call_dead"]
+    assert call["state"] == "output-error" and call["errorText"] == STOPPED_TOOL_TEXT, call

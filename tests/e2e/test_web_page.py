@@ -223,6 +223,89 @@ def test_a_read_sent_before_a_rename_does_not_undo_it(page: Page, chat_stack: Ch
     expect(page.locator("#chat-title")).to_have_text("Trip planning")
 
 
+class HeldReads:
+    """Hold the page's session-list reads (``GET /sessions?limit=50``): each is fetched from the server when the
+    page sends it (so it reads what is stored then) and answered only when the test releases it."""
+
+    def __init__(self, page: Page) -> None:
+        self.held: list[tuple[Route, APIResponse]] = []
+        page.route(re.compile(r"/sessions\?limit=50$"), self._hold)
+
+    def _hold(self, route: Route) -> None:
+        self.held.append((route, route.fetch()))
+
+    def wait(self, page: Page, count: int) -> None:
+        for _ in range(150):
+            if len(self.held) >= count:
+                return
+            page.wait_for_timeout(100)
+        raise AssertionError(f"{count} list reads were not sent (saw {len(self.held)})")
+
+    def release(self, index: int) -> dict:
+        route, response = self.held[index]
+        body: dict = response.json()
+        route.fulfill(response=response)
+        return body
+
+
+def _session(chat_stack: ChatStack, title: str) -> str:
+    with chat_stack.client("me") as client:
+        created = client.post("/sessions", json={"title": title} if title else {})
+        assert created.status_code == 201, created.text
+        sid: str = created.json()["id"]
+        return sid
+
+
+def test_a_list_read_sent_before_the_title_was_stored_does_not_undo_the_streamed_title(
+    page: Page, chat_stack: ChatStack
+):
+    # A list read is sent while the session has no title, then held; the first turn streams the generated title;
+    # the held read is released with what it read (no title, and another session the page has not seen, which
+    # shows the read was applied). The streamed title stays.
+    other = _session(chat_stack, "Other chat")
+    sid = _session(chat_stack, "")
+    reads = HeldReads(page)
+    page.get_by_role("button", name="Switch").click()  # same user: the list is read again
+    reads.wait(page, 1)
+    page.evaluate("sid => { location.hash = '#s=' + sid }", sid)
+    expect(page.locator(".session[aria-current='true']")).to_have_count(1, timeout=T)
+    send(page, "hello there general kenobi")
+    title = page.locator(f".session[data-id='{sid}'] .session-title")
+    expect(title).to_have_text("Hello There General Kenobi", timeout=T)
+    wait_idle(page)
+    reads.wait(page, 2)  # the turn's end reads the list again: held too
+
+    stale = reads.release(0)
+    assert {s["id"]: s["title"] for s in stale["sessions"]} == {other: "Other chat", sid: ""}
+    expect(page.locator(f".session[data-id='{other}']")).to_have_count(1, timeout=T)  # the read was applied
+    expect(title).to_have_text("Hello There General Kenobi")
+    expect(page.locator("#chat-title")).to_have_text("Hello There General Kenobi")
+    reads.release(1)
+    expect(title).to_have_text("Hello There General Kenobi")
+
+
+def test_a_list_read_sent_before_a_delete_does_not_bring_the_session_back(page: Page, chat_stack: ChatStack):
+    # A list read is sent while the session exists, then held until it is deleted through the page; released with
+    # what it read (the session, and another one the page has not seen). The deleted session stays gone.
+    sid = new_chat(page)
+    other = _session(chat_stack, "Other chat")
+    reads = HeldReads(page)
+    page.get_by_role("button", name="Switch").click()  # same user: the list is read again (and the chat closed)
+    reads.wait(page, 1)
+    page.evaluate("sid => { location.hash = '#s=' + sid }", sid)
+    expect(page.locator(f".session[data-id='{sid}'][aria-current='true']")).to_have_count(1, timeout=T)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator(f".session[data-id='{sid}']")).to_have_count(0, timeout=T)
+
+    stale = reads.release(0)
+    assert {s["id"] for s in stale["sessions"]} == {sid, other}
+    expect(page.locator(f".session[data-id='{other}']")).to_have_count(1, timeout=T)  # the read was applied
+    expect(page.locator(f".session[data-id='{sid}']")).to_have_count(0)
+    with chat_stack.client("me") as client:
+        assert client.get(f"/sessions/{sid}").status_code == 404
+
+
 def test_switching_user_shows_only_their_sessions(page: Page, chat_stack: ChatStack):
     sid = new_chat(page)
     send(page, "a message from me")
