@@ -5,7 +5,8 @@ A turn writes with ``TransactWriteItems`` (the user message, then the answer wit
 ``UpdateItem`` (the lease); a listing reads with ``Query``. botocore (standard mode, 5 attempts) retries throttling
 codes, and a request whose answer was lost (a read timeout), which DynamoDB may have applied: each
 ``TransactWriteItems`` carries a ``ClientRequestToken`` (one per call, which botocore's retries resend), so DynamoDB
-applies it once. The append code retries a cancelled transaction whose reasons are a lost race."""
+applies it once. The append code retries a cancelled transaction whose reasons are a lost race, and a turn retries
+the write that ends it (its answer) while it is throttled, within ``ANSWER_WRITE_RETRY_SECONDS``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ChatStack
+from tests.conftest import ChatStack, start_chat_stack, stop_chat_stack
 from tests.faults.support import (
     attempts,
     dynamo_faults,
@@ -69,27 +70,48 @@ def test_throttling_beyond_the_retries_refuses_the_turn_before_any_byte(chat_sta
     _answered_once(chat_stack, sid, "will this be stored?", stream.text())
 
 
-def test_throttled_answer_write_ends_with_an_error_and_keeps_the_user_message(chat_stack: ChatStack):
-    """The answer's write is throttled past the retries. User sees: the streamed text, then an error chunk and
-    ``finish`` (the answer was not stored, and says so). Stored: the user message only; the lease is given back and
-    the next turn works."""
+def test_an_answer_write_throttled_past_botocores_retries_is_retried_and_stored_once(chat_stack: ChatStack):
+    """Every attempt botocore makes of the answer's write is throttled; the turn writes it again after a backoff
+    (``ANSWER_WRITE_RETRY_SECONDS``: what the user saw streamed is stored). User sees: the normal answer. Stored:
+    each message once; the lease given back."""
     faults = dynamo_faults(chat_stack)
     with chat_stack.client() as client, faults.installed():
         sid = new_session(client)
-        # The user message's write goes through; then every attempt of the answer's write is throttled.
+        # The user message's write goes through; then every attempt of the answer's first write is throttled.
         faults.fail("TransactWriteItems", "ThrottlingException", times=attempts(chat_stack), after=1)
-        response, stream = post_turn(client, sid, "an answer that cannot be saved")
-        assert response.status_code == 200 and stream is not None
-        assert stream.text() and stream.of_type("error") and stream.types[-1] == "finish" and stream.done
-        assert roles_and_text(stored(chat_stack, sid)) == [("user", "an answer that cannot be saved", "complete")]
-        assert not lease_held(chat_stack, sid)
-        _, follow = post_turn(client, sid, "and now?")
-        assert follow is not None and follow.done and not follow.of_type("error")
-        assert [m["content"] for m in stored(chat_stack, sid)] == [
-            "an answer that cannot be saved",
-            "and now?",
-            follow.text(),
-        ]
+        response, stream = post_turn(client, sid, "an answer worth waiting for")
+        assert response.status_code == 200 and stream is not None and stream.done
+        assert not stream.of_type("error") and stream.types[-1] == "finish"
+        assert faults.pending("TransactWriteItems") == 0
+    _answered_once(chat_stack, sid, "an answer worth waiting for", stream.text())
+
+
+def test_an_answer_write_throttled_past_its_budget_ends_with_an_error_and_keeps_the_user_message(
+    table_name: str, redis_url: str
+):
+    """The answer's write is still throttled when its retry budget is spent. User sees: the streamed text, then an
+    error chunk and ``finish`` (the answer was not stored, and says so). Stored: the user message only; the lease
+    is given back and the next turn works."""
+    chat = start_chat_stack(table_name, redis_url, answer_write_retry_seconds=0.1)  # no time for a second write
+    try:
+        faults = dynamo_faults(chat)
+        with chat.client() as client, faults.installed():
+            sid = new_session(client)
+            faults.fail("TransactWriteItems", "ThrottlingException", times=attempts(chat), after=1)
+            response, stream = post_turn(client, sid, "an answer that cannot be saved")
+            assert response.status_code == 200 and stream is not None
+            assert stream.text() and stream.of_type("error") and stream.types[-1] == "finish" and stream.done
+            assert roles_and_text(stored(chat, sid)) == [("user", "an answer that cannot be saved", "complete")]
+            assert not lease_held(chat, sid)
+            _, follow = post_turn(client, sid, "and now?")
+            assert follow is not None and follow.done and not follow.of_type("error")
+            assert [m["content"] for m in stored(chat, sid)] == [
+                "an answer that cannot be saved",
+                "and now?",
+                follow.text(),
+            ]
+    finally:
+        stop_chat_stack(chat)
 
 
 @pytest.mark.parametrize("reason", ["ConditionalCheckFailed", "TransactionConflict"])

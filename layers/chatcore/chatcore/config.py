@@ -144,6 +144,9 @@ class Settings:
     # function's session is free again within turn_lease_seconds.
     turn_lease_seconds: int = 30
     turn_lease_renew_seconds: float = 10.0
+    # The write that ends a turn (what the user has seen streamed) retries throttling this long after botocore's
+    # own retries gave up.
+    answer_write_retry_seconds: float = 8.0
     replay_ttl_seconds: int = 1800
     heartbeat_seconds: float = 15.0
     resume_idle_seconds: int = 240
@@ -212,6 +215,7 @@ class Settings:
             system_prompt_parameter=env.get("SYSTEM_PROMPT_PARAMETER", "").strip(),
             turn_lease_seconds=_int(env, "TURN_LEASE_SECONDS", 30, minimum=2),
             turn_lease_renew_seconds=_float(env, "TURN_LEASE_RENEW_SECONDS", 10.0),
+            answer_write_retry_seconds=_float(env, "ANSWER_WRITE_RETRY_SECONDS", 8.0),
             replay_ttl_seconds=_int(env, "REPLAY_TTL_SECONDS", 1800, minimum=60),
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 15.0),
             resume_idle_seconds=_int(env, "RESUME_IDLE_SECONDS", 240, minimum=1),

@@ -145,6 +145,12 @@ class TransientToolError(ChatError):
     code = "transient_tool_error"
 
 
+# The error codes of a request refused for its rate (botocore's standard retry mode retries them too).
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "Throttling"}
+)
+
+
 class ServiceRefused(ServiceUnavailable):
     """An AWS service answered a request with an error (botocore ``ClientError``), translated in one place
     (``chatcore.aws.call``). ``aws_code`` is the service's error code, ``reasons`` the per-item codes of a cancelled
@@ -165,6 +171,11 @@ class ServiceRefused(ServiceUnavailable):
     def cancelled(self) -> bool:
         """A DynamoDB transaction was cancelled (``reasons`` says which items failed and why)."""
         return self.aws_code == "TransactionCanceledException"
+
+    @property
+    def throttled(self) -> bool:
+        """The service refused the request for its rate (nothing was applied), after botocore's own retries."""
+        return self.aws_code in THROTTLING_CODES
 
     @property
     def condition_failed(self) -> bool:

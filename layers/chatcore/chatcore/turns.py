@@ -560,7 +560,13 @@ class ChatEngine:
     ) -> None:
         deps = self.deps
         recorder = TurnRecorder(
-            deps.sessions, deps.leases, session, handle.turn_id, branch_from=branch_from, answer_id=handle.answer_id
+            deps.sessions,
+            deps.leases,
+            session,
+            handle.turn_id,
+            branch_from=branch_from,
+            answer_id=handle.answer_id,
+            retry_seconds=deps.settings.answer_write_retry_seconds,
         )
         handle.recorder = recorder
         new_message = bool(session.messages) and session.messages[-1].seq is None
@@ -625,7 +631,14 @@ class ChatEngine:
         """An approval's answer: each call's output (run, started in the background, or denied) replaces its
         placeholder; then, when no call of the round still waits, the model continues the same message."""
         deps, publish = self.deps, handle.channel.publish
-        recorder = TurnRecorder(deps.sessions, deps.leases, session, handle.turn_id, answer_id=handle.answer_id)
+        recorder = TurnRecorder(
+            deps.sessions,
+            deps.leases,
+            session,
+            handle.turn_id,
+            answer_id=handle.answer_id,
+            retry_seconds=deps.settings.answer_write_retry_seconds,
+        )
         handle.recorder = recorder
         try:
             await deps.replay.begin(session.session_id, handle.turn_id, None)
