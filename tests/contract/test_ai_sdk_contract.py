@@ -36,6 +36,7 @@ from chatcore.stream import (
     StreamToolInputStart,
     StreamToolOutputAvailable,
     StreamToolOutputDenied,
+    approval_granted,
     encode_json,
     sse,
 )
@@ -308,6 +309,7 @@ DENIED_CONTINUATION = _stored(
 APPROVED_CONTINUATION = _stored(
     StreamStart(message_id=MESSAGE_ID),
     StreamStartStep(),
+    approval_granted(APPROVAL, CALL, "delete_file", ARGS),
     StreamToolOutputAvailable(tool_call_id=CALL, output={"deleted": True}),
     *_text("t_done", "Deleted."),
     StreamFinishStep(),
@@ -346,6 +348,7 @@ def test_v6_and_v7_clients_accept_the_approval_sequence_and_its_continuations(st
         assert out["message"]["id"] == MESSAGE_ID and tool["state"] == state
         assert tool["approval"] == {"id": APPROVAL, "approved": approved}
         assert _texts(out["message"]) == ("Deleted." if approved else "Not deleted.")
+        assert "data-approval" not in [c["type"] for c in out["chunks"]]  # the v5 form is dropped at this level
 
 
 @pytest.mark.parametrize("client", BY_LEVEL["v5"])
@@ -372,6 +375,8 @@ def test_v5_clients_accept_the_v5_form_of_an_approval(streams: _Streams, client:
         streams, f"ok-{client}", APPROVED_CONTINUATION, level="v5", client=client, message=asked["message"]
     )
     assert approved["ok"], approved["error"]
+    (update,) = _parts(approved["message"], "data-approval")  # replaced: no request left to answer
+    assert update["id"] == APPROVAL and update["data"] == {**data, "state": "approved"}
     (tool,) = _parts(approved["message"], "dynamic-tool")
     assert tool["state"] == "output-available" and tool["output"] == {"deleted": True}
 

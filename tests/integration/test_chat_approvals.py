@@ -29,11 +29,13 @@ def _ask(client: httpx.Client, sid: str, prompt: str = RENAME, level: str = "v7"
     return stream.of_type("tool-approval-request")[0], stream.chunks[0]["messageId"]
 
 
-def _answer(client: httpx.Client, sid: str, approval_id: str, approved: bool, **extra: Any) -> httpx.Response:
+def _answer(
+    client: httpx.Client, sid: str, approval_id: str, approved: bool, level: str = "v7", **extra: Any
+) -> httpx.Response:
     return client.post(
         f"/chat/{sid}/approvals/{approval_id}",
         json={"approved": approved, **extra},
-        headers={"x-ui-stream-protocol": "v7"},
+        headers={"x-ui-stream-protocol": level},
     )
 
 
@@ -71,6 +73,26 @@ def test_approving_through_the_endpoint_runs_the_tool_and_continues_the_message(
         ]
         assert {m["turn_id"] for m in messages[1:]} == {asking} and _tool_pairs_complete(messages)
         assert _record(chat_stack, sid, request["approvalId"])["state"]["S"] == "approved"
+
+
+def test_a_v5_client_sees_its_approval_part_move_to_approved(chat_stack: ChatStack):
+    """ai 5 has no approval chunks: the request came as a ``data-approval`` part, and the approved call's
+    continuation replaces that part (same id) with state ``approved`` before the output, so a 5.x front end shows no
+    request left to answer. At v7 (and v6) the client holds that state itself: no such part."""
+    with chat_stack.client() as client:
+        asked = client.post(
+            "/chat", json=ui_body("approve-v5-0001", RENAME, "u-1"), headers={"x-ui-stream-protocol": "v5"}
+        )
+        (part,) = parse_sse(asked.text).of_type("data-approval")
+        assert part["data"]["state"] == "requested" and part["data"]["toolName"] == "rename_session"
+        stream = parse_sse(_answer(client, "approve-v5-0001", part["id"], True, level="v5").text)
+        assert stream.done and not stream.of_type("error")
+        assert stream.of_type("data-approval") == [{**part, "data": {**part["data"], "state": "approved"}}]
+        assert stream.types.index("data-approval") < stream.types.index("tool-output-available")
+
+        request, _ = _ask(client, "approve-v7-0001")
+        continued = parse_sse(_answer(client, "approve-v7-0001", request["approvalId"], True).text)
+        assert continued.done and continued.of_type("tool-output-available") and not continued.of_type("data-approval")
 
 
 def test_denying_records_a_denial_the_model_reads(chat_stack: ChatStack):

@@ -33,6 +33,7 @@ from chatcore.stream import (
     StreamToolOutputAvailable,
     StreamToolOutputDenied,
     StreamToolOutputError,
+    approval_granted,
     encode_event,
     encode_json,
     protocol_level,
@@ -148,6 +149,7 @@ ADAPTED = {
             },
         ],
         "v7-only": [],
+        "granted": [{"type": "data-approval", "id": "ap1", "data": {**APPROVAL_DATA, "state": "approved"}}],
     },
     "v6": {
         "finish": [{"type": "finish", "finishReason": "tool-calls"}],
@@ -155,6 +157,7 @@ ADAPTED = {
         "automatic": [],
         "denied": [{"type": "tool-output-denied", "toolCallId": "c1"}],
         "v7-only": [],
+        "granted": [],
     },
     "v7": {
         "finish": [{"type": "finish", "finishReason": "tool-calls"}],
@@ -166,6 +169,7 @@ ADAPTED = {
             {"type": "custom", "kind": "x.y"},
             {"type": "reasoning-file", "url": "data:text/plain,a", "mediaType": "text/plain"},
         ],
+        "granted": [],
     },
 }
 STORED = {
@@ -178,6 +182,7 @@ STORED = {
         {"type": "custom", "kind": "x.y"},
         {"type": "reasoning-file", "url": "data:text/plain,a", "mediaType": "text/plain"},
     ],
+    "granted": [approval_granted("ap1", "c1", "delete_file", {"p": "x"}).chunk()],
 }
 
 

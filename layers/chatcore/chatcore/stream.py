@@ -225,6 +225,8 @@ class ProtocolLevel:
             if not self.tool_approval:
                 return [_approval_part(chunk, "requested")]
             return [_without(chunk, _APPROVAL_CONTEXT[kind] | ({"isAutomatic"} if not self.v7_chunks else set()))]
+        if kind == "data-approval":
+            return [] if self.tool_approval else [chunk]  # ai >= 6 clients hold an approval's state themselves
         if kind == "tool-output-denied":
             if not self.tool_approval:
                 # A 5.x tool part has no denied state: output-error is its terminal state (left input-available,
@@ -247,9 +249,12 @@ def _without(chunk: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {key: value for key, value in chunk.items() if key not in drop}
 
 
-def _approval_part(chunk: dict[str, Any], state: Literal["requested", "denied"]) -> dict[str, Any]:
+ApprovalPartState = Literal["requested", "approved", "denied"]
+
+
+def _approval_part(chunk: dict[str, Any], state: ApprovalPartState) -> dict[str, Any]:
     """A ``data-approval`` part: how a 5.x client (no approval chunks) learns of an approval; the part id is the
-    approval id, so the denial replaces the request on the client."""
+    approval id, so the answer replaces the request on the client."""
     data = {
         "approvalId": chunk["approvalId"],
         "toolCallId": chunk["toolCallId"],
@@ -258,6 +263,15 @@ def _approval_part(chunk: dict[str, Any], state: Literal["requested", "denied"])
         "state": state,
     }
     return {"type": "data-approval", "id": chunk["approvalId"], "data": data}
+
+
+def approval_granted(approval_id: str, tool_call_id: str, tool_name: str, input: JsonValue) -> StreamData:
+    """What the continuation of an approved call sends first: a 5.x client's ``data-approval`` part moves from
+    ``requested`` to ``approved`` (a denial does so through ``tool-output-denied``); the levels with approval chunks
+    drop it, their clients set the state themselves when the user answers."""
+    chunk = {"approvalId": approval_id, "toolCallId": tool_call_id, "toolName": tool_name, "input": input}
+    part = _approval_part(chunk, "approved")
+    return StreamData(type=part["type"], data=part["data"], id=part["id"])
 
 
 LEVELS: dict[ProtocolLevelName, ProtocolLevel] = {

@@ -29,6 +29,7 @@ from chatcore.stream import (
     StreamToolOutputAvailable,
     StreamToolOutputDenied,
     StreamToolOutputError,
+    approval_granted,
 )
 from chatcore.tools import ToolContext, ToolResult
 from chatcore.turn_types import ChatDeps, TurnHandle
@@ -216,6 +217,7 @@ class ToolRounds:
                 )
             )
             return denial(waiting, approval.reason or DENIED_BY_USER)
+        publish(approval_granted(approval.approval_id, call_id, name, parse_input(arguments)))
         tool = self.deps.tools.get(name)
         if tool is not None and tool.kind != "sync":
             return self._pending_message(handle, session, call_id, name).model_copy(update=keep)
