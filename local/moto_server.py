@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -39,6 +40,7 @@ class _Serialized:
             return list(self._app(environ, start_response))
 
 
+ROOT = Path(__file__).resolve().parent.parent  # the child imports ``local`` from here
 RUNNING: dict[str, MotoServer] = {}  # url -> in-process server
 
 
@@ -91,15 +93,23 @@ class MotoProcess:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         argv = [sys.executable, "-m", "local.moto_server", "--port", str(self.port)]
-        self._proc = subprocess.Popen(argv, env=self._env, stdout=subprocess.DEVNULL)  # noqa: S603 (our own argv)
+        self._proc = subprocess.Popen(argv, cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL)  # noqa: S603
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self._timeout
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"moto exited with {self._proc.returncode} before serving")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
-                return self
+                return
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"moto did not listen on {self.url} within {self._timeout} s")
             time.sleep(0.05)
 

@@ -65,7 +65,7 @@ def test_layer_is_built_by_its_makefile_for_the_target_runtime_and_architecture(
     assert layer["Properties"]["CompatibleArchitectures"] == [arch] == template["Globals"]["Function"]["Architectures"]
     runtime = template["Globals"]["Function"]["Runtime"]
     assert layer["Properties"]["CompatibleRuntimes"] == [runtime] == ["python3.12"]
-    assert re.findall(r"^PYTHON \?= (\S+)$", makefile, re.MULTILINE) == [runtime]
+    assert re.findall(r"^LAYER_PYTHON \?= (\S+)$", makefile, re.MULTILINE) == [runtime]
     assert "--python-version 3.12 --abi cp312" in makefile
 
 

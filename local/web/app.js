@@ -192,7 +192,8 @@ function upsertSession(session) {
 
 function setTitle(sessionId, title) {
   const session = state.sessions.find((s) => s.id === sessionId);
-  if (session && typeof title === "string" && title) {
+  // Only over no title: a user's rename during the first turn wins, as it does in storage.
+  if (session && typeof title === "string" && title && !session.title) {
     session.title = title;
     if (!state.deleted.has(sessionId)) state.streamedTitles.set(sessionId, title);
     renderSessions();

@@ -297,20 +297,21 @@ APPROVAL_TURN = _stored(
     StreamFinishStep(),
     StreamFinish(finish_reason="tool-calls"),
 )
-# The continuation after the user's answer, in the same assistant message.
+# The continuation after the user's answer, in the same assistant message, in the engine's order: the call's
+# output (``ToolRounds.resolve``) comes before the model's step.
 DENIED_CONTINUATION = _stored(
     StreamStart(message_id=MESSAGE_ID),
-    StreamStartStep(),
     StreamToolOutputDenied(approval_id=APPROVAL, **TOOL, input=ARGS),
+    StreamStartStep(),
     *_text("t_denied", "Not deleted."),
     StreamFinishStep(),
     StreamFinish(finish_reason="stop"),
 )
 APPROVED_CONTINUATION = _stored(
     StreamStart(message_id=MESSAGE_ID),
-    StreamStartStep(),
     approval_granted(APPROVAL, CALL, "delete_file", ARGS),
     StreamToolOutputAvailable(tool_call_id=CALL, output={"deleted": True}),
+    StreamStartStep(),
     *_text("t_done", "Deleted."),
     StreamFinishStep(),
     StreamFinish(finish_reason="stop"),

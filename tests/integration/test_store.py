@@ -7,13 +7,22 @@ import os
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from chatcore.config import Settings
 from chatcore.container import Container
 from chatcore.dynamo.keys import pk
-from chatcore.errors import Conflict, DuplicateClientMessage, NotFound, ServiceUnavailable
+from chatcore.errors import (
+    THROTTLING_CODES,
+    Conflict,
+    DuplicateClientMessage,
+    NotFound,
+    ServiceRefused,
+    ServiceUnavailable,
+)
 from chatcore.models import ChatMessage, ChatSession, ToolCall, ToolCallFunction, Usage
-from chatcore.store import SessionStore
+from chatcore.store import SessionStore, TurnGuard
+from tests.faults.support import DynamoFaults
 
 pytestmark = pytest.mark.anyio
 
@@ -202,3 +211,54 @@ async def test_backend_errors_are_translated(monkeypatch: pytest.MonkeyPatch):
         await store.load("abcdefgh1234")
     with pytest.raises(ServiceUnavailable):
         await store.save(ChatSession.new("u1"))
+
+
+def _store_without_botocore_retries(table_name: str) -> tuple[SessionStore, DynamoFaults]:
+    """A store whose client makes one attempt per call (botocore's retries off), with faults injected into it: what
+    reaches the store is what botocore would raise after its own retries gave up."""
+    client = boto3.client(
+        "dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], config=Config(retries={"total_max_attempts": 1})
+    )
+    return SessionStore(table_name, client_factory=lambda: client), DynamoFaults(client)
+
+
+async def _leased(store: SessionStore, turn_id: str) -> ChatSession:
+    session = ChatSession.new("u1")
+    session.messages = [ChatMessage(role="user", content="hi")]
+    await store.save(session)
+    held = await store.acquire_turn(session.session_id, turn_id, owner="u1", lease_seconds=30)
+    held.messages = list(session.messages)
+    held.messages.append(ChatMessage(role="assistant", content="the streamed answer", turn_id=turn_id))
+    return held
+
+
+@pytest.mark.parametrize("code", sorted(THROTTLING_CODES))
+async def test_a_throttled_transaction_is_sent_again_within_the_guards_budget(table_name: str, code: str):
+    store, faults = _store_without_botocore_retries(table_name)
+    session = await _leased(store, "turn_t")
+    with faults.installed():
+        faults.fail("TransactWriteItems", code, times=3)
+        saved = await store.save(session, turn=TurnGuard("turn_t", release=True, throttle_seconds=10.0))
+        assert faults.injected["TransactWriteItems"] == 3 and faults.sent["TransactWriteItems"] == 4
+    assert [m.content for m in saved.messages] == ["hi", "the streamed answer"] and saved.active_turn_id is None
+    stored = await store.load(session.session_id)
+    assert stored is not None and [(m.seq, m.content) for m in stored.messages] == [
+        (1, "hi"),
+        (2, "the streamed answer"),
+    ]
+
+
+async def test_a_throttled_transaction_past_the_budget_or_without_one_is_raised_and_applies_nothing(table_name: str):
+    store, faults = _store_without_botocore_retries(table_name)
+    for budget in (0.0, 0.4):
+        session = await _leased(store, f"turn_{budget}")
+        with faults.installed():
+            faults.fail("TransactWriteItems", "ThrottlingException", times=1_000)
+            with pytest.raises(ServiceRefused) as refused:
+                await store.save(session, turn=TurnGuard(f"turn_{budget}", release=True, throttle_seconds=budget))
+            sent = faults.sent["TransactWriteItems"]
+            faults.clear()
+        assert refused.value.throttled and (sent == 1 if budget == 0 else 2 <= sent <= 5), (budget, sent)
+        stored = await store.load(session.session_id)
+        assert stored is not None and [m.content for m in stored.messages] == ["hi"]
+        assert stored.active_turn_id == f"turn_{budget}"  # still held: the turn's own release decides

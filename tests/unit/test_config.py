@@ -43,6 +43,8 @@ def test_values_are_parsed():
         {"USER_CONTEXT_MAX_CHARS": "0"},
         {"USER_CONTEXT_MAX_CHARS": "32001"},  # it rides in every prompt: bounded
         {"REDIS_TIMEOUT_SECONDS": "-1"},
+        {"ANSWER_WRITE_RETRY_SECONDS": "inf"},  # a retry loop without end
+        {"HEARTBEAT_SECONDS": "nan"},
         {"REDIS_CLUSTER": "cluster"},
         {"REDIS_URL": "redis://h:6379/0", "REDIS_TLS_CA_FILE": "/ca.pem"},  # a CA for a connection without TLS
     ],

@@ -47,7 +47,10 @@ def test_a_child_process_serves_dynamodb_until_stopped():
 
 
 def test_a_child_that_cannot_serve_is_reported_not_waited_for():
-    # Without the working directory on its path the child cannot import ``local``: it exits at once.
+    # Without its working directory on its path the child cannot import ``local``: it exits at once.
     moto = MotoProcess(env={**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": ""}, start_timeout=30.0)
-    with pytest.raises(RuntimeError, match="exited"):
-        moto.start()
+    try:
+        with pytest.raises(RuntimeError, match="exited"):
+            moto.start()
+    finally:
+        moto.stop()

@@ -2,25 +2,21 @@
 failure or a stop). Every write is guarded by the turn's lease; the last one gives the lease back in the same
 write; a title that is ready rides along (``TitleTask.take``).
 
-The last write holds what the user has already seen streamed, so it outlasts throttling: a refusal for the
-request rate that is still there after botocore's retries (their backoff alone may take ~15 s) is retried here,
-with backoff, for up to ``retry_seconds`` more (nothing of a throttled request was applied, and the lease guard
-refuses a write the turn no longer owns). Earlier writes are not: the user message's failure is the 503 that
-comes before any byte."""
+The last write holds what the user has already seen streamed, so it outlasts throttling: its guard lets the store
+send the transaction again while DynamoDB still refuses it for its rate after botocore's retries (their backoff
+alone may take ~15 s), with backoff, for up to ``retry_seconds`` more (``TurnGuard.throttle_seconds``: nothing of a
+throttled request was applied, and the lease condition refuses a write the turn no longer owns). Earlier writes
+are not: the user message's failure is the 503 that comes before any byte."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
 
-from chatcore.errors import ChatError, ServiceRefused
+from chatcore.errors import ChatError
 from chatcore.models import ChatMessage, ChatSession, Usage
 from chatcore.ports import SessionRepository, TurnLeases
 from chatcore.store import TurnGuard
 from chatcore.titles import TitleTask
-
-FIRST_RETRY_DELAY, LONGEST_RETRY_DELAY = 0.2, 2.0  # seconds; doubled after each throttled attempt, jittered
 
 
 class TurnRecorder:
@@ -81,24 +77,6 @@ class TurnRecorder:
         first_new = next((m for m in self.session.messages if m.seq is None), None)
         if first_new is not None and self._branch_from is not None:
             first_new.parent_seq, self._branch_from = self._branch_from, None
-        guard = TurnGuard(self.turn_id, release)
-        if release:
-            self.session = await self._last_write(guard)
-        else:
-            self.session = await self._sessions.upsert_chat_session(self.session, turn=guard)
+        guard = TurnGuard(self.turn_id, release, throttle_seconds=self._retry_seconds if release else 0.0)
+        self.session = await self._sessions.upsert_chat_session(self.session, turn=guard)
         self.released = release
-
-    async def _last_write(self, guard: TurnGuard) -> ChatSession:
-        loop = asyncio.get_running_loop()
-        until: float | None = None  # counted from the first refusal: botocore's own backoff came before it
-        delay = FIRST_RETRY_DELAY
-        while True:
-            try:
-                return await self._sessions.upsert_chat_session(self.session, turn=guard)
-            except ServiceRefused as exc:
-                now = loop.time()
-                until = now + self._retry_seconds if until is None else until
-                if not exc.throttled or now + delay > until:
-                    raise
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
-            delay = min(2 * delay, LONGEST_RETRY_DELAY)

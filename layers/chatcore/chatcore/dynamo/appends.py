@@ -127,6 +127,7 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
     expected_version, first_seq, leaf = session.version, session.message_count + 1, session.leaf_seq
     listed = (session.chat_type, session.status)  # what META holds after this write: the filtered indexes' keys
     raced = False
+    throttled = _Throttled(turn.throttle_seconds if turn is not None else 0.0)
     for attempt in range(MAX_WRITE_ATTEMPTS):
         now = utcnow()
         parents = _parents(messages, leaf, first_seq)
@@ -135,6 +136,8 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
                 _append_items(table, session, messages, parents, expected_version, first_seq, now, turn, listed)
             )
         except ServiceRefused as exc:
+            if exc.throttled and await throttled.wait():
+                continue  # refused for its rate: nothing applied, the same items go again
             if not exc.cancelled:
                 raise
             await _raise_duplicate(table, session.session_id, messages, exc)
@@ -165,6 +168,28 @@ async def _append(table: Table, session: ChatSession, messages: list[ChatMessage
         session.mark_clean()
         return raced
     raise ConcurrentWriteError("too many concurrent writers on this session; try again")
+
+
+class _Throttled:
+    """The wait before a throttled transaction is sent again, within ``seconds`` from the first refusal (botocore's
+    own backoff came before it); False when that time is spent."""
+
+    FIRST_DELAY, LONGEST_DELAY = 0.2, 2.0
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._until: float | None = None
+        self._delay = self.FIRST_DELAY
+
+    async def wait(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if self._until is None:
+            self._until = now + self._seconds
+        if now + self._delay > self._until:
+            return False
+        await asyncio.sleep(random.uniform(self._delay / 2, self._delay))  # noqa: S311 - jitter
+        self._delay = min(2 * self._delay, self.LONGEST_DELAY)
+        return True
 
 
 def _parents(messages: Sequence[ChatMessage], leaf: int, first_seq: int) -> list[int]:

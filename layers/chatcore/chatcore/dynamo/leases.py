@@ -25,10 +25,13 @@ LEASE_ATTRIBUTES = ("active_turn_id", "active_turn_expires")
 
 @dataclass(frozen=True)
 class TurnGuard:
-    """Make a write conditional on ``turn_id`` holding the session's lease; ``release`` gives it back."""
+    """Make a write conditional on ``turn_id`` holding the session's lease; ``release`` gives it back.
+    ``throttle_seconds``: how long the write's transaction is sent again while DynamoDB still refuses it for its
+    rate after botocore's own retries (counted from the first such refusal; nothing of a refused request applied)."""
 
     turn_id: str
     release: bool = False
+    throttle_seconds: float = 0.0
 
     def keep(self) -> TurnGuard:
         return TurnGuard(self.turn_id, release=False)
