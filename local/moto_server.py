@@ -9,14 +9,12 @@ the concurrency tests need.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +80,7 @@ class MotoProcess:
         self._env = env
         self._timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
         self.port = 0
 
     @property
@@ -89,38 +88,46 @@ class MotoProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoProcess:
-        with socket.socket() as probe:  # a free port; the child binds it a moment later
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        argv = [sys.executable, "-m", "local.moto_server", "--port", str(self.port)]
-        self._proc = subprocess.Popen(argv, cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL)  # noqa: S603
+        # The child binds a port of its own choosing and prints it: no free port is picked here for another
+        # process to take in between.
+        argv = [sys.executable, "-m", "local.moto_server", "--port", "0"]
+        self._proc = subprocess.Popen(argv, cwd=ROOT, env=self._env, stdout=subprocess.PIPE)  # noqa: S603
         try:
-            self._wait_listening()
+            self.port = self._read_port()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_listening(self) -> None:
+    def _read_port(self) -> int:
         assert self._proc is not None
-        deadline = time.monotonic() + self._timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"moto exited with {self._proc.returncode} before serving")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not listen on {self.url} within {self._timeout} s")
-            time.sleep(0.05)
+        out = self._proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], self._timeout)
+        if not ready:
+            raise RuntimeError(f"moto printed no port within {self._timeout} s")
+        line = out.readline()
+        if not line.strip().isdigit():  # its stdout ended: it is exiting
+            raise RuntimeError(f"moto exited with {self._proc.wait(timeout=10)} before serving")
+        # Whatever it prints later is read and dropped: a full pipe would block the child.
+        self._drain = threading.Thread(target=out.read, name="moto-stdout", daemon=True)
+        self._drain.start()
+        return int(line)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._drain is not None:
+            self._drain.join(timeout=5)  # the child is gone: its stdout is at its end
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
     def __enter__(self) -> MotoProcess:
         return self.start()
@@ -130,7 +137,7 @@ class MotoProcess:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve on ``--port`` until SIGTERM or SIGINT."""
+    """Serve on ``--port`` (0: a free one) until SIGTERM or SIGINT; the port is printed once listening."""
     parser = argparse.ArgumentParser(prog="python -m local.moto_server", description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
     server = MotoServer(host=args.host, port=args.port).start()
+    print(server.port, flush=True)
     try:
         done.wait()
     finally:
