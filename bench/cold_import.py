@@ -31,13 +31,17 @@ print(json.dumps({"seconds": elapsed, "openai": "openai" in sys.modules}))
 
 
 def run_fresh(
-    script: str, args: list[str], env: dict[str, str], *, importtime: bool = False
+    script: str, args: list[str], env: dict[str, str], *, importtime: bool = False, isolated: bool = False
 ) -> tuple[dict[str, Any], str]:
     """Run ``script`` in a fresh interpreter; its last stdout line is a JSON object (returned with its stderr).
-    ``importtime`` runs it under ``python -X importtime`` (the stderr then holds the import tree)."""
+    ``importtime`` runs it under ``python -X importtime`` (the stderr then holds the import tree); ``isolated``
+    without site-packages or bytecode writes (``-S -B``: only ``PYTHONPATH`` and the standard library, as Lambda)."""
     flags = ["-X", "importtime"] if importtime else []
+    if isolated:
+        flags += ["-S", "-B"]
+    python = getattr(sys, "_base_executable", sys.executable) if isolated else sys.executable
     proc = subprocess.run(
-        [sys.executable, *flags, "-c", script, *args],
+        [python, *flags, "-c", script, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,6 +1,12 @@
 """Cold start as a user meets it: a fresh process's init plus its first request, against warm backends.
 
-Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--top N] [--json PATH]``.
+Run from the repo root: ``uv run python -m bench.cold_start [--runs N] [--top N] [--json PATH] [--layer DIR]``.
+
+By default every process imports from the development environment (its site-packages; this machine writes no
+bytecode, so each import compiles). With ``--layer`` (a built layer's ``python`` folder: ``sam build``'s
+``.aws-sam/build/ChatCoreLayer/python``, or ``make build-ChatCoreLayer`` of layers/chatcore/Makefile), every
+process imports as it does in Lambda: ``python -S -B`` with the function's folder, the layer (with its bytecode) and
+boto3 and s3transfer compiled as the runtime ships them (for the baselines) on its path, nothing else.
 
 * SessionsFunction: ``import app`` from ``functions/sessions`` (what the Lambda runtime does for ``app.handler``),
   then the handler's first invocation, ``GET /sessions`` with a valid token (it builds the app: settings, the JWT
@@ -26,13 +32,17 @@ one more run of each function under ``python -X importtime`` (which slows import
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import logging
 import os
 import platform
+import py_compile
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -210,10 +220,24 @@ def _free_port() -> int:
         return port
 
 
-class Environments:
-    """Warm moto and redis-server, the table and the stack's secrets, and each function's environment."""
+def lambda_runtime(into: Path) -> Path:
+    """What Lambda's python3.12 runtime adds to ``sys.path`` after the layers, as far as the baselines need it: boto3
+    and s3transfer (the functions import neither), copied from this environment and compiled as the runtime ships
+    them, so a baseline's import is not slowed by compiling what Lambda's is not."""
+    runtime = into / "runtime"
+    for package in ("boto3", "s3transfer"):
+        source = Path(__import__(package).__file__ or "").parent
+        shutil.copytree(source, runtime / package, ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(runtime, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return runtime
 
-    def __init__(self) -> None:
+
+class Environments:
+    """Warm moto and redis-server, the table and the stack's secrets, and each function's environment. With
+    ``layer`` (a built layer's ``python`` folder), every process imports as in Lambda: the function's folder, the
+    layer, then the runtime's boto3, no site-packages."""
+
+    def __init__(self, layer: Path | None = None, work: Path | None = None) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.moto = MotoServer().start()
         self.redis = RedisServer().start()
@@ -239,6 +263,12 @@ class Environments:
                 env["REDIS_URL"] = self.redis.url
             self.env[name] = env
         self.baseline_env = {**base, **aws}
+        self.isolated = layer is not None
+        if layer is not None:
+            assert work is not None
+            path = f"{layer}{os.pathsep}{lambda_runtime(work)}"
+            for env in (*self.env.values(), self.baseline_env):
+                env["PYTHONPATH"] = path
 
     def job(self, name: str) -> tuple[dict[str, Any], dict[str, str]]:
         """``baseline:<function>``, ``restore:<function>`` (SnapStart, simulated) or ``<function>`` (cold)."""
@@ -263,15 +293,19 @@ class Environments:
 
 def _run(envs: Environments, name: str, *, importtime: bool = False) -> tuple[dict[str, Any], str]:
     job, env = envs.job(name)
-    result, stderr = run_fresh(CHILD, [json.dumps(job)], env, importtime=importtime)
+    result, stderr = run_fresh(CHILD, [json.dumps(job)], env, importtime=importtime, isolated=envs.isolated)
     expected: Any = None if job["kind"] == "baseline" else [200, 200] if job["kind"] == "chat" else 200
     if result["status"] != expected:
         raise RuntimeError(f"{name}: the first request answered {result['status']}, expected {expected}")
     return result, stderr
 
 
-def measure(runs: int, top: int) -> list[FunctionResult]:
-    envs = Environments()
+def measure(runs: int, top: int, layer: Path | None = None) -> list[FunctionResult]:
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as work:
+        return _measure(runs, top, Environments(layer, Path(work)))
+
+
+def _measure(runs: int, top: int, envs: Environments) -> list[FunctionResult]:
     try:
         jobs = ["baseline:sessions", "sessions", "baseline:chat", "chat", "tool_worker", "continuation", "callback"]
         jobs += [f"restore:{name}" for name in SNAPSTART]
@@ -311,9 +345,15 @@ def _result(name: str, samples: dict[str, Sample], imports: Counter[str], top: i
     return result
 
 
-def render(results: list[FunctionResult], runs: int) -> str:
+def render(results: list[FunctionResult], runs: int, layer: Path | None = None) -> str:
+    where = (
+        f"from the built layer {layer} (bytecode), boto3 as Lambda's runtime has it, no site-packages"
+        if layer is not None
+        else "from the development environment (no bytecode: this machine writes none)"
+    )
     lines = [
         f"Cold start (Python {platform.python_version()}, {platform.machine()}), median of {runs} fresh processes each",
+        f"   imports {where}",
         "",
         f"   {'function':<22}{'init':>7}{'1st req':>9}{'total':>8}{'baseline':>10}{'ratio':>7}{'target':>8}"
         f"{'RSS init':>10}{'RSS peak':>10}   first request",
@@ -360,11 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="fresh processes per function and baseline")
     parser.add_argument("--top", type=int, default=8, help="packages listed by import time")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--layer",
+        type=Path,
+        metavar="DIR",
+        help="import from this built layer (e.g. .aws-sam/build/ChatCoreLayer/python), as deployed: see the docstring",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
-    results = measure(args.runs, args.top)
-    print(render(results, args.runs))
+    layer = args.layer.resolve() if args.layer else None
+    results = measure(args.runs, args.top, layer)
+    print(render(results, args.runs, layer))
     if args.json:
         payload = {"python": platform.python_version(), "runs": args.runs, "functions": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
