@@ -25,12 +25,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.cold_import import ROOT, run_fresh
+from tests.sam_build.sam import HOST_ARCH, SAM_BIN
+
 LAYER_SOURCE = ROOT / "layers" / "chatcore"
-SAM_BIN = ROOT / "tools" / "sam" / ".venv" / "bin"  # python3.12 with pip, as ./run test installs it
 FUNCTIONS = ("sessions", "chat", "tool_worker", "continuation", "callback")
-HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
-IMPORT = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
+IMPORT = (
+    "import json, time; t = time.perf_counter(); import app; print(json.dumps({'seconds': time.perf_counter() - t}))"
+)
 
 
 @dataclass
@@ -64,14 +66,9 @@ def sources_only(layer: Path, into: Path) -> Path:
 
 
 def import_seconds(layer: Path, function: str) -> float:
-    python = getattr(sys, "_base_executable", sys.executable)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{layer}{os.pathsep}{ROOT / 'functions' / function}"}
-    done = subprocess.run(
-        [python, "-S", "-B", "-c", IMPORT], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"import app of {function} failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    result, _ = run_fresh(IMPORT, [], env, isolated=True)
+    return float(result["seconds"])
 
 
 def measure(layer: Path, sources: Path, runs: int) -> list[FunctionImport]:

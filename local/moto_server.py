@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from local.template import ROOT  # the child imports ``local`` from here
 
 
 class _Serialized:
@@ -38,7 +39,6 @@ class _Serialized:
             return list(self._app(environ, start_response))
 
 
-ROOT = Path(__file__).resolve().parent.parent  # the child imports ``local`` from here
 RUNNING: dict[str, MotoServer] = {}  # url -> in-process server
 
 

@@ -195,7 +195,7 @@ function setTitle(sessionId, title) {
   // Only over no title: a user's rename during the first turn wins, as it does in storage.
   if (session && typeof title === "string" && title && !session.title) {
     session.title = title;
-    if (!state.deleted.has(sessionId)) state.streamedTitles.set(sessionId, title);
+    state.streamedTitles.set(sessionId, title); // a deleted session is not in the list: never here
     renderSessions();
   }
 }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from local.moto_server import MotoServer
 from local.offline_llm import OfflineLLM
 from local.template import create_table_kwargs
 from tests.sam_build.sam import (
+    HOST_ARCH,
     Build,
     SamMissing,
     Services,
@@ -39,7 +39,6 @@ from tests.support.redis_server import RedisServer
 from tests.support.template_eval import Deployment
 
 ARCHITECTURES = ("arm64", "x86_64")
-HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
 RUNNER = Path(__file__).with_name("handler_runner.py")
 REPORT: list[str] = []  # printed at the end of the run (timings, sizes)
 

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import platform
 import re
 import shutil
 import struct
@@ -31,6 +32,8 @@ from tests.support.template_eval import Deployment
 ROOT = Path(__file__).resolve().parents[2]
 SAM_PROJECT = ROOT / "tools" / "sam"
 SAM_BIN = SAM_PROJECT / ".venv" / "bin"
+# This machine's architecture in the template's terms: the build whose handlers run here.
+HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
 LAYER_ID = "ChatCoreLayer"
 # Lambda's limit for a function's code plus all of its layers, unzipped: 250 MB (MiB in the quotas table).
 UNZIPPED_BUDGET = 250 * 1024 * 1024
