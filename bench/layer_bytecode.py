@@ -1,5 +1,7 @@
-"""The built layer's bytecode: each function's ``import app`` from the layer as shipped, against the same layer as
-SAM's python builder shipped it (sources only, which every cold start had to compile: /opt is read-only).
+"""The built layer's bytecode, and the imports' paused garbage collector: each function's ``import app`` from the
+layer as shipped, against the same layer as SAM's python builder shipped it (sources only, which every cold start
+had to compile: /opt is read-only), and against the layer as shipped with the collector running through the imports
+(``chatcore.coldstart.collector_paused`` made a no-op in that process: ``gc.disable`` and ``gc.freeze`` do nothing).
 
 Run from the repo root: ``uv run python -m bench.layer_bytecode [--runs 7] [--layer DIR] [--json PATH]``.
 
@@ -33,6 +35,9 @@ FUNCTIONS = ("sessions", "chat", "tool_worker", "continuation", "callback")
 IMPORT = (
     "import json, time; t = time.perf_counter(); import app; print(json.dumps({'seconds': time.perf_counter() - t}))"
 )
+# The collector left running: chatcore.coldstart's pause undone before anything is imported.
+COLLECTOR_ON = "import gc; gc.disable = gc.freeze = lambda: None\n"
+KINDS = ("bytecode", "sources", "collector")
 
 
 @dataclass
@@ -40,10 +45,15 @@ class FunctionImport:
     function: str
     bytecode_ms: float
     sources_ms: float
+    collector_on_ms: float
 
     @property
     def ratio(self) -> float:
         return self.bytecode_ms / self.sources_ms
+
+    @property
+    def paused_ratio(self) -> float:
+        return self.bytecode_ms / self.collector_on_ms
 
 
 def build_layer(into: Path) -> Path:
@@ -65,27 +75,23 @@ def sources_only(layer: Path, into: Path) -> Path:
     return copy
 
 
-def import_seconds(layer: Path, function: str) -> float:
+def import_seconds(layer: Path, function: str, *, collector_on: bool = False) -> float:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{layer}{os.pathsep}{ROOT / 'functions' / function}"}
-    result, _ = run_fresh(IMPORT, [], env, isolated=True)
+    result, _ = run_fresh(COLLECTOR_ON + IMPORT if collector_on else IMPORT, [], env, isolated=True)
     return float(result["seconds"])
 
 
 def measure(layer: Path, sources: Path, runs: int) -> list[FunctionImport]:
-    jobs = [(function, kind) for function in FUNCTIONS for kind in ("bytecode", "sources")]
-    folders = {"bytecode": layer, "sources": sources}
+    jobs = [(function, kind) for function in FUNCTIONS for kind in KINDS]
+    folders = {"bytecode": layer, "sources": sources, "collector": layer}
     for function, kind in jobs:  # one discarded run of each (OS page cache)
-        import_seconds(folders[kind], function)
+        import_seconds(folders[kind], function, collector_on=kind == "collector")
     seconds: dict[tuple[str, str], list[float]] = {job: [] for job in jobs}
     for i in range(runs):
         for function, kind in jobs[i % len(jobs) :] + jobs[: i % len(jobs)]:
-            seconds[function, kind].append(import_seconds(folders[kind], function))
+            seconds[function, kind].append(import_seconds(folders[kind], function, collector_on=kind == "collector"))
     return [
-        FunctionImport(
-            function,
-            statistics.median(seconds[function, "bytecode"]) * 1000,
-            statistics.median(seconds[function, "sources"]) * 1000,
-        )
+        FunctionImport(function, *(statistics.median(seconds[function, kind]) * 1000 for kind in KINDS))
         for function in FUNCTIONS
     ]
 
@@ -96,12 +102,16 @@ def render(results: list[FunctionImport], runs: int, layer: Path, built: bool) -
         f"Layer bytecode (Python {platform.python_version()}, {platform.machine()}): `import app` in a fresh"
         f" python -S -B, median of {runs} runs",
         f"layer: {origin}",
-        f"   {'function':<14}{'bytecode':>10}{'sources':>10}{'ratio':>8}",
+        f"   {'function':<14}{'bytecode':>10}{'sources':>10}{'ratio':>8}{'collector on':>14}{'ratio':>8}",
     ]
     for r in results:
-        lines.append(f"   {r.function:<14}{r.bytecode_ms:>8.0f} ms{r.sources_ms:>8.0f} ms{r.ratio:>7.2f}x")
+        lines.append(
+            f"   {r.function:<14}{r.bytecode_ms:>7.0f} ms{r.sources_ms:>7.0f} ms{r.ratio:>7.2f}x"
+            f"{r.collector_on_ms:>11.0f} ms{r.paused_ratio:>7.2f}x"
+        )
     lines.append("   (bytecode = the layer as built; sources = the same layer without __pycache__, as SAM's python")
-    lines.append("    builder shipped it: every cold start compiled what it imported)")
+    lines.append("    builder shipped it: every cold start compiled what it imported; collector on = the layer as")
+    lines.append("    built, the garbage collector running through the imports: chatcore.coldstart's pause undone)")
     return "\n".join(lines)
 
 
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(layer, sources_only(layer, work), args.runs)
     print(render(results, args.runs, layer, args.layer is None))
     if args.json:
-        payload = [{**asdict(r), "ratio": r.ratio} for r in results]
+        payload = [{**asdict(r), "ratio": r.ratio, "paused_ratio": r.paused_ratio} for r in results]
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

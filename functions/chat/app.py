@@ -8,8 +8,11 @@ One ASGI app, two entry points:
   invokes (ChatBufferedFunction); it returns the whole SSE body.
 """
 
-from chatcore.handlers import function_asgi_app, function_url_handler
-from chatcore.web.chat_app import default_chat_app, lazy
+from chatcore.coldstart import collector_paused
+
+with collector_paused():  # see chatcore.coldstart
+    from chatcore.handlers import function_asgi_app, function_url_handler
+    from chatcore.web.chat_app import default_chat_app, lazy
 
 asgi_app = function_asgi_app(lazy(default_chat_app), function="ChatFunction")
 handler = function_url_handler(default_chat_app, function="ChatBufferedFunction")

@@ -88,6 +88,50 @@ def test_each_function_loads_only_its_pinned_heavy_modules_at_init(function):
         assert not modules & TURN_MODULES, sorted(modules & TURN_MODULES)
 
 
+# Counts the garbage collections that start while ``code`` runs in a fresh interpreter; ``prepare`` runs before, and
+# a collection after it leaves the young generation empty.
+_COLLECTIONS = """
+import gc, json
+{prepare}
+gc.collect()
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
+{code}
+print(json.dumps({{"collections": collections, "enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}))
+"""
+
+
+def _collections_while(code: str, prepare: str) -> dict[str, object]:
+    script = _COLLECTIONS.format(prepare=prepare, code=code)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("function", sorted(AT_INIT))
+def test_each_function_imports_without_a_garbage_collection_and_freezes_what_it_built(function):
+    path = _functions()[function]
+    result = _collections_while(
+        f"spec = importlib.util.spec_from_file_location('app', {path!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n",
+        prepare=f"import importlib.util, sys, chatcore.coldstart\nsys.path.insert(0, {str(Path(path).parent)!r})",
+    )
+    assert result["collections"] == []  # the collector would run dozens of times (chatcore.coldstart)
+    assert result["enabled"] is True
+    assert isinstance(result["frozen"], int) and result["frozen"] > 10_000  # none without the freeze
+
+
+def test_the_chat_server_imports_uvicorn_and_the_app_without_a_garbage_collection():
+    result = _collections_while(
+        "srv = server('app:asgi_app', port=8080)\n"
+        "assert srv.config.loaded and 'app' in sys.modules and 'uvicorn.protocols.http.h11_impl' in sys.modules\n",
+        prepare=f"import sys\nsys.path.insert(0, {str(ROOT / 'functions' / 'chat')!r})\n"
+        "from chatcore.web.serve import server",
+    )
+    assert result["collections"] == []
+    assert result["enabled"] is True
+
+
 def test_hs256_authentication_loads_neither_pyjwt_nor_cryptography():
     token = make_token("alice")
     modules = _run(

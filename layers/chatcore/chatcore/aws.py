@@ -15,6 +15,9 @@ that function's role.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
-from botocore.loaders import Loader
+from botocore.loaders import JSONFileLoader, Loader
 
 from chatcore.errors import InvalidServiceRequest, ServiceRefused, ServiceUnavailable
 
@@ -81,10 +84,30 @@ class _ServiceNames(Sequence[str]):
         return len(self._all())
 
 
+class PlainJsonFiles(JSONFileLoader):
+    """botocore's reader of its data files, except that objects become plain dicts: botocore's makes each an
+    ``OrderedDict`` (a Python 2 leftover: a dict keeps its order too, and nothing in botocore needs more), which makes
+    parsing what a cold start reads (endpoints.json, 1.2 MB, and each client's model) about three times as slow."""
+
+    _OPENERS: tuple[tuple[str, Callable[[str, str], Any]], ...] = ((".json", open), (".json.gz", gzip.open))
+
+    def load_file(self, file_path: str) -> Any:
+        """The data of ``file_path`` + ``.json`` (or ``.json.gz``), None if neither file exists."""
+        for extension, opener in self._OPENERS:
+            path = file_path + extension
+            if os.path.isfile(path):
+                with opener(path, "rb") as file:
+                    return json.loads(file.read().decode("utf-8"))
+        return None
+
+
 class ServiceModels(Loader):
-    """botocore's loader, except for one step: before loading a service's model it checks the name against the list
-    of every service it has, which it makes by looking into each of ~440 folders (thousands of ``stat`` calls,
-    10-30 ms of every cold start); here the name is looked up in its own folder."""
+    """botocore's loader, except for two steps: its files are parsed into plain dicts (``PlainJsonFiles``), and before
+    loading a service's model it checks the name against the list of every service it has, which it makes by looking
+    into each of ~440 folders (thousands of ``stat`` calls, 10-30 ms of every cold start); here the name is looked
+    up in its own folder."""
+
+    FILE_LOADER_CLASS = PlainJsonFiles
 
     def list_available_services(self, type_name: str) -> Sequence[str]:  # type: ignore[override]  # read with `in`
         return _ServiceNames(self, type_name)

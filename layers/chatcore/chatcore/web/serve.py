@@ -5,6 +5,9 @@ parse options that are fixed here: about 50 ms of every cold start. uvicorn's pa
 command line, so the package is entered without running it: only ``uvicorn.config``, ``uvicorn.server`` and what
 they import load (the protocols and the lifespan, as with the CLI). ``tests/sam_build`` runs the built ``run.sh``
 through the adapter's readiness check and a streamed turn; ``tests/unit/test_imports.py`` holds click out.
+
+``server`` also imports the app (uvicorn's ``Config.load``, which ``Server.serve`` would otherwise run) and uvicorn
+itself with the garbage collector paused (``chatcore.coldstart``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from chatcore.coldstart import collector_paused
 
 if TYPE_CHECKING:
     from uvicorn import Server
@@ -38,12 +43,15 @@ def _enter_uvicorn() -> types.ModuleType:
 
 def server(target: str | Any, *, port: int) -> Server:
     """A uvicorn server of ``target`` (``"module:attribute"`` or an ASGI app) on 127.0.0.1:``port``, configured as
-    the Web Adapter needs it: no access log (the app logs each request), keep-alive longer than the adapter's."""
-    _enter_uvicorn()
-    from uvicorn.config import Config
-    from uvicorn.server import Server
+    the Web Adapter needs it: no access log (the app logs each request), keep-alive longer than the adapter's. The
+    target is imported here, before the server starts."""
+    with collector_paused():
+        _enter_uvicorn()
+        from uvicorn.config import Config
+        from uvicorn.server import Server
 
-    config = Config(target, host="127.0.0.1", port=port, access_log=False, timeout_keep_alive=60)
+        config = Config(target, host="127.0.0.1", port=port, access_log=False, timeout_keep_alive=60)
+        config.load()
     return Server(config)
 
 

@@ -1,0 +1,32 @@
+"""A cold start's imports without the cyclic garbage collector (``functions/*/app.py``, ``chatcore.web.serve``).
+
+Importing a handler allocates a few hundred thousand objects (modules, classes, functions, botocore's and pydantic's
+tables) that live as long as the process. With the collector running, each allocation burst triggers collections
+that walk them again and again, and find nothing: about 7% of the sessions function's cold start
+(``bench/layer_bytecode.py`` measures it). ``collector_paused`` stops the collector for the imports, then freezes
+what they built (``gc.freeze``: moved out of every later collection, so the first request does not pay one walk over
+all of it) and starts the collector again. Nothing else changes: reference counting still frees what dies during
+the imports, and only cyclic garbage made during them is kept for good, a bounded amount once per process.
+
+This module imports nothing of chatcore, so a handler can enter it before anything else.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the block with the collector stopped; on leaving, freeze what exists and restart the collector, unless
+    it was stopped already (an outer block restarts it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
