@@ -104,3 +104,48 @@ def test_secrets_are_read_concurrently_through_one_client():
         f"value of {arn}llm",
     )
     assert CountingClients.built == 1
+
+
+def test_the_dynamodb_client_is_built_while_the_secrets_are_read():
+    """A cold start's secret reads wait on the network; the DynamoDB client every first request uses next is built
+    meanwhile. Here a read answers only once that client exists (it would time out if built after)."""
+    import threading
+
+    from chatcore.aws import AwsClients
+
+    dynamodb_built = threading.Event()
+
+    class Secrets:
+        def get_secret_value(self, SecretId: str) -> dict[str, str]:
+            assert dynamodb_built.wait(timeout=5), "the DynamoDB client was not built during the read"
+            return {"SecretString": "s" * 32}
+
+    class Clients(AwsClients):
+        def secretsmanager(self) -> Secrets:
+            return Secrets()
+
+        def dynamodb(self) -> object:  # type: ignore[override]
+            dynamodb_built.set()
+            return object()
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt"
+    container = Container(Settings(table_name="t", jwt_secret_arn=arn), aws=Clients())
+    assert container.settings.jwt_secret == "s" * 32
+
+
+def test_a_dynamodb_client_that_cannot_be_built_meanwhile_leaves_the_settings_alone():
+    from chatcore.aws import AwsClients
+
+    class Secrets:
+        def get_secret_value(self, SecretId: str) -> dict[str, str]:
+            return {"SecretString": "s" * 32}
+
+    class Clients(AwsClients):
+        def secretsmanager(self) -> Secrets:
+            return Secrets()
+
+        def dynamodb(self) -> object:  # type: ignore[override]
+            raise RuntimeError("no region")  # reported where the client is first used
+
+    container = Container(Settings(table_name="t", jwt_secret_arn="arn:jwt"), aws=Clients())
+    assert container.settings.jwt_secret == "s" * 32

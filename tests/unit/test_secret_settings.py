@@ -59,3 +59,20 @@ def test_a_secret_that_cannot_be_used_names_its_setting(failure, message):
 
     with pytest.raises(ConfigError, match=message):
         with_secrets(Settings(**ARNS), read=read)
+
+
+def test_meanwhile_runs_while_the_reads_are_on_their_way():
+    started = threading.Event()
+    meanwhile_done = threading.Event()
+
+    def read(arn: str) -> str:
+        started.set()
+        assert meanwhile_done.wait(timeout=5), "the read finished before meanwhile ran"
+        return "k" * 32
+
+    def meanwhile() -> None:
+        assert started.wait(timeout=5)  # one read is in flight (in another thread: a single secret too)
+        meanwhile_done.set()
+
+    settings = with_secrets(Settings(jwt_secret_arn="arn:jwt"), read=read, meanwhile=meanwhile)
+    assert settings.jwt_secret == "k" * 32

@@ -9,7 +9,8 @@ built, so a function that never chats never imports the LLM client.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
+from contextlib import suppress
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from chatcore.aws import AwsClients, read_parameter, read_secret
@@ -57,8 +58,17 @@ class Container:
 
             # The client is built here, once: secrets are read in parallel threads, which would each build one.
             client = self.aws.secretsmanager()
-            settings = with_secrets(settings, read=lambda arn: read_secret(client, arn))
+            read = partial(read_secret, client)
+            settings = with_secrets(settings, read=read, meanwhile=self._prebuild_dynamodb)
         return settings
+
+    def _prebuild_dynamodb(self) -> None:
+        """Build the DynamoDB client, which every function's first request uses next, while the secrets are read
+        (tens of milliseconds of a cold start hidden behind a round trip). Only another thread's secret reads use
+        the AWS session meanwhile, never to build a client. A failure is met again, and reported, where the client
+        is first used."""
+        with suppress(Exception):
+            self.aws.dynamodb()
 
     # -- storage ------------------------------------------------------------------------------------------------
 

@@ -22,9 +22,12 @@ _ENV_NAMES = {
 }
 
 
-def with_secrets(settings: Settings, *, read: Callable[[str], str]) -> Settings:
+def with_secrets(
+    settings: Settings, *, read: Callable[[str], str], meanwhile: Callable[[], object] | None = None
+) -> Settings:
     """``settings`` with the value of each configured secret, read with ``read(arn)``; several are read at once
-    (a cold start waits for one round trip, not one per secret)."""
+    (a cold start waits for one round trip, not one per secret). ``meanwhile`` runs in this thread while the reads
+    are on their way (then they always run in threads): work the cold start needs next, done during the wait."""
     wanted = settings.secret_arns()
 
     def fetch(name: str) -> str:
@@ -36,10 +39,12 @@ def with_secrets(settings: Settings, *, read: Callable[[str], str]) -> Settings:
             raise ConfigError(f"{_ENV_NAMES[name]}: the secret is empty")
         return value
 
-    if len(wanted) > 1:
+    if len(wanted) > 1 or meanwhile is not None:
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             # Each read in a copy of this context: the function the code runs as (chatcore.aws.running_as) goes along.
             reads = {name: pool.submit(contextvars.copy_context().run, fetch, name) for name in wanted}
+            if meanwhile is not None:
+                meanwhile()
             values = {name: read.result() for name, read in reads.items()}
     else:
         values = {name: fetch(name) for name in wanted}
