@@ -179,8 +179,8 @@ def test_a_primed_snapshot_leaves_nothing_for_the_first_request_to_import(
 
 def test_nothing_is_read_before_the_snapshot_but_the_environment(monkeypatch: pytest.MonkeyPatch):
     """A secret read before the snapshot would live in it until the next publish, and credentials resolved then
-    would be shared by every restore: priming reads no setting that names a secret, resolves no credentials and
-    builds no container."""
+    would be shared by every restore: priming reads no setting that names a secret and resolves no credentials; it
+    builds the default container (for its botocore session), not the container's settings."""
     import botocore.session
 
     from chatcore.container import built_default_container, set_default_container
@@ -192,8 +192,45 @@ def test_nothing_is_read_before_the_snapshot_but_the_environment(monkeypatch: py
     monkeypatch.setenv("JWT_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-read")
     monkeypatch.setenv("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:m")
     set_default_container(None)
-    snapstart.before_snapshot(handlers.URL_HANDLER_MODULES)
-    assert built_default_container() is None
+    try:
+        snapstart.before_snapshot(handlers.URL_HANDLER_MODULES)
+        container = built_default_container()
+        assert container is not None and "settings" not in vars(container)
+    finally:
+        set_default_container(None)
+
+
+def test_a_restore_keeps_the_primed_session_and_resolves_the_credentials_after(monkeypatch: pytest.MonkeyPatch):
+    """The botocore session built before the snapshot (~15 ms of handler registration) is used by the restored
+    environment's first client, which resolves the credentials then; a session that built a client is not kept."""
+    import botocore.session
+
+    from chatcore.aws import AwsClients
+
+    sessions: list[object] = []
+    resolved: list[object] = []
+    new_session, get_credentials = botocore.session.Session.__init__, botocore.session.Session.get_credentials
+
+    def counting_init(self: botocore.session.Session, *args: object, **kwargs: object) -> None:
+        sessions.append(self)
+        new_session(self, *args, **kwargs)
+
+    def recording_credentials(self: botocore.session.Session) -> object:
+        resolved.append(self)
+        return get_credentials(self)
+
+    monkeypatch.setattr(botocore.session.Session, "__init__", counting_init)
+    monkeypatch.setattr(botocore.session.Session, "get_credentials", recording_credentials)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws = AwsClients()
+    aws.prepare(["dynamodb"])  # before the snapshot
+    assert len(sessions) == 1 and resolved == []
+    aws.renew()  # after the restore
+    aws.dynamodb()
+    assert len(sessions) == 1 and resolved == sessions  # the primed session, its credentials resolved now
+    aws.renew()  # a second restore of an environment that has built clients: their session goes too
+    aws.dynamodb()
+    assert len(sessions) == 2 and resolved == sessions
 
 
 MODELS_LOADED = textwrap.dedent(

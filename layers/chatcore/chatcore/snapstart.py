@@ -8,14 +8,16 @@ environment's memory, and resumes every new environment of that version from the
   otherwise do on its first request, where it is the same for all of them and needs no network, no secret and no
   setting beyond the environment: import the modules the handler loads lazily (the Redis client when a cache is
   configured, Mangum, the app's pages, the turn engine's parts), build the pydantic validators that are deferred at
-  import, and load botocore's models of the AWS services the function uses (by building clients that are thrown
-  away: no credentials are resolved and no connection is opened before the snapshot).
+  import, load botocore's models of the AWS services the function uses (by building clients that are thrown
+  away: no credentials are resolved and no connection is opened before the snapshot) and the default container's
+  botocore session (which, without a client, has resolved nothing); then collect the garbage and freeze the rest
+  (``gc.freeze``: out of every restored environment's collections).
 * State captured in the snapshot is shared by every restored environment. ``after_restore`` makes it theirs: no
-  AWS, Redis or LLM client of the snapshot is used (the default container's, if one was built, are renewed:
-  credentials resolved again, new connections), and ``random`` is re-seeded (retry jitter: restored copies must not
-  back off in lockstep). Ids, tokens and secrets come from ``secrets`` (``chatcore.models.new_id``), i.e. the
-  kernel's random source, which Lambda keeps unique per restored environment; nothing in chatcore derives one from
-  ``random``.
+  AWS, Redis or LLM client of the snapshot is used (the default container's, if any was built, are renewed:
+  credentials resolved again, new connections; its session, if it built no client, is kept), and ``random`` is
+  re-seeded (retry jitter: restored copies must not back off in lockstep). Ids, tokens and secrets come from
+  ``secrets`` (``chatcore.models.new_id``), i.e. the kernel's random source, which Lambda keeps unique per restored
+  environment; nothing in chatcore derives one from ``random``.
 
 Settings and secrets are not read before the snapshot: a secret read then would live in every snapshot until the
 next publish, past a rotation. The hooks are registered with ``snapshot_restore_py``, a module of Lambda's managed
@@ -24,13 +26,13 @@ Python runtime (absent elsewhere: then nothing is registered); they are plain fu
 
 from __future__ import annotations
 
+import gc
 import importlib
 import random
 from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from chatcore.aws import load_service_models
 from chatcore.config import ConfigError, environment_settings
 
 
@@ -64,7 +66,11 @@ def before_snapshot(modules: Iterable[str] = ()) -> None:
     services += ["secretsmanager"] if settings.secret_arns() else []
     services += ["stepfunctions"] if settings.state_machine_arn else []
     services += ["ssm"] if settings.system_prompt_parameter else []
-    load_service_models(services)  # no client is kept, no credential resolved
+    from chatcore.container import default_container  # built, not its settings: nothing read yet
+
+    default_container().aws.prepare(services)  # no client is kept, no credential resolved
+    gc.collect()  # what priming left behind, out of the snapshot
+    gc.freeze()  # and what it built, out of every restored environment's collections (chatcore.coldstart)
 
 
 def after_restore() -> None:
