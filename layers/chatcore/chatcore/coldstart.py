@@ -1,8 +1,8 @@
 """A cold start's imports without the cyclic garbage collector (``functions/*/app.py``, ``chatcore.web.serve``).
 
 Importing a handler allocates a few hundred thousand objects (modules, classes, functions, botocore's and pydantic's
-tables) that live as long as the process. With the collector running, each allocation burst triggers collections
-that walk them again and again, and find nothing: about 7% of the sessions function's cold start
+tables) that live as long as the process. With the collector running, their allocation triggers about a hundred
+collections that walk them again and again and find nothing: 6-10% of each function's imports
 (``bench/layer_bytecode.py`` measures it). ``collector_paused`` stops the collector for the imports, then freezes
 what they built (``gc.freeze``: moved out of every later collection, so the first request does not pay one walk over
 all of it) and starts the collector again. Nothing else changes: reference counting still frees what dies during
