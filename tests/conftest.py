@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,15 @@ _AWS_ENV = {
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _heap_unfrozen() -> Iterator[None]:
+    """A handler module's import (``chatcore.coldstart``) and the before-snapshot hook freeze every object alive in
+    the process, which in Lambda is what init built. Here that would be the test process's heap: each test hands it
+    back to the collector, so nothing a test leaves behind escapes collection (or its ResourceWarning)."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -144,8 +144,12 @@ def test_a_dynamodb_client_that_cannot_be_built_meanwhile_leaves_the_settings_al
         def secretsmanager(self) -> Secrets:
             return Secrets()
 
+        tried = 0
+
         def dynamodb(self) -> object:  # type: ignore[override]
+            Clients.tried += 1
             raise RuntimeError("no region")  # reported where the client is first used
 
     container = Container(Settings(table_name="t", jwt_secret_arn="arn:jwt"), aws=Clients())
     assert container.settings.jwt_secret == "s" * 32
+    assert Clients.tried == 1

@@ -76,3 +76,10 @@ def test_meanwhile_runs_while_the_reads_are_on_their_way():
 
     settings = with_secrets(Settings(jwt_secret_arn="arn:jwt"), read=read, meanwhile=meanwhile)
     assert settings.jwt_secret == "k" * 32
+
+
+def test_meanwhile_runs_when_there_is_no_secret_to_read():
+    ran: list[bool] = []
+    settings = Settings(jwt_secret="x" * 32)
+    assert with_secrets(settings, read=lambda arn: "", meanwhile=lambda: ran.append(True)) is settings
+    assert ran == [True]

@@ -131,7 +131,7 @@ def load_service_models(services: Iterable[str], session: botocore.session.Sessi
     """Read into ``service_models()`` what a client of each service reads from botocore's data files, by building one
     (with ``session``, or a new one) that is thrown away at once: it gets placeholder credentials, so none are
     resolved, and makes no request."""
-    session = session or _new_session()
+    session = session if session is not None else _new_session()
     for service in services:
         # A placeholder, not a secret: this client is dropped unused.
         session.create_client(service, config=_CONFIG, aws_access_key_id="unused", aws_secret_access_key="unused")  # noqa: S106
@@ -144,7 +144,7 @@ class AwsClients:
     def __init__(self) -> None:
         self._session: botocore.session.Session | None = None
         self._clients: dict[str, Any] = {}
-        self._used = False  # a client was built (or tried): the session may hold credentials and connections
+        self._used = False  # a client was built (or tried): the session may hold resolved credentials
 
     def _client(self, service: str) -> Any:
         client = self._clients.get(service)
@@ -157,11 +157,12 @@ class AwsClients:
 
     def prepare(self, services: Iterable[str]) -> None:
         """Build the session and load the models of ``services`` now, before a SnapStart snapshot: a botocore session
-        registers ~120 event handlers (15 ms), which every restored environment would pay again. Nothing is resolved
-        and nothing connects: the clients built here get placeholder credentials and are thrown away."""
+        registers ~120 event handlers (15 ms), which every restored environment would pay again. The session builds
+        no client (the models are loaded by throwaway clients of another session, into the shared
+        ``service_models()``), so it has resolved no credentials and read no configuration file."""
         if self._session is None:
             self._session = _new_session()
-        load_service_models(services, self._session)
+        load_service_models(services)
 
     def renew(self) -> None:
         """Forget the clients (after a SnapStart restore), and their session if it built one: the next call builds

@@ -63,10 +63,10 @@ class Container:
         return settings
 
     def _prebuild_dynamodb(self) -> None:
-        """Build the DynamoDB client, which every function's first request uses next, while the secrets are read
-        (tens of milliseconds of a cold start hidden behind a round trip). Only another thread's secret reads use
-        the AWS session meanwhile, never to build a client. A failure is met again, and reported, where the client
-        is first used."""
+        """Build the DynamoDB client, which nearly every first request uses next (a health check does not), while
+        the secrets are read: tens of milliseconds of a cold start hidden behind a round trip. Meanwhile the other
+        threads only use the Secrets Manager client built before them; none builds a client (``AwsClients`` is not
+        thread-safe for that). A failure is met again, and reported, where the client is first used."""
         with suppress(Exception):
             self.aws.dynamodb()
 

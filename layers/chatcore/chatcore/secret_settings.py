@@ -27,7 +27,9 @@ def with_secrets(
 ) -> Settings:
     """``settings`` with the value of each configured secret, read with ``read(arn)``; several are read at once
     (a cold start waits for one round trip, not one per secret). ``meanwhile`` runs in this thread while the reads
-    are on their way (then they always run in threads): work the cold start needs next, done during the wait."""
+    are on their way (then they always run in threads): work the cold start needs next, done during the wait. It
+    runs beside ``read``, so the two must not share what is unsafe across threads (``Container.settings``: ``read``
+    uses a client built before, ``meanwhile`` builds another one)."""
     wanted = settings.secret_arns()
 
     def fetch(name: str) -> str:
@@ -39,6 +41,10 @@ def with_secrets(
             raise ConfigError(f"{_ENV_NAMES[name]}: the secret is empty")
         return value
 
+    if not wanted:
+        if meanwhile is not None:
+            meanwhile()
+        return settings
     if len(wanted) > 1 or meanwhile is not None:
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             # Each read in a copy of this context: the function the code runs as (chatcore.aws.running_as) goes along.
