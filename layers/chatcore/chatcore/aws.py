@@ -127,11 +127,11 @@ def _new_session() -> botocore.session.Session:
     return session
 
 
-def load_service_models(services: Iterable[str], session: botocore.session.Session | None = None) -> None:
+def load_service_models(services: Iterable[str]) -> None:
     """Read into ``service_models()`` what a client of each service reads from botocore's data files, by building one
-    (with ``session``, or a new one) that is thrown away at once: it gets placeholder credentials, so none are
-    resolved, and makes no request."""
-    session = session if session is not None else _new_session()
+    that is thrown away at once (in a session of its own): it gets placeholder credentials, so none are resolved,
+    and makes no request."""
+    session = _new_session()
     for service in services:
         # A placeholder, not a secret: this client is dropped unused.
         session.create_client(service, config=_CONFIG, aws_access_key_id="unused", aws_secret_access_key="unused")  # noqa: S106

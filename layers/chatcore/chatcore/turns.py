@@ -549,6 +549,19 @@ class ChatEngine:
             )
         return ExistingTurn(session_id, turn_id)
 
+    def _recorder(self, session: ChatSession, handle: TurnHandle, *, branch_from: int | None = None) -> TurnRecorder:
+        """The writer of ``handle``'s turn (its last write retries throttling: ``ANSWER_WRITE_RETRY_SECONDS``)."""
+        deps = self.deps
+        return TurnRecorder(
+            deps.sessions,
+            deps.leases,
+            session,
+            handle.turn_id,
+            branch_from=branch_from,
+            answer_id=handle.answer_id,
+            retry_seconds=deps.settings.answer_write_retry_seconds,
+        )
+
     async def _run(
         self,
         handle: TurnHandle,
@@ -559,15 +572,7 @@ class ChatEngine:
         opening: asyncio.Task[_Opened] | None = None,
     ) -> None:
         deps = self.deps
-        recorder = TurnRecorder(
-            deps.sessions,
-            deps.leases,
-            session,
-            handle.turn_id,
-            branch_from=branch_from,
-            answer_id=handle.answer_id,
-            retry_seconds=deps.settings.answer_write_retry_seconds,
-        )
+        recorder = self._recorder(session, handle, branch_from=branch_from)
         handle.recorder = recorder
         new_message = bool(session.messages) and session.messages[-1].seq is None
         is_first = new_message and session.message_count == 0 and not session.title
@@ -631,14 +636,7 @@ class ChatEngine:
         """An approval's answer: each call's output (run, started in the background, or denied) replaces its
         placeholder; then, when no call of the round still waits, the model continues the same message."""
         deps, publish = self.deps, handle.channel.publish
-        recorder = TurnRecorder(
-            deps.sessions,
-            deps.leases,
-            session,
-            handle.turn_id,
-            answer_id=handle.answer_id,
-            retry_seconds=deps.settings.answer_write_retry_seconds,
-        )
+        recorder = self._recorder(session, handle)
         handle.recorder = recorder
         try:
             await deps.replay.begin(session.session_id, handle.turn_id, None)
