@@ -4,6 +4,7 @@ nothing is wired by patching product code."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from chatcore.config import Settings
@@ -80,21 +81,29 @@ def test_no_test_or_benchmark_patches_product_code():
             assert not pattern.search(path.read_text()), path
 
 
+class _Secrets:
+    """Secrets Manager's ``get_secret_value`` (botocore's parameter name), answering ``value of <arn>``; ``before``
+    runs first."""
+
+    def __init__(self, before: Callable[[], None] = lambda: None) -> None:
+        self._before = before
+
+    def get_secret_value(self, SecretId: str) -> dict[str, str]:
+        self._before()
+        return {"SecretString": f"value of {SecretId}"}
+
+
 def test_secrets_are_read_concurrently_through_one_client():
     """A cold start reads its secrets in parallel threads; each building its own Secrets Manager client doubled the
     client's cost (service model, endpoint rules) and cost the chat function ~100 ms of its cold start."""
     from chatcore.aws import AwsClients
 
-    class Secrets:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:  # botocore's parameter name
-            return {"SecretString": f"value of {SecretId}"}
-
     class CountingClients(AwsClients):
         built = 0
 
-        def secretsmanager(self) -> Secrets:
+        def secretsmanager(self) -> _Secrets:
             CountingClients.built += 1
-            return Secrets()
+            return _Secrets()
 
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
     settings = Settings(table_name="t", jwt_secret_arn=arn + "jwt", llm_api_key_secret_arn=arn + "llm")
@@ -115,14 +124,12 @@ def test_the_dynamodb_client_is_built_while_the_secrets_are_read():
 
     dynamodb_built = threading.Event()
 
-    class Secrets:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:
-            assert dynamodb_built.wait(timeout=5), "the DynamoDB client was not built during the read"
-            return {"SecretString": "s" * 32}
+    def after_dynamodb() -> None:
+        assert dynamodb_built.wait(timeout=5), "the DynamoDB client was not built during the read"
 
     class Clients(AwsClients):
-        def secretsmanager(self) -> Secrets:
-            return Secrets()
+        def secretsmanager(self) -> _Secrets:
+            return _Secrets(before=after_dynamodb)
 
         def dynamodb(self) -> object:  # type: ignore[override]
             dynamodb_built.set()
@@ -130,19 +137,15 @@ def test_the_dynamodb_client_is_built_while_the_secrets_are_read():
 
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt"
     container = Container(Settings(table_name="t", jwt_secret_arn=arn), aws=Clients())
-    assert container.settings.jwt_secret == "s" * 32
+    assert container.settings.jwt_secret == f"value of {arn}"
 
 
 def test_a_dynamodb_client_that_cannot_be_built_meanwhile_leaves_the_settings_alone():
     from chatcore.aws import AwsClients
 
-    class Secrets:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:
-            return {"SecretString": "s" * 32}
-
     class Clients(AwsClients):
-        def secretsmanager(self) -> Secrets:
-            return Secrets()
+        def secretsmanager(self) -> _Secrets:
+            return _Secrets()
 
         tried = 0
 
@@ -151,5 +154,5 @@ def test_a_dynamodb_client_that_cannot_be_built_meanwhile_leaves_the_settings_al
             raise RuntimeError("no region")  # reported where the client is first used
 
     container = Container(Settings(table_name="t", jwt_secret_arn="arn:jwt"), aws=Clients())
-    assert container.settings.jwt_secret == "s" * 32
+    assert container.settings.jwt_secret == "value of arn:jwt"
     assert Clients.tried == 1

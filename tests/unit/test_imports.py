@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,22 +46,33 @@ AT_INIT = {
 TURN_MODULES = {"chatcore.stream", "chatcore.turns", "chatcore.llm", "chatcore.replay", "chatcore.tools"}
 
 
-def _run(code: str, env: dict[str, str] | None = None) -> set[str]:
-    """The modules loaded after ``code`` runs in a fresh interpreter."""
-    code += "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+def _last_json(code: str, env: dict[str, str] | None = None) -> Any:
+    """The JSON of the last line ``code`` prints in a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env or dict(os.environ)
     )
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _modules_after_import(path: str) -> set[str]:
-    return _run(
-        "import importlib.util, sys\n"
-        f"sys.path.insert(0, {str(Path(path).parent)!r})\n"  # the function's folder, as Lambda puts it on sys.path
+def _run(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """The modules loaded after ``code`` runs in a fresh interpreter."""
+    return set(_last_json(code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n", env))
+
+
+def _on_path(path: str) -> str:
+    """Code that puts a handler's folder on ``sys.path``, as Lambda does (``_import_app`` then imports it)."""
+    return f"import importlib.util, sys\nsys.path.insert(0, {str(Path(path).parent)!r})\n"
+
+
+def _import_app(path: str) -> str:
+    return (
         f"spec = importlib.util.spec_from_file_location('app', {path!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
     )
+
+
+def _modules_after_import(path: str) -> set[str]:
+    return _run(_on_path(path) + _import_app(path))
 
 
 def _packages(modules: set[str]) -> set[str]:
@@ -102,20 +114,14 @@ print(json.dumps({{"collections": collections, "enabled": gc.isenabled(), "froze
 
 
 def _collections_while(code: str, prepare: str) -> dict[str, object]:
-    script = _COLLECTIONS.format(prepare=prepare, code=code)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = _last_json(_COLLECTIONS.format(prepare=prepare, code=code))
     return result
 
 
 @pytest.mark.parametrize("function", sorted(AT_INIT))
 def test_each_function_imports_without_a_garbage_collection_and_freezes_what_it_built(function):
     path = _functions()[function]
-    result = _collections_while(
-        f"spec = importlib.util.spec_from_file_location('app', {path!r})\n"
-        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n",
-        prepare=f"import importlib.util, sys, chatcore.coldstart\nsys.path.insert(0, {str(Path(path).parent)!r})",
-    )
+    result = _collections_while(_import_app(path), prepare=_on_path(path) + "import chatcore.coldstart")
     assert result["collections"] == []  # about a hundred collections without the pause (chatcore.coldstart)
     assert result["enabled"] is True
     assert isinstance(result["frozen"], int) and result["frozen"] > 10_000  # none without the freeze
